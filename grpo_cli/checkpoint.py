@@ -1,0 +1,89 @@
+"""Checkpoints in Hugging Face format, written atomically, the last N kept.
+
+A checkpoint is `checkpoints/step-000010/`: the model (`save_pretrained`), its tokenizer, the
+resolved `config.yaml`, and `trainer_state.pt` (optimizer, RNG and data-order state, step), plus
+`ref/` when iterative RL has replaced the reference model. It is written to a temporary folder and
+renamed into place, so a run killed at any moment never leaves a half-written checkpoint visible.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from grpo_cli.config import Config, dump_config
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+STATE_FILE = "trainer_state.pt"
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders are ignored)."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    dirs = checkpoint_dirs(run_dir)
+    return dirs[-1] if dirs else None
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    model: Any,
+    tokenizer: Any,
+    cfg: Config,
+    state: dict[str, Any],
+    ref_model: Any = None,
+    keep_last: int = 2,
+) -> Path:
+    """Write checkpoint `step` atomically and delete all but the newest `keep_last`.
+
+    On failure (disk full, permissions) the temporary folder is removed and the OSError raised;
+    earlier checkpoints are untouched.
+    """
+    import torch
+
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        if ref_model is not None:
+            ref_model.save_pretrained(tmp / "ref", safe_serialization=True)
+        torch.save(state, tmp / STATE_FILE)  # written last: its presence marks a complete checkpoint
+        _fsync_tree(tmp)
+        if final.exists():  # a resumed run re-saving a step it had already saved
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in checkpoint_dirs(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_state(checkpoint: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(checkpoint / STATE_FILE, weights_only=False)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())

@@ -1,0 +1,27 @@
+"""Options shared by several subcommands, and turning them into a resolved Config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from grpo_cli.config import Config, load_config
+
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (see `grpo presets list`) or a YAML file. Default: tiny.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key, e.g. --set sampling.temperature=0.7 (repeatable).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Local Hugging Face model folder, or `tiny` (the shipped model).")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Problems file (.jsonl/.json/.csv/.parquet), arith:train|test, or hf:NAME[:SPLIT].")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (config: seed).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Torch CPU threads; 0 = all cores (config: model.threads).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print the final summary.")]
+
+
+def resolve_config(preset: str | None, sets: list[str] | None, **overrides: Any) -> Config:
+    """Explicit CLI options are given as dotted keys (`sampling.n=4`); None means not given."""
+    return load_config(preset, sets, {k.replace("__", "."): v for k, v in overrides.items()})
+
+
+def path_or_stdout(path: Path) -> Path | None:
+    return None if str(path) == "-" else path

@@ -1,0 +1,79 @@
+"""`grpo eval`: accuracy, unbiased pass@k and maj@k, as a table, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from grpo_cli.cli.common import DataOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, resolve_config
+
+
+def evaluate(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model folder or `tiny`; repeat to compare models side by side.")] = None,
+    samples: Annotated[Optional[list[Path]], typer.Option("--samples", help="Evaluate existing samples/scored JSONL files instead of sampling (repeatable).")] = None,
+    data: DataOpt = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Comma-separated metrics: maj@k,pass@k (config: eval.metrics).")] = None,
+    k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated k values, e.g. 1,4,16 (config: eval.k).")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Samples per problem (config: eval.n).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature (config: sampling.temperature).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for results.json, scored.jsonl per model and config.yaml.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw pass@k / maj@k curves to this PNG.")] = None,
+    seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate models (default: the shipped model on the held-out arithmetic split)."""
+    from grpo_cli.config import write_config_beside
+    from grpo_cli.data import atomic_writer, read_jsonl, write_jsonl
+    from grpo_cli.errors import UserError
+    from grpo_cli.evaluate import evaluate_model, evaluate_samples, results_table
+    from grpo_cli.metrics import parse_ks, parse_metrics
+    from grpo_cli.report import Reporter
+
+    try:
+        metrics = parse_metrics(metric) if metric else None
+        ks = parse_ks(k) if k else None
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if model and samples:
+        raise UserError("give either --model or --samples, not both")
+    cfg = resolve_config(
+        preset, set_, seed=seed, model__threads=threads, data__eval=data, eval__n=n, eval__k=ks,
+        eval__metrics=metrics, sampling__temperature=temperature,
+    )
+    report = Reporter.console(quiet)
+    if samples:
+        runs = [evaluate_samples(read_jsonl(p), cfg, report, str(p)) for p in samples]
+    else:
+        runs = [evaluate_model(cfg, m, report, label=m) for m in (model or [cfg.model.path])]
+
+    results = {run.label: run.result for run in runs}
+    report.table(results_table(runs, cfg.eval.k, cfg.eval.metrics))
+    for run in runs:
+        if run.summary is not None and run.summary.failures:
+            report.warn(f"{run.label}: {run.summary.describe()}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for i, run in enumerate(runs):
+            write_jsonl(out / f"scored-{i}.jsonl", run.scored)
+        with atomic_writer(out / "results.json") as handle:
+            json.dump({"results": results, "sources": [r.label for r in runs]}, handle, indent=2)
+        write_config_beside(cfg, out)
+    if plot is not None:
+        from grpo_cli.plot import plot_curves
+
+        plot_curves(results, plot)
+    if json_:
+        typer.echo(json.dumps(results, indent=2))
+    best = max(runs, key=lambda r: r.result["accuracy"])
+    report.summary(
+        f"evaluated {len(runs)} model(s) on {runs[0].result['problems']} problems x {runs[0].result['n']} samples; "
+        f"best accuracy {100 * best.result['accuracy']:.1f}% ({best.label})"
+        + (f" -> {out}" if out else "")
+    )

@@ -1,0 +1,25 @@
+"""`grpo model build-tiny`: the reproducible build of the shipped default model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="The shipped tiny model.", no_args_is_help=True)
+
+
+@app.command("build-tiny")
+def build_tiny(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the model to.")] = Path("tiny-model"),
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 0,
+    steps: Annotated[Optional[int], typer.Option(help="Supervised training steps (default: the shipped build's).")] = None,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (the shipped model was built with 2).")] = 2,
+) -> None:
+    """Train the tiny arithmetic model from scratch (supervised), as shipped in grpo_cli/assets/tiny-model."""
+    from grpo_cli.tiny import build_tiny_model
+
+    kwargs = {"steps": steps} if steps is not None else {}
+    stats = build_tiny_model(out, seed=seed, threads=threads, log=typer.echo, **kwargs)
+    typer.echo(f"wrote {out}: {stats}")

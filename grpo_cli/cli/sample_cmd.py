@@ -1,0 +1,54 @@
+"""`grpo sample`: prompts in, n completions per prompt out (JSONL), with token log-probs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from grpo_cli.cli.common import DataOpt, ModelOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, path_or_stdout, resolve_config
+
+
+def sample(
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL (- for stdout). The resolved config is written beside it.")] = Path("samples.jsonl"),
+    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Completions per prompt (config: sampling.n).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature, 0 = greedy (config: sampling.temperature).")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass (config: sampling.top_p).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest completion (config: sampling.max_new_tokens).")] = None,
+    no_logprobs: Annotated[bool, typer.Option("--no-logprobs", help="Leave token_logprobs out of the records.")] = False,
+    seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Sample n completions per prompt. Default: the shipped model on the held-out arithmetic split."""
+    from grpo_cli.config import write_config_beside
+    from grpo_cli.data import write_jsonl
+    from grpo_cli.report import Reporter
+    from grpo_cli.rollout import load_policy, problems_from, sample_problems, sampling_params
+
+    cfg = resolve_config(
+        preset, set_, seed=seed, model__path=model, model__threads=threads, data__eval=data, sampling__n=n,
+        sampling__temperature=temperature, sampling__top_p=top_p, sampling__max_new_tokens=max_new_tokens,
+    )
+    report = Reporter.console(quiet)
+    problems = problems_from(cfg.data.eval, cfg.data, need_answer=False)
+    policy = load_policy(cfg)
+    start = time.perf_counter()
+    rows = sample_problems(policy, problems, cfg, sampling_params(cfg), report, logprobs=not no_logprobs)
+    seconds = time.perf_counter() - start
+    target = path_or_stdout(out)
+    write_jsonl(target, rows)
+    if target is not None:
+        write_config_beside(cfg, target)
+    tokens = sum(r["completion_tokens"] for r in rows)
+    truncated = sum(r["finish_reason"] == "length" for r in rows)
+    report.summary(
+        f"sampled {len(rows)} completions for {len(problems)} prompts in {seconds:.1f}s "
+        f"({tokens / max(seconds, 1e-9):.0f} tokens/s, {truncated} truncated) -> {out}"
+    )

@@ -1,0 +1,519 @@
+"""The one typed configuration (DESIGN.md section 7).
+
+Precedence: dataclass defaults < preset YAML < `--set a.b=c` overrides < explicit CLI options.
+Each field carries its documentation as the string literal right after it; `field_docs` reads them
+back so `grpo presets show --docs` can print them. Unknown keys are errors naming the nearest key.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import math
+import os
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grpo_cli.errors import UserError
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects taskset/cgroup affinity where the OS exposes it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass
+class ModelConfig:
+    path: str = "tiny"
+    """Local Hugging Face causal LM directory, or `tiny` for the model shipped with grpo."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16 or float16."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    threads: int = 0
+    """Torch CPU threads; 0 uses every core available to the process."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        if self.threads < 0:
+            raise UserError(f"config: model.threads must be >= 0, got {self.threads}")
+
+
+@dataclass
+class DataConfig:
+    train: str = "arith:train"
+    """Training problems: a JSONL/JSON/Parquet/CSV file, `arith:train|test` (built-in task), or `hf:NAME[:SPLIT]` with `datasets` installed."""
+    eval: str = "arith:test"
+    """Held-out problems for `grpo eval` and the before/after evaluation of `grpo train`; same forms as `train`."""
+    prompt_field: str = "prompt"
+    """Field holding the prompt (a string, or a list of chat messages). GSM8K: question; MATH: problem."""
+    answer_field: str = "answer"
+    """Field holding the gold answer. GSM8K: answer (ends with `#### N`); MATH: solution (has `\\boxed{}`)."""
+    id_field: str = "id"
+    """Field holding a problem id; the row number is used when absent."""
+    template: str = "{prompt}\n"
+    """Prompt template for models without a chat template; `{prompt}` and any row field may appear."""
+    chat_template: str = "auto"
+    """auto: use the tokenizer's chat template when it has one; never: always use `template`."""
+    system_prompt: str = ""
+    """System message for chat templates (empty: none)."""
+    instruction: str = ""
+    """Text appended to the user message under a chat template, e.g. an answer-format instruction."""
+    solution_field: str = "solution"
+    """Field holding a worked solution, used by `algorithm: sft`. GSM8K: answer; MATH: solution."""
+    limit: int = 0
+    """Use only the first N problems (0: all)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("data.chat_template", self.chat_template, ("auto", "never"))
+        if self.limit < 0:
+            raise UserError(f"config: data.limit must be >= 0, got {self.limit}")
+
+
+@dataclass
+class SamplingConfig:
+    backend: str = "hf"
+    """Sampling backend: hf (transformers)."""
+    n: int = 8
+    """Completions per prompt (G, the group size)."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 is greedy. Log-probs are recorded under this temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1.0: off)."""
+    max_new_tokens: int = 64
+    """Longest completion in tokens; longer ones stop with finish_reason `length`."""
+    batch_size: int = 256
+    """Sequences generated together (prompts x completions)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("sampling.backend", self.backend, ("hf",))
+        for name in ("n", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config: sampling.{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise UserError(f"config: sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"config: sampling.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class VerifierConfig:
+    name: str = "math"
+    """Verifier plugin name (see `grpo verifiers list`)."""
+    weight: float = 1.0
+    """Weight of this verifier's reward in the summed reward."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options passed to the verifier."""
+    failure_value: float = 0.0
+    """Reward given to a sample when this verifier raises, hangs or returns garbage for it."""
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.weight) or not math.isfinite(self.failure_value):
+            raise UserError(f"config: verifier {self.name!r} weight and failure_value must be finite")
+
+
+@dataclass
+class EvalConfig:
+    n: int = 16
+    """Samples per problem for evaluation."""
+    k: list[int] = field(default_factory=lambda: [1, 4, 16])
+    """The k values reported for pass@k and maj@k (each <= n)."""
+    metrics: list[str] = field(default_factory=lambda: ["maj@k", "pass@k"])
+    """Metrics to report besides accuracy: maj@k, pass@k."""
+    threshold: float = 1.0
+    """A sample counts as correct when its reward is at least this."""
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise UserError(f"config: eval.n must be >= 1, got {self.n}")
+        bad = [k for k in self.k if k < 1]
+        if bad or not self.k:
+            raise UserError(f"config: eval.k must be a non-empty list of integers >= 1, got {self.k}")
+        too_big = [k for k in self.k if k > self.n]
+        if too_big:
+            raise UserError(f"config: eval.k={too_big[0]} > eval.n={self.n} samples per problem")
+        unknown = [m for m in self.metrics if m not in ("maj@k", "pass@k")]
+        if unknown:
+            raise UserError(f"config: unknown metric {unknown[0]!r} in eval.metrics; expected maj@k or pass@k")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 60
+    """Policy optimisation steps; each samples one batch."""
+    batch_size: int = 256
+    """Completions per step (prompts per step = batch_size / sampling.n)."""
+    micro_batch_size: int = 64
+    """Sequences per forward/backward; gradients accumulate to the whole batch."""
+    mu: int = 1
+    """Policy updates (optimizer steps) per sampled batch; 1 needs no old-policy forward pass."""
+    lr: float = 1e-6
+    """AdamW learning rate (constant after warmup)."""
+    warmup_steps: int = 0
+    """Linear learning-rate warmup, in optimizer steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    """AdamW betas."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: off)."""
+    beta: float = 0.04
+    """KL coefficient to the reference model; 0 loads no reference model."""
+    kl_estimator: str = "k3"
+    """KL estimator in the loss: k1, k2 or k3."""
+    eps_low: float = 0.2
+    """Lower clip range: the ratio is clipped below at 1 - eps_low."""
+    eps_high: float = 0.2
+    """Upper clip range: the ratio is clipped above at 1 + eps_high (DAPO clip-higher: > eps_low)."""
+    importance: str = "token"
+    """Importance ratio: token (GRPO) or sequence (GSPO)."""
+    loss_aggregation: str = "sequence"
+    """sequence (GRPO: per-sequence token mean, then mean), token (DAPO), constant (Dr. GRPO)."""
+    scale_rewards: str = "group"
+    """Advantage normalisation: group std (GRPO), batch std, or none (Dr. GRPO)."""
+    advantage: str = "outcome"
+    """outcome (one advantage per completion) or process (from the verifiers' step rewards)."""
+    correct_threshold: float = 1.0
+    """rft / online_rft: a completion counts as correct when its reward is at least this."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and sample more prompts to fill the batch."""
+    max_sampling_rounds: int = 3
+    """Dynamic sampling: most sampling rounds per step before training on what was collected."""
+    overlong_filter: bool = False
+    """DAPO: mask truncated completions out of the loss."""
+    soft_overlong: bool = False
+    """DAPO: soft overlong punishment added to the reward (uses sampling.max_new_tokens as L_max)."""
+    overlong_cache: int = 16
+    """DAPO: L_cache of the soft overlong punishment, in tokens."""
+    ref_sync_every: int = 0
+    """Iterative RL: every N steps the reference model becomes a copy of the policy (0: never)."""
+    out_dir: str = "runs/train"
+    """Run folder: checkpoints/, metrics.jsonl, config.yaml."""
+    save_every: int = 0
+    """Checkpoint every N steps (0: only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept on disk (older ones are deleted)."""
+    eval_n: int = 8
+    """Samples per held-out problem for the before/after evaluation (0: skip it)."""
+    eval_limit: int = 0
+    """Held-out problems used for the before/after evaluation (0: all)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("train.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+        _check_choice("train.importance", self.importance, ("token", "sequence"))
+        _check_choice("train.loss_aggregation", self.loss_aggregation, ("sequence", "token", "constant"))
+        _check_choice("train.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
+        _check_choice("train.advantage", self.advantage, ("outcome", "process"))
+        for name in ("steps", "batch_size", "micro_batch_size", "mu", "max_sampling_rounds", "keep_last"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config: train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "beta", "eps_low", "eps_high", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"config: train.{name} must be a finite number >= 0, got {value}")
+        if len(self.adam_betas) != 2:
+            raise UserError(f"config: train.adam_betas must be two numbers, got {self.adam_betas}")
+
+
+ALGORITHMS = ("grpo", "rft", "online_rft", "sft")
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    """Seed for sampling, data order and initialisation."""
+    algorithm: str = "grpo"
+    """grpo; rft (learn from the initial model's correct samples); online_rft (from the current policy's); sft (the dataset's solutions). DeepSeekMath section 5.2."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy model."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Problems and prompt formatting."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How completions are generated."""
+    verifiers: list[VerifierConfig] = field(default_factory=lambda: [VerifierConfig()])
+    """Reward sources; the reward is the weighted sum of their rewards."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation settings for `grpo eval`."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Policy optimisation settings for `grpo train`."""
+
+    def __post_init__(self) -> None:
+        _check_choice("algorithm", self.algorithm, ALGORITHMS)
+        if self.train.batch_size % self.sampling.n:
+            raise UserError(
+                f"config: train.batch_size={self.train.batch_size} must be a multiple of sampling.n={self.sampling.n} (whole groups)"
+            )
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"config: {key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# ----------------------------------------------------------------------------- building from dicts
+
+
+def _nearest(word: str, options: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    if close:
+        return f" (did you mean '{prefix}{close[0]}'?)"
+    return f"; valid keys: {', '.join(prefix + o for o in options)}"
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise a one-line UserError."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config: {key} must be a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin in (list, tuple):
+        (item_tp,) = typing.get_args(tp)[:1]
+        if isinstance(value, str) and item_tp in (int, str, float):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config: {key} must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config: {key} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise UserError(f"config: {key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise UserError(f"config: {key} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise UserError(f"config: {key} must be an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise UserError(f"config: {key} must be a number, got {value!r}")
+        try:
+            return float(value)  # YAML reads `1e-6` as a string; accept it
+        except (TypeError, ValueError):
+            raise UserError(f"config: {key} must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise UserError(f"config: {key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise UserError(f"config: unknown key '{prefix}{key}'{_nearest(str(key), names, prefix)}")
+        kwargs[key] = _coerce(prefix + key, value, hints[key])
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a Config from a nested dict (unknown keys are errors)."""
+    return _build(Config, data)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "options":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- presets and overrides
+
+
+def _presets_dir() -> Any:
+    try:
+        return resources.files("grpo_cli.presets")
+    except ModuleNotFoundError:
+        # Run from a source checkout: its grpo_cli/ shadows the install's mapping of presets/.
+        return Path(__file__).resolve().parent.parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in _presets_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name_or_path: str) -> tuple[str, str]:
+    """Return (source description, YAML text) of a built-in preset name or a YAML file path."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UserError(f"preset file not found: {path}")
+        return str(path), path.read_text(encoding="utf-8")
+    names = preset_names()
+    if name_or_path not in names:
+        hint = difflib.get_close_matches(name_or_path, names, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise UserError(f"unknown preset '{name_or_path}'{suggestion}; available: {', '.join(names)}")
+    res = _presets_dir() / f"{name_or_path}.yaml"
+    return f"preset {name_or_path}", res.read_text(encoding="utf-8")
+
+
+def _parse_yaml(source: str, text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{source}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of config keys at the top level")
+    return data
+
+
+def parse_set(item: str) -> dict[str, Any]:
+    """`a.b=c` -> {"a": {"b": c}} with c parsed as YAML (so numbers, lists and booleans work)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sampling.temperature=0.7")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+DEFAULT_PRESET = "tiny"
+
+
+def load_config(
+    preset: str | None = None,
+    sets: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve the config: defaults < preset (default `tiny`) < `--set` items < CLI `overrides`.
+
+    `overrides` uses dotted keys (`{"sampling.n": 4}`); None values are ignored (option not given).
+    """
+    source, text = preset_text(preset or DEFAULT_PRESET)
+    data = _parse_yaml(source, text)
+    # Validate the preset alone first so an error names the preset file, not the merged result.
+    try:
+        config_from_dict(data)
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
+    for item in sets or []:
+        data = _merge(data, parse_set(item))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data = _merge(data, parse_set_value(key, value))
+    return config_from_dict(data)
+
+
+def parse_set_value(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def write_config_beside(cfg: Config, output: Path) -> Path:
+    """Write the resolved config next to an output file (`out.jsonl` -> `out.config.yaml`)."""
+    target = output / "config.yaml" if output.is_dir() else output.with_name(output.stem + ".config.yaml")
+    target.write_text(dump_config(cfg), encoding="utf-8")
+    return target
+
+
+# ----------------------------------------------------------------------------- field documentation
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written as the string literal after each dataclass field."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for prev, node in zip(body, body[1:]):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = node.value.value
+    return docs
+
+
+def documented_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, type, doc) for every leaf field, for `grpo presets show --docs`."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(documented_keys(tp, f"{prefix}{f.name}."))
+        else:
+            name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+            rows.append((prefix + f.name, name, docs.get(f.name, "")))
+    return rows
+
+
+def parse_verifier_option(text: str) -> VerifierConfig:
+    """`NAME[:key=value,...]` (the `--verifier` option): `weight` and `failure_value` set those
+    fields; every other key becomes a verifier option (values parsed as YAML)."""
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise UserError(f"--verifier {text!r}: expected NAME[:key=value,...]")
+    spec: dict[str, Any] = {"name": name.strip(), "options": {}}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--verifier {text!r}: expected key=value, got {item!r}")
+        value = yaml.safe_load(raw)
+        if key in ("weight", "failure_value"):
+            spec[key] = value
+        else:
+            spec["options"][key] = value
+    return _build(VerifierConfig, spec, "verifier.")

@@ -1,0 +1,96 @@
+"""The eval stage: sample n per problem (or read samples), score, and compute accuracy, pass@k, maj@k."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpo_cli.config import Config
+from grpo_cli.errors import UserError
+from grpo_cli.metrics import evaluate_groups
+from grpo_cli.report import Reporter
+from grpo_cli.scoring import ScoreSummary, opened_verifiers, score
+
+
+@dataclass
+class EvalRun:
+    """One model's evaluation: metrics, the scored samples, and how the verifiers fared."""
+
+    label: str
+    result: dict[str, Any]
+    scored: list[dict[str, Any]]
+    summary: ScoreSummary | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def score_records(samples: list[dict[str, Any]], cfg: Config, report: Reporter) -> tuple[list[dict[str, Any]], ScoreSummary]:
+    """Score sample records with the configured verifiers (the `grpo score` stage)."""
+    with opened_verifiers(cfg.verifiers) as verifiers, report.progress("scoring", total=len(samples)) as advance:
+        scored, summary = score(samples, verifiers)
+        advance(len(samples))
+    return scored, summary
+
+
+def group_records(records: list[dict[str, Any]], source: str = "samples") -> list[list[dict[str, Any]]]:
+    """Records grouped per problem (by `group`, else by `id`), in order of first appearance."""
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for i, row in enumerate(records):
+        key = row.get("group", row.get("id"))
+        if key is None:
+            raise UserError(f"{source} row {i + 1}: needs a 'group' or 'id' field to group samples by problem")
+        groups[key].append(row)
+    return list(groups.values())
+
+
+def metrics_of(scored: list[dict[str, Any]], cfg: Config, source: str = "samples") -> dict[str, Any]:
+    groups = group_records(scored, source)
+    try:
+        return evaluate_groups(groups, cfg.eval.k, cfg.eval.metrics, seed=cfg.seed, threshold=cfg.eval.threshold)
+    except ValueError as e:
+        raise UserError(f"{source}: {e}") from None
+
+
+def evaluate_model(cfg: Config, model_path: str, report: Reporter, label: str | None = None) -> EvalRun:
+    """Sample `eval.n` completions per held-out problem with one model, score them, compute metrics."""
+    import time
+
+    from grpo_cli.rollout import load_policy, problems_from, sample_problems, sampling_params
+
+    problems = problems_from(cfg.data.eval, cfg.data)
+    policy = load_policy(cfg, model_path)
+    t0 = time.perf_counter()
+    samples = sample_problems(policy, problems, cfg, sampling_params(cfg, n=cfg.eval.n), report, label=f"sampling {label or model_path}")
+    t1 = time.perf_counter()
+    scored, summary = score_records(samples, cfg, report)
+    t2 = time.perf_counter()
+    result = metrics_of(scored, cfg)
+    return EvalRun(label or model_path, result, scored, summary, {"sampling": t1 - t0, "scoring": t2 - t1})
+
+
+def evaluate_samples(records: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> EvalRun:
+    """Metrics of an existing samples file; records without a `reward` are scored first."""
+    summary = None
+    if any("reward" not in r for r in records):
+        records, summary = score_records(records, cfg, report)
+    return EvalRun(label, metrics_of(records, cfg, label), records, summary)
+
+
+def results_table(runs: list[EvalRun], ks: list[int], metrics: list[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="evaluation")
+    table.add_column("model")
+    table.add_column("problems", justify="right")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy", justify="right")
+    for metric in metrics:
+        for k in ks:
+            table.add_column(metric.replace("@k", f"@{k}"), justify="right")
+    for run in runs:
+        r = run.result
+        cells = [run.label, str(r["problems"]), str(r["n"]), f"{100 * r['accuracy']:.1f}"]
+        for metric in metrics:
+            cells += [f"{100 * r[metric][k]:.1f}" for k in ks]
+        table.add_row(*cells)
+    return table

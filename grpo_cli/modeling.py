@@ -1,0 +1,94 @@
+"""Loading a policy: model directory resolution, tokenizer, weights, device and threads."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from grpo_cli.config import ModelConfig, available_cores
+from grpo_cli.errors import UserError
+
+TINY = "tiny"
+
+
+def tiny_model_dir() -> Path:
+    return Path(str(resources.files("grpo_cli.assets") / "tiny-model"))
+
+
+def resolve_model_dir(path: str) -> Path:
+    """`tiny` -> the shipped model; otherwise a local Hugging Face model directory."""
+    if path == TINY:
+        return tiny_model_dir()
+    model_dir = Path(path)
+    if not model_dir.is_dir():
+        raise UserError(f"model directory not found: {model_dir} (model.path expects a local Hugging Face model folder or 'tiny')")
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    return model_dir
+
+
+def setup_torch(threads: int) -> None:
+    """Set the CPU thread count once: `threads` or every available core when 0."""
+    import torch
+
+    torch.set_num_threads(threads or available_cores())
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"model.device={device} but no CUDA device is available")
+    return device
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    """Load the tokenizer; left padding for batched generation, pad falls back to eos."""
+    from transformers import AutoTokenizer
+
+    has_files = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json"))
+    if not has_files:
+        raise UserError(f"{model_dir}: model folder has no tokenizer (tokenizer.json or tokenizer_config.json)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{model_dir}: could not load tokenizer ({str(e).splitlines()[0]})") from None
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise UserError(f"{model_dir}: tokenizer has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, cfg.dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{model_dir}: could not load model ({str(e).splitlines()[0]})") from None
+    model.to(resolve_device(cfg.device))
+    model.train(trainable)
+    if not trainable:
+        model.requires_grad_(False)
+    return model
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token id that ends a completion (generation config may list several)."""
+    ids: set[int] = set()
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,70 @@
+"""The one reporting object: the core talks to the user only through it (DESIGN.md section 1).
+
+`Reporter()` is silent, so library use stays quiet; the CLI passes `Reporter.console(quiet=...)`,
+which draws rich progress bars and logs on stderr (data goes to files or stdout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable
+
+
+class Reporter:
+    """Silent by default. `progress` yields a callable advancing the bar by n."""
+
+    def __init__(self, console: Any = None, quiet: bool = False) -> None:
+        self._console = console
+        self.quiet = quiet
+
+    @classmethod
+    def console(cls, quiet: bool = False) -> "Reporter":
+        from rich.console import Console
+
+        return cls(Console(stderr=True), quiet=quiet)
+
+    def log(self, message: str) -> None:
+        """A progress note; hidden with --quiet."""
+        if self._console is not None and not self.quiet:
+            self._console.print(message, highlight=False)
+
+    def summary(self, message: str) -> None:
+        """The one-line result of a command; shown even with --quiet."""
+        if self._console is not None:
+            self._console.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        if self._console is not None:
+            self._console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+    def table(self, table: Any) -> None:
+        """A rich Table; shown even with --quiet (it is the result)."""
+        if self._console is not None:
+            self._console.print(table)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        if self._console is None or self.quiet:
+            yield lambda n=1: None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self._console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)

@@ -1,0 +1,106 @@
+"""The sample stage shared by `grpo sample`, `grpo eval` and the trainer: a loaded policy, prompts
+rendered from problems, and completions turned into sample records (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grpo_cli.config import Config, DataConfig
+from grpo_cli.data import load_problems, render_prompt
+from grpo_cli.report import Reporter
+from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
+
+
+@dataclass
+class Policy:
+    """A model with its tokenizer and the sampler that generates from it."""
+
+    model_dir: Path
+    model: Any
+    tokenizer: Any
+    sampler: Sampler
+
+
+def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool = False) -> Policy:
+    from grpo_cli.modeling import eos_token_ids, load_model, load_tokenizer, resolve_model_dir, setup_torch
+    from grpo_cli.sampling.hf import HFSampler
+
+    setup_torch(cfg.model.threads)
+    model_dir = resolve_model_dir(model_path or cfg.model.path)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, cfg.model, trainable=trainable)
+    sampler = HFSampler(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=cfg.sampling.batch_size)
+    return Policy(model_dir, model, tokenizer, sampler)
+
+
+def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) -> list[dict[str, Any]]:
+    return load_problems(
+        source,
+        prompt_field=data.prompt_field,
+        answer_field=data.answer_field,
+        id_field=data.id_field,
+        need_answer=need_answer,
+        limit=data.limit,
+    )
+
+
+def render_prompts(problems: list[dict[str, Any]], tokenizer: Any, data: DataConfig) -> list[str]:
+    return [
+        render_prompt(
+            p,
+            tokenizer,
+            template=data.template,
+            chat_template=data.chat_template,
+            system_prompt=data.system_prompt,
+            instruction=data.instruction,
+        )
+        for p in problems
+    ]
+
+
+def sampling_params(cfg: Config, n: int | None = None, seed: int | None = None) -> SamplingParams:
+    s = cfg.sampling
+    return SamplingParams(
+        n=n or s.n,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_new_tokens=s.max_new_tokens,
+        seed=cfg.seed if seed is None else seed,
+    )
+
+
+def to_records(problems: list[dict[str, Any]], completions: list[list[Completion]], *, logprobs: bool = True) -> list[dict[str, Any]]:
+    """Sample records: the problem's fields plus the completion, its group and index in the group."""
+    rows = []
+    for group, (problem, comps) in enumerate(zip(problems, completions)):
+        for index, c in enumerate(comps):
+            row = dict(problem)
+            row.update(
+                completion=c.text,
+                group=group,
+                index=index,
+                finish_reason=c.finish_reason,
+                completion_tokens=len(c.token_ids),
+            )
+            if logprobs:
+                row["token_logprobs"] = [round(x, 6) for x in c.logprobs]
+            rows.append(row)
+    return rows
+
+
+def sample_problems(
+    policy: Policy,
+    problems: list[dict[str, Any]],
+    cfg: Config,
+    params: SamplingParams,
+    report: Reporter,
+    *,
+    logprobs: bool = True,
+    label: str = "sampling",
+) -> list[dict[str, Any]]:
+    prompts = render_prompts(problems, policy.tokenizer, cfg.data)
+    with report.progress(label, total=len(prompts) * params.n) as advance:
+        completions = policy.sampler.generate(prompts, params, advance)
+    return to_records(problems, completions, logprobs=logprobs)

@@ -1,0 +1,133 @@
+"""Sampling with a transformers model: batched over prompts x n, KV cache, per-sequence early stop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from grpo_cli.errors import UserError
+from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
+
+
+def _encode(tokenizer: Any, prompt: str) -> list[int]:
+    # A chat template already wrote the BOS token into the text; don't add a second one.
+    bos = tokenizer.bos_token
+    add_special = not (bos and prompt.startswith(bos))
+    return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+
+
+def _sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick the next token of each row; return (tokens [B], their log-probs [B])."""
+    logits = logits.float()  # [B, V]
+    if params.temperature == 0:
+        logp = torch.log_softmax(logits, dim=-1)
+        tokens = logp.argmax(dim=-1)
+        return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+    logp = torch.log_softmax(logits / params.temperature, dim=-1)
+    probs = logp.exp()
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(1, order, sorted_p)
+    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+
+
+class HFSampler(Sampler):
+    """Generates with the policy module itself, so updated weights are used without a sync."""
+
+    def __init__(self, model: Any, tokenizer: Any, stop_ids: set[int], batch_size: int = 256) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_ids = sorted(stop_ids)
+        self.batch_size = batch_size
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: list[str],
+        params: SamplingParams,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> list[list[Completion]]:
+        encoded = [_encode(self.tokenizer, p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if self.max_positions and len(ids) + params.max_new_tokens > self.max_positions:
+                raise UserError(
+                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={params.max_new_tokens} it exceeds "
+                    f"the model's {self.max_positions} positions"
+                )
+        # Sequences are (prompt, copy) pairs; batching prompts of similar length keeps padding small.
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        seqs = [(i, j) for i in order for j in range(params.n)]
+        generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
+        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(seqs), self.batch_size):
+                chunk = seqs[start : start + self.batch_size]
+                outs = self._generate_batch([encoded[i] for i, _ in chunk], params, generator, progress)
+                for (i, j), (ids, logps, reason) in zip(chunk, outs):
+                    text = self.tokenizer.decode([t for t in ids if t not in self.stop_ids], skip_special_tokens=True)
+                    results[i][j] = Completion(text, encoded[i], ids, logps, reason)
+        finally:
+            self.model.train(was_training)
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        generator: torch.Generator,
+        progress: Callable[[int], None],
+    ) -> list[tuple[list[int], list[float], str]]:
+        from transformers import DynamicCache
+
+        device = self.model.device
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        stop = torch.tensor(self.stop_ids, device=device)
+
+        cache = DynamicCache()
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        active = torch.arange(len(prompts), device=device)  # batch row -> sequence index
+        next_pos = positions[:, -1:] + 1  # [B, 1]
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logps: list[list[float]] = [[] for _ in prompts]
+        reasons = ["length"] * len(prompts)
+        for step in range(params.max_new_tokens):
+            tok, lp = _sample_next(out.logits[:, -1, :], params, generator)
+            done = torch.isin(tok, stop)
+            for seq, t, l in zip(active.tolist(), tok.tolist(), lp.tolist()):
+                tokens[seq].append(t)
+                logps[seq].append(l)
+            for seq in active[done].tolist():
+                reasons[seq] = "stop"
+            if step == params.max_new_tokens - 1:
+                progress(len(active))
+                break
+            if done.any():
+                progress(int(done.sum()))
+                keep = (~done).nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                # Drop finished rows from the batch and the KV cache: no compute on them.
+                cache.batch_select_indices(keep)
+                active, tok, mask, next_pos = active[keep], tok[keep], mask[keep], next_pos[keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
+                             past_key_values=cache, use_cache=True)
+            next_pos = next_pos + 1
+        return [(t, l, r) for t, l, r in zip(tokens, logps, reasons)]

@@ -1,0 +1,522 @@
+"""The GRPO loop (DESIGN.md section 5), read top to bottom in `train`:
+
+for each step: collect a batch (sample G per prompt, score, DAPO dynamic sampling), compute
+advantages (or the gradient coefficients of RFT / SFT), run `mu` policy updates over the batch in
+micro-batches with gradient accumulation, log a metrics row, checkpoint. Each stage is a function
+below; the math lives in `advantages` and `loss`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpo_cli import advantages as adv
+from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from grpo_cli.config import Config, dump_config
+from grpo_cli.errors import UserError
+from grpo_cli.loss import micro_batch_weight, policy_loss, selected_logprobs, token_entropy
+from grpo_cli.report import Reporter
+from grpo_cli.rollout import Policy, load_policy, problems_from, render_prompts, sampling_params, to_records
+from grpo_cli.sampling.base import Completion, Sampler
+from grpo_cli.scoring import ScoreSummary, opened_verifiers, score
+
+TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
+"""Metrics that measure wall time: everything else in metrics.jsonl is reproducible for a seed."""
+
+
+@dataclass
+class Batch:
+    """One step's training data. N sequences (whole groups of G), S = longest prompt + completion,
+    T = S - 1 target positions (position t predicts token t + 1).
+
+    input_ids, attention_mask: [N, S], right-padded.
+    loss_mask: [N, T], true where the target is a completion token that enters the loss.
+    old_logp: [N, T] sampling-time log-probs at completion positions, or None (SFT).
+    advantages: [N] (outcome) or [N, T] (process).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    loss_mask: torch.Tensor
+    old_logp: torch.Tensor | None
+    advantages: torch.Tensor
+    records: list[dict[str, Any]]
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class DataOrder:
+    """Prompts in a seeded random order, epoch after epoch; its state is two integers."""
+
+    def __init__(self, size: int, seed: int, epoch: int = 0, cursor: int = 0) -> None:
+        self.size, self.seed, self.epoch, self.cursor = size, seed, epoch, cursor
+        self._perm = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        perm = list(range(self.size))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(perm)
+        return perm
+
+    def take(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            if self.cursor == self.size:
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._perm = self._permutation()
+            out.append(self._perm[self.cursor])
+            self.cursor += 1
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    last_checkpoint: Path | None
+    steps_done: int
+
+
+# ----------------------------------------------------------------------------------------- the loop
+
+
+def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult:
+    t = cfg.train
+    run_dir = Path(t.out_dir)
+    start_ckpt = latest_checkpoint(run_dir) if resume else None
+    if resume and start_ckpt is None:
+        raise UserError(f"--resume: no checkpoint found in {run_dir / 'checkpoints'}")
+    if not resume and latest_checkpoint(run_dir) is not None:
+        raise UserError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --out")
+
+    torch.manual_seed(cfg.seed)
+    policy = load_policy(cfg, str(start_ckpt) if start_ckpt else None, trainable=True)
+    model = policy.model
+    problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
+    if cfg.algorithm == "sft":
+        _check_solutions(problems, cfg)
+    ref_model = _frozen_copy(model) if t.beta > 0 else None
+    rft_sampler = _rft_sampler(policy) if cfg.algorithm == "rft" else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / t.warmup_steps) if t.warmup_steps else 1.0)
+    order = DataOrder(len(problems), cfg.seed)
+    start_step, before = 0, None
+
+    if start_ckpt is not None:
+        state = load_state(start_ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        order = DataOrder(len(problems), cfg.seed, **state["data_order"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step, before = state["step"], state.get("before")
+        if ref_model is not None and (start_ckpt / "ref").is_dir():
+            ref_model.load_state_dict(_load_weights(start_ckpt / "ref"))
+        elif ref_model is not None and state.get("initial_model"):
+            ref_model.load_state_dict(_load_weights(Path(state["initial_model"])))
+        if rft_sampler is not None:
+            rft_sampler.model.load_state_dict(_load_weights(Path(state["initial_model"])))
+        report.log(f"resuming from {start_ckpt} at step {start_step}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    metrics_path = run_dir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, start_step)
+
+    eval_problems = _eval_problems(cfg) if t.eval_n else None
+    if eval_problems is not None and before is None:
+        before = evaluate_policy(policy, eval_problems, cfg, report, "before")
+    initial_model = str(policy.model_dir) if start_ckpt is None else state.get("initial_model")
+
+    last_ckpt = start_ckpt
+    with opened_verifiers(cfg.verifiers) as verifiers, report.progress("training", total=t.steps) as advance:
+        advance(start_step)
+        for step in range(start_step, t.steps):
+            t0 = time.perf_counter()
+            batch = collect_batch(step, cfg, policy, rft_sampler, problems, order, verifiers, report)
+            t1 = time.perf_counter()
+            update = policy_update(model, ref_model, batch, cfg, optimizer, schedule) if batch.size else {"skipped": 1.0}
+            t2 = time.perf_counter()
+            if t.ref_sync_every and ref_model is not None and (step + 1) % t.ref_sync_every == 0:
+                ref_model.load_state_dict(model.state_dict())  # iterative RL: the reference catches up
+            row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
+            row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
+            _append_metrics(metrics_path, row)
+            _warn_about(row, step + 1, report)
+            advance(1)
+            if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
+                state = {
+                    "step": step + 1,
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "data_order": order.state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "before": before,
+                    "initial_model": initial_model,
+                }
+                synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
+                last_ckpt = _checkpoint(run_dir, step + 1, policy, cfg, state, synced, final=step + 1 == t.steps, report=report) or last_ckpt
+
+    after = evaluate_policy(policy, eval_problems, cfg, report, "after") if eval_problems is not None else None
+    if before is not None and after is not None:
+        (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2), encoding="utf-8")
+    return TrainResult(run_dir, before, after, last_ckpt, t.steps - start_step)
+
+
+# ------------------------------------------------------------------------------------- the stages
+
+
+def collect_batch(
+    step: int,
+    cfg: Config,
+    policy: Policy,
+    rft_sampler: Sampler | None,
+    problems: list[dict[str, Any]],
+    order: DataOrder,
+    verifiers: list[Any],
+    report: Reporter,
+) -> Batch:
+    """Sample and score whole groups until the batch is full (one round unless dynamic sampling
+    drops zero-variance groups), then build the training tensors and advantages."""
+    t = cfg.train
+    G = 1 if cfg.algorithm == "sft" else cfg.sampling.n
+    wanted = t.batch_size // cfg.sampling.n  # prompts per step
+    if cfg.algorithm == "sft":
+        chosen = [problems[i] for i in order.take(wanted)]
+        return _sft_batch(chosen, cfg, policy.tokenizer)
+
+    sampler = rft_sampler or policy.sampler
+    kept: list[tuple[dict[str, Any], list[Completion], list[dict[str, Any]]]] = []
+    stats = {"sampling_rounds": 0.0, "groups_dropped": 0.0, "prompts_sampled": 0.0, "sampling_time": 0.0, "scoring_time": 0.0}
+    all_scored: list[dict[str, Any]] = []
+    summaries: list[ScoreSummary] = []
+    for rnd in range(t.max_sampling_rounds if t.dynamic_sampling else 1):
+        chosen = [problems[i] for i in order.take(wanted if rnd == 0 else wanted - len(kept))]
+        t0 = time.perf_counter()
+        prompts = render_prompts(chosen, policy.tokenizer, cfg.data)
+        params = sampling_params(cfg, seed=_step_seed(cfg.seed, step, rnd))
+        completions = sampler.generate(prompts, params)
+        t1 = time.perf_counter()
+        scored, summary = score(to_records(chosen, completions, logprobs=False), verifiers)
+        stats["sampling_time"] += t1 - t0
+        stats["scoring_time"] += time.perf_counter() - t1
+        stats["sampling_rounds"] += 1
+        stats["prompts_sampled"] += len(chosen)
+        summaries.append(summary)
+        all_scored += scored
+        for g, (problem, comps) in enumerate(zip(chosen, completions)):
+            group = scored[g * G : (g + 1) * G]
+            rewards = [r["reward"] for r in group]
+            if t.dynamic_sampling and max(rewards) == min(rewards):
+                stats["groups_dropped"] += 1
+                continue
+            if len(kept) < wanted:
+                kept.append((problem, comps, group))
+        if len(kept) >= wanted:
+            break
+
+    stats.update(_reward_stats(all_scored, summaries, G))
+    if not kept:
+        return Batch(torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1), torch.zeros(0, 0, dtype=torch.bool), None, torch.zeros(0), [], stats)
+    comps = [c for _, group, _ in kept for c in group]
+    records = [r for _, _, group in kept for r in group]
+    rewards = torch.tensor([r["reward"] for r in records], dtype=torch.float32)  # [N]
+    lengths = torch.tensor([len(c.token_ids) for c in comps], dtype=torch.float32)  # [N]
+    if t.soft_overlong:
+        penalty = adv.soft_overlong_penalty(lengths, cfg.sampling.max_new_tokens, t.overlong_cache)
+        rewards = rewards + penalty
+        stats["overlong_penalty_mean"] = float(penalty.mean())
+    input_ids, attention_mask, loss_mask, old_logp = _pack(comps, policy.tokenizer.pad_token_id)
+    if t.overlong_filter:
+        truncated = torch.tensor([c.finish_reason == "length" for c in comps])
+        loss_mask &= ~truncated[:, None]
+    advantages = _advantages(cfg, rewards, records, comps, policy.tokenizer, G, loss_mask)
+    stats["advantage_abs_mean"] = float(advantages.abs().mean())
+    stats["sampled_tokens"] = float(sum(len(c.token_ids) for _, group, _ in kept for c in group))
+    return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, records, stats)
+
+
+def policy_update(
+    model: Any, ref_model: Any, batch: Batch, cfg: Config, optimizer: torch.optim.Optimizer, schedule: Any
+) -> dict[str, float]:
+    """`mu` optimizer steps over the batch, each accumulating gradients over micro-batches so the
+    result equals one step on the whole batch."""
+    t = cfg.train
+    temperature = cfg.sampling.temperature or 1.0
+    micro = [slice(i, i + t.micro_batch_size) for i in range(0, batch.size, t.micro_batch_size)]
+    total_tokens = int(batch.loss_mask.sum())
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        ref_logp = _logprobs(ref_model, batch, micro, temperature, device) if ref_model is not None else None
+        # With mu = 1 the ratio is exactly 1 (old = current, detached): no extra forward pass. With
+        # mu > 1 the sampling-time log-probs are the old policy's, unless the samples came from
+        # elsewhere (RFT's frozen model, SFT's dataset): then the policy scores them once here.
+        old_logp = batch.old_logp if cfg.algorithm in ("grpo", "online_rft") else None
+        if t.mu > 1 and old_logp is None:
+            old_logp = _logprobs(model, batch, micro, temperature, device)
+    sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "clip_frac": 0.0, "ratio_mean": 0.0}
+    out: dict[str, float] = {}
+    skipped = 0
+    model.train()
+    for epoch in range(t.mu):
+        optimizer.zero_grad(set_to_none=True)
+        entropy_sum = 0.0
+        for mb in micro:
+            ids, attn, mask = batch.input_ids[mb].to(device), batch.attention_mask[mb].to(device), batch.loss_mask[mb].to(device)
+            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]  # [n, T, V]
+            logp = selected_logprobs(logits, ids[:, 1:], temperature)  # [n, T]
+            old = logp.detach() if t.mu == 1 else old_logp[mb].to(device)
+            loss, st = policy_loss(
+                logp, old, batch.advantages[mb].to(device), mask,
+                eps_low=t.eps_low, eps_high=t.eps_high, beta=t.beta,
+                ref_logp=ref_logp[mb].to(device) if ref_logp is not None else None,
+                kl=t.kl_estimator, aggregation=t.loss_aggregation,
+                max_len=cfg.sampling.max_new_tokens, importance=t.importance,
+            )
+            w = micro_batch_weight(t.loss_aggregation, mask, batch.size, total_tokens)
+            (loss * w).backward()
+            tokens_w = float(mask.sum()) / max(total_tokens, 1)  # token-weighted stats
+            if epoch == 0:
+                sums["loss"] += float(loss) * w
+                sums["kl"] += float(st.kl) * tokens_w if st.kl is not None else 0.0
+                sums["clip_low"] += float(st.clip_low) * tokens_w
+                sums["clip_high"] += float(st.clip_high) * tokens_w
+                sums["clip_frac"] += float(st.clip_total) * tokens_w
+                sums["ratio_mean"] += float(st.ratio_mean) * tokens_w
+                entropy_sum += float(token_entropy(logits.detach() / temperature, mask)) * tokens_w
+        if epoch == 0:
+            out["entropy"] = entropy_sum
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+        if not torch.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)  # never let a NaN/inf gradient reach the weights
+            skipped += 1
+            continue
+        out.setdefault("grad_norm", float(norm))
+        optimizer.step()
+        schedule.step()
+    out.update(sums)
+    out["lr"] = schedule.get_last_lr()[0]
+    out["skipped_updates"] = float(skipped)
+    if ref_logp is None:
+        out.pop("kl")
+    return out
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _step_seed(seed: int, step: int, rnd: int) -> int:
+    """Sampling seed of one round: a function of (seed, step, round), so a resumed run samples
+    exactly what the uninterrupted run did."""
+    return (seed * 1_000_003 + step * 1_009 + rnd) % (2**63)
+
+
+def _frozen_copy(model: Any) -> Any:
+    ref = copy.deepcopy(model)
+    ref.eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def _rft_sampler(policy: Policy) -> Sampler:
+    """RFT samples from the initial (SFT) model throughout, never from the policy being trained."""
+    from grpo_cli.sampling.hf import HFSampler
+
+    frozen = _frozen_copy(policy.model)
+    base = policy.sampler
+    return HFSampler(frozen, policy.tokenizer, set(base.stop_ids), batch_size=base.batch_size)  # type: ignore[attr-defined]
+
+
+def _load_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{model_dir}: no safetensors weights to resume the reference model from")
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        weights.update(load_file(str(f)))
+    return weights
+
+
+def _pack(comps: list[Completion], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded prompt+completion ids [N, S], attention mask [N, S], loss mask [N, T] and the
+    sampling-time log-probs [N, T], aligned to target positions."""
+    width = max(len(c.prompt_ids) + len(c.token_ids) for c in comps)
+    n = len(comps)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    loss_mask = torch.zeros((n, width - 1), dtype=torch.bool)
+    old = torch.zeros((n, width - 1), dtype=torch.float32)
+    for i, c in enumerate(comps):
+        p, l = len(c.prompt_ids), len(c.token_ids)
+        ids[i, : p + l] = torch.tensor(c.prompt_ids + c.token_ids)
+        attn[i, : p + l] = 1
+        loss_mask[i, p - 1 : p - 1 + l] = True  # target t = p-1+j predicts completion token j
+        if c.logprobs:
+            old[i, p - 1 : p - 1 + l] = torch.tensor(c.logprobs)
+    return ids, attn, loss_mask, old
+
+
+def _advantages(
+    cfg: Config, rewards: torch.Tensor, records: list[dict[str, Any]], comps: list[Completion], tokenizer: Any, G: int, loss_mask: torch.Tensor
+) -> torch.Tensor:
+    """GRPO advantages ([N] outcome or [N, T] process), or the RFT gradient coefficients ([N])."""
+    t = cfg.train
+    if cfg.algorithm in ("rft", "online_rft"):
+        return (rewards >= t.correct_threshold).float()  # coefficient 1 on correct samples, 0 otherwise
+    if t.advantage == "outcome":
+        return adv.outcome_advantages(rewards, G, t.scale_rewards)
+    # Process supervision: step ends are character offsets in the completion -> token positions.
+    step_rewards, step_ends = [], []
+    for rec, comp in zip(records, comps):
+        steps = rec.get("steps") or []
+        offsets = _token_char_offsets(tokenizer, comp.token_ids)
+        step_rewards.append([float(s["reward"]) for s in steps])
+        step_ends.append(adv.char_to_token_ends([int(s["end"]) for s in steps], offsets) if steps and offsets else [])
+    if not any(step_rewards):
+        raise UserError("train.advantage=process needs a verifier that returns step rewards (e.g. `prm`); none did")
+    width = max(len(c.token_ids) for c in comps)
+    per_completion = adv.process_advantages(step_rewards, step_ends, G, width)  # [N, L]
+    out = torch.zeros(loss_mask.shape, dtype=torch.float32)  # [N, T]
+    for i, c in enumerate(comps):
+        start = len(c.prompt_ids) - 1
+        out[i, start : start + len(c.token_ids)] = per_completion[i, : len(c.token_ids)]
+    return out
+
+
+def _token_char_offsets(tokenizer: Any, token_ids: list[int]) -> list[tuple[int, int]]:
+    """(start, end) character span of each completion token in the decoded completion text."""
+    offsets, prev = [], 0
+    for i in range(len(token_ids)):
+        end = len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True))
+        offsets.append((prev, max(end, prev)))
+        prev = max(end, prev)
+    return offsets
+
+
+def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
+    field_name = cfg.data.solution_field
+    for i, p in enumerate(problems):
+        if not isinstance(p.get(field_name), str):
+            raise UserError(f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' (data.solution_field)")
+
+
+def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Batch:
+    """SFT: the dataset's solutions as completions, gradient coefficient 1."""
+    from grpo_cli.sampling.hf import _encode
+
+    prompts = render_prompts(chosen, tokenizer, cfg.data)
+    eos = tokenizer.eos_token_id
+    comps = []
+    for prompt, problem in zip(prompts, chosen):
+        ids = tokenizer(problem[cfg.data.solution_field], add_special_tokens=False)["input_ids"][: cfg.sampling.max_new_tokens - 1]
+        comps.append(Completion(problem[cfg.data.solution_field], _encode(tokenizer, prompt), ids + [eos], [], "stop"))
+    ids, attn, loss_mask, _ = _pack(comps, tokenizer.pad_token_id)
+    stats = {"sampled_tokens": float(sum(len(c.token_ids) for c in comps)), "completion_len_mean": float(sum(len(c.token_ids) for c in comps) / len(comps))}
+    return Batch(ids, attn, loss_mask, None, torch.ones(len(comps)), [], stats)
+
+
+def _logprobs(model: Any, batch: Batch, micro: list[slice], temperature: float, device: Any) -> torch.Tensor:
+    out = []
+    for mb in micro:
+        ids = batch.input_ids[mb].to(device)
+        logits = model(input_ids=ids, attention_mask=batch.attention_mask[mb].to(device)).logits[:, :-1]
+        out.append(selected_logprobs(logits, ids[:, 1:], temperature).cpu())
+    return torch.cat(out)  # [N, T]
+
+
+def _reward_stats(scored: list[dict[str, Any]], summaries: list[ScoreSummary], G: int) -> dict[str, float]:
+    """Reward mean/std overall and per verifier, zero-std group fraction, lengths, failures."""
+    rewards = torch.tensor([r["reward"] for r in scored], dtype=torch.float64)
+    out = {"samples_scored": float(len(scored)), "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False))}
+    for name in scored[0]["rewards"] if scored else []:
+        vals = torch.tensor([r["rewards"][name] for r in scored if r["rewards"].get(name) is not None], dtype=torch.float64)
+        if len(vals):
+            out[f"reward/{name}_mean"] = float(vals.mean())
+            out[f"reward/{name}_std"] = float(vals.std(unbiased=False))
+    out["zero_std_frac"] = float((adv.group_reward_std(rewards.float(), G) == 0).float().mean())
+    lengths = torch.tensor([r["completion_tokens"] for r in scored], dtype=torch.float64)
+    out["completion_len_mean"] = float(lengths.mean())
+    out["completion_len_max"] = float(lengths.max())
+    out["truncated_frac"] = float(sum(r["finish_reason"] == "length" for r in scored) / len(scored))
+    out["verifier_failures"] = float(sum(c.failed for s in summaries for c in s.verifiers.values()))
+    out["verifier_timeouts"] = float(sum(c.timed_out for s in summaries for c in s.verifiers.values()))
+    return out
+
+
+def _warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
+    if row.get("skipped_updates"):
+        report.warn(f"step {step}: {int(row['skipped_updates'])} update(s) skipped: non-finite gradient (weights unchanged)")
+    if row.get("skipped"):
+        report.warn(f"step {step}: no group with unequal rewards after dynamic sampling; update skipped")
+    elif row.get("zero_std_frac") == 1.0:
+        report.warn(f"step {step}: every group has equal rewards: no learning signal this step")
+    failed = row.get("verifier_failures", 0) + row.get("verifier_timeouts", 0)
+    if failed:
+        report.warn(f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} samples (they got the failure value)")
+
+
+def _append_metrics(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: Path, keep_until: int) -> None:
+    """Keep the rows of steps <= keep_until (a resumed run rewrites what followed its checkpoint)."""
+    if not path.exists():
+        return
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if row.get("step", 0) <= keep_until:
+            rows.append(line)
+    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+
+
+def _checkpoint(run_dir: Path, step: int, policy: Policy, cfg: Config, state: dict[str, Any], ref: Any, *, final: bool, report: Reporter) -> Path | None:
+    try:
+        path = save_checkpoint(run_dir, step, model=policy.model, tokenizer=policy.tokenizer, cfg=cfg, state=state, ref_model=ref, keep_last=cfg.train.keep_last)
+    except OSError as e:
+        last = latest_checkpoint(run_dir)
+        message = f"checkpoint at step {step} not written ({e.strerror or e}); last good checkpoint: {last or 'none'}"
+        if final:
+            raise UserError(message) from None
+        report.warn(message + "; training goes on")
+        return None
+    report.log(f"checkpoint {path}")
+    return path
+
+
+def _eval_problems(cfg: Config) -> list[dict[str, Any]]:
+    problems = problems_from(cfg.data.eval, cfg.data)
+    return problems[: cfg.train.eval_limit] if cfg.train.eval_limit else problems
+
+
+def evaluate_policy(policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> dict[str, Any]:
+    """Held-out accuracy, pass@k and maj@k of the in-memory policy (same seed and n every time)."""
+    from grpo_cli.evaluate import metrics_of, score_records
+    from grpo_cli.rollout import sample_problems
+
+    n = cfg.train.eval_n
+    ks = sorted({1, n})
+    eval_cfg = copy.deepcopy(cfg)
+    eval_cfg.eval.n, eval_cfg.eval.k = n, ks
+    samples = sample_problems(policy, problems, eval_cfg, sampling_params(eval_cfg, n=n), report, logprobs=False, label=f"eval ({label})")
+    scored, _ = score_records(samples, eval_cfg, report)
+    return metrics_of(scored, eval_cfg)

@@ -1,0 +1,1 @@
+"""Built-in YAML presets, installed with the package so `--preset NAME` works anywhere."""
