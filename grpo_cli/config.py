@@ -252,6 +252,9 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_choice("algorithm", self.algorithm, ALGORITHMS)
+
+    def check_training(self) -> None:
+        """Checks that concern `grpo train` only (so `grpo sample --n 3` is not refused for them)."""
         if self.train.batch_size % self.sampling.n:
             raise UserError(
                 f"config: train.batch_size={self.train.batch_size} must be a multiple of sampling.n={self.sampling.n} (whole groups)"

@@ -31,8 +31,10 @@ def resolve_model_dir(path: str) -> Path:
 def setup_torch(threads: int) -> None:
     """Set the CPU thread count once: `threads` or every available core when 0."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads or available_cores())
+    hf_logging.disable_progress_bar()  # our own progress bars are the only ones
 
 
 def resolve_device(device: str) -> str:

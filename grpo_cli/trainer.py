@@ -109,26 +109,21 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
     if cfg.algorithm == "sft":
         _check_solutions(problems, cfg)
-    ref_model = _frozen_copy(model) if t.beta > 0 else None
-    rft_sampler = _rft_sampler(policy) if cfg.algorithm == "rft" else None
+    state = load_state(start_ckpt) if start_ckpt is not None else {}
+    initial_model = state.get("initial_model", str(policy.model_dir))
+    ref_source = start_ckpt / "ref" if start_ckpt is not None and (start_ckpt / "ref").is_dir() else initial_model
+    ref_model = _load_frozen(cfg, ref_source) if t.beta > 0 else None
+    rft_sampler = _rft_sampler(cfg, policy, initial_model) if cfg.algorithm == "rft" else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / t.warmup_steps) if t.warmup_steps else 1.0)
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
-
-    if start_ckpt is not None:
-        state = load_state(start_ckpt)
+    if state:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         order = DataOrder(len(problems), cfg.seed, **state["data_order"])
         torch.set_rng_state(state["torch_rng"])
         start_step, before = state["step"], state.get("before")
-        if ref_model is not None and (start_ckpt / "ref").is_dir():
-            ref_model.load_state_dict(_load_weights(start_ckpt / "ref"))
-        elif ref_model is not None and state.get("initial_model"):
-            ref_model.load_state_dict(_load_weights(Path(state["initial_model"])))
-        if rft_sampler is not None:
-            rft_sampler.model.load_state_dict(_load_weights(Path(state["initial_model"])))
         report.log(f"resuming from {start_ckpt} at step {start_step}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
@@ -138,7 +133,6 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     eval_problems = _eval_problems(cfg) if t.eval_n else None
     if eval_problems is not None and before is None:
         before = evaluate_policy(policy, eval_problems, cfg, report, "before")
-    initial_model = str(policy.model_dir) if start_ckpt is None else state.get("initial_model")
 
     last_ckpt = start_ckpt
     with opened_verifiers(cfg.verifiers) as verifiers, report.progress("training", total=t.steps) as advance:
@@ -289,7 +283,7 @@ def policy_update(
             (loss * w).backward()
             tokens_w = float(mask.sum()) / max(total_tokens, 1)  # token-weighted stats
             if epoch == 0:
-                sums["loss"] += float(loss) * w
+                sums["loss"] += float(loss.detach()) * w
                 sums["kl"] += float(st.kl) * tokens_w if st.kl is not None else 0.0
                 sums["clip_low"] += float(st.clip_low) * tokens_w
                 sums["clip_high"] += float(st.clip_high) * tokens_w
@@ -323,32 +317,20 @@ def _step_seed(seed: int, step: int, rnd: int) -> int:
     return (seed * 1_000_003 + step * 1_009 + rnd) % (2**63)
 
 
-def _frozen_copy(model: Any) -> Any:
-    ref = copy.deepcopy(model)
-    ref.eval()
-    ref.requires_grad_(False)
-    return ref
+def _load_frozen(cfg: Config, path: str | Path) -> Any:
+    """A frozen model (reference, or RFT's sampler) loaded from a model folder."""
+    from grpo_cli.modeling import load_model, resolve_model_dir
+
+    return load_model(resolve_model_dir(str(path)), cfg.model, trainable=False)
 
 
-def _rft_sampler(policy: Policy) -> Sampler:
+def _rft_sampler(cfg: Config, policy: Policy, initial_model: str) -> Sampler:
     """RFT samples from the initial (SFT) model throughout, never from the policy being trained."""
+    from grpo_cli.modeling import eos_token_ids
     from grpo_cli.sampling.hf import HFSampler
 
-    frozen = _frozen_copy(policy.model)
-    base = policy.sampler
-    return HFSampler(frozen, policy.tokenizer, set(base.stop_ids), batch_size=base.batch_size)  # type: ignore[attr-defined]
-
-
-def _load_weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise UserError(f"{model_dir}: no safetensors weights to resume the reference model from")
-    weights: dict[str, torch.Tensor] = {}
-    for f in files:
-        weights.update(load_file(str(f)))
-    return weights
+    frozen = _load_frozen(cfg, initial_model)
+    return HFSampler(frozen, policy.tokenizer, eos_token_ids(frozen, policy.tokenizer), batch_size=cfg.sampling.batch_size)
 
 
 def _pack(comps: list[Completion], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

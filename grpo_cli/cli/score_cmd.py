@@ -24,12 +24,13 @@ def score(
     quiet: QuietOpt = False,
 ) -> None:
     """Score completions with the configured verifiers."""
-    from grpo_cli.config import parse_verifier_option, write_config_beside
+    from grpo_cli.config import config_to_dict, parse_verifier_option, write_config_beside
     from grpo_cli.data import read_jsonl, write_jsonl
     from grpo_cli.evaluate import score_records
     from grpo_cli.report import Reporter
 
-    specs = [parse_verifier_option(v) for v in verifier] if verifier else None
+    # As plain mappings: overrides are merged into the config dict before it is built.
+    specs = [config_to_dict(parse_verifier_option(v)) for v in verifier] if verifier else None
     cfg = resolve_config(preset, set_, verifiers=specs)
     report = Reporter.console(quiet)
     rows = read_jsonl(samples)

@@ -25,7 +25,7 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train with GRPO (default: the tiny preset, which improves the shipped model in minutes on a CPU)."""
-    from grpo_cli.config import dump_config, load_config
+    from grpo_cli.config import dump_config
 
     if resume is not None:
         # The run's own resolved config is the base; options given now still override it.
@@ -40,6 +40,7 @@ def train(
         preset, set_, seed=seed, model__path=model, model__threads=threads, data__train=data,
         train__out_dir=str(out) if out else None, train__steps=steps,
     )
+    cfg.check_training()
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny random-weight model built locally (nothing downloaded, independent of the
+shipped model) and a small arithmetic problems file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SMALL_SHAPE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+}
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory) -> Path:
+    """A random-weight Qwen2 causal LM (~20k parameters) with the project's byte-level tokenizer,
+    saved as a Hugging Face folder. Same tokenizer, eos and pad ids as the shipped tiny model."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from grpo_cli import tiny
+
+    out = tmp_path_factory.mktemp("random-model")
+    tokenizer = tiny.build_tokenizer()
+    # The tiny model's config (vocab, special ids, positions, tied embeddings) in a smaller shape;
+    # derived fields (layer_types, head_dim) are dropped so they follow the new shape.
+    fields = tiny.model_config(tokenizer).to_dict()
+    for derived in ("layer_types", "head_dim"):
+        fields.pop(derived, None)
+    config = Qwen2Config.from_dict({**fields, **SMALL_SHAPE})
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(out)
+    tiny.save_tokenizer(tokenizer, out)
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def arith_file(tmp_path) -> Path:
+    """Six arithmetic problems (`id`, `prompt`, `answer`, `solution`) as JSONL."""
+    from grpo_cli import arith
+
+    return write_jsonl(tmp_path / "problems.jsonl", arith.generate(6, seed=1))

@@ -1,0 +1,242 @@
+"""The typed config: precedence, unknown keys, type errors and coercion, every preset file, docs."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grpo_cli import config as C
+from grpo_cli.config import Config, load_config, parse_verifier_option
+from grpo_cli.errors import UserError
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+PRESET_FILES = sorted(PRESETS.glob("*.yaml"))
+
+
+def _write(path: Path, data: dict) -> str:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- precedence
+
+
+def test_precedence_defaults_preset_set_cli(tmp_path):
+    preset = _write(tmp_path / "p.yaml", {"seed": 3, "sampling": {"n": 2, "temperature": 0.5}})
+
+    # defaults < preset: keys the preset leaves out keep the dataclass defaults
+    cfg = load_config(preset)
+    assert (cfg.seed, cfg.sampling.n, cfg.sampling.temperature) == (3, 2, 0.5)
+    assert cfg.sampling.top_p == C.SamplingConfig().top_p
+    assert cfg.train == C.TrainConfig()
+
+    # preset < --set
+    cfg = load_config(preset, ["sampling.n=4", "seed=5"])
+    assert (cfg.seed, cfg.sampling.n, cfg.sampling.temperature) == (5, 4, 0.5)
+
+    # --set < explicit CLI options; None means "option not given"
+    cfg = load_config(preset, ["sampling.n=4", "seed=5"], {"sampling.n": 8, "seed": None})
+    assert (cfg.seed, cfg.sampling.n, cfg.sampling.temperature) == (5, 8, 0.5)
+
+    # a later --set wins over an earlier one
+    assert load_config(preset, ["sampling.n=4", "sampling.n=16"]).sampling.n == 16
+
+
+def test_default_preset_is_tiny():
+    assert load_config() == load_config("tiny") == load_config(str(PRESETS / "tiny.yaml"))
+
+
+def test_set_merges_into_sections_without_dropping_siblings(tmp_path):
+    preset = _write(tmp_path / "p.yaml", {"data": {"prompt_field": "question", "answer_field": "solution"}})
+    cfg = load_config(preset, ["data.answer_field=answer"])
+    assert (cfg.data.prompt_field, cfg.data.answer_field) == ("question", "answer")
+
+
+# ----------------------------------------------------------------------------- errors and coercion
+
+
+def test_unknown_nested_key_names_the_nearest_dotted_key():
+    with pytest.raises(UserError) as e:
+        load_config(None, ["sampling.temprature=0.5"])
+    assert "sampling.temprature" in str(e.value)
+    assert "did you mean 'sampling.temperature'" in str(e.value)
+
+
+def test_unknown_top_level_key_and_section():
+    with pytest.raises(UserError, match="did you mean 'seed'"):
+        load_config(None, ["sed=1"])
+    with pytest.raises(UserError, match="did you mean 'sampling'"):
+        load_config(None, ["sampleing.n=1"])
+
+
+def test_unknown_key_in_preset_file_names_the_file(tmp_path):
+    preset = _write(tmp_path / "bad.yaml", {"eval": {"kk": [1]}})
+    with pytest.raises(UserError) as e:
+        load_config(preset)
+    assert "bad.yaml" in str(e.value) and "did you mean 'eval.k'" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "item, words",
+    [
+        ("sampling.n=abc", ["sampling.n", "integer"]),
+        ("sampling.n=2.5", ["sampling.n", "integer"]),
+        ("sampling.temperature=hot", ["sampling.temperature", "number"]),
+        ("train.dynamic_sampling=maybe", ["train.dynamic_sampling", "true or false"]),
+        ("data.template=[1, 2]", ["data.template", "string"]),
+        ("eval.k=[1, x]", ["eval.k[1]", "integer"]),
+        ("sampling=3", ["sampling", "mapping"]),
+        ("sampling.temperature=-1", ["sampling.temperature", ">= 0"]),
+        ("model.dtype=float8", ["model.dtype", "float32"]),
+        ("nokeyvalue", ["KEY=VALUE"]),
+    ],
+)
+def test_type_errors_are_one_line(item, words):
+    with pytest.raises(UserError) as e:
+        load_config(None, [item])
+    message = str(e.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_scientific_notation_string_becomes_float(tmp_path):
+    # YAML 1.1 reads `1e-6` (no dot) as a string; the config accepts it as a float.
+    assert yaml.safe_load("lr: 1e-6")["lr"] == "1e-6"
+    preset = tmp_path / "p.yaml"
+    preset.write_text("train:\n  lr: 1e-6\n", encoding="utf-8")
+    cfg = load_config(str(preset))
+    assert cfg.train.lr == pytest.approx(1e-6) and isinstance(cfg.train.lr, float)
+    assert load_config(None, ["train.lr=3e-5"]).train.lr == pytest.approx(3e-5)
+    assert isinstance(load_config(None, ["sampling.temperature=1"]).sampling.temperature, float)
+
+
+def test_set_comma_list():
+    cfg = load_config(None, ["eval.k=1,2"])
+    assert cfg.eval.k == [1, 2]
+    assert load_config(None, ["eval.k=[1, 4]"]).eval.k == [1, 4]
+    assert load_config(None, ["eval.metrics=pass@k"]).eval.metrics == ["pass@k"]
+
+
+def test_k_larger_than_n_is_an_error():
+    with pytest.raises(UserError, match=r"eval.k=8 > eval.n=4"):
+        load_config(None, ["eval.n=4", "eval.k=1,8"])
+
+
+def test_sample_group_size_need_not_divide_the_train_batch():
+    # `grpo sample --n 3` must work; only training needs whole groups in a batch.
+    cfg = load_config(None, [], {"sampling.n": 3})
+    assert cfg.sampling.n == 3
+    with pytest.raises(UserError, match="multiple of sampling.n=3"):
+        cfg.check_training()
+
+
+def test_bool_and_dict_values():
+    cfg = load_config(None, ["train.dynamic_sampling=true", "verifiers=[{name: math, options: {timeout: 2}}]"])
+    assert cfg.train.dynamic_sampling is True
+    assert cfg.verifiers == [C.VerifierConfig(name="math", options={"timeout": 2})]
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_preset_names_are_the_preset_files():
+    assert PRESET_FILES, "no preset files found"
+    assert C.preset_names() == [p.stem for p in PRESET_FILES]
+
+
+@pytest.mark.parametrize("path", PRESET_FILES, ids=lambda p: p.name)
+def test_every_preset_file_loads_and_validates(path):
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    by_name = load_config(path.stem)
+    by_path = load_config(str(path))
+    assert by_name == by_path
+    assert isinstance(by_name, Config)
+    # The resolved config round-trips through its YAML dump (what is written beside outputs).
+    assert C.config_from_dict(yaml.safe_load(C.dump_config(by_name))) == by_name
+    # A preset's first line is a comment: `grpo presets list` shows it as the description.
+    assert path.read_text(encoding="utf-8").startswith("#")
+
+
+def _flat_keys(data: dict, leaves: set[str], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        dotted = prefix + key
+        if isinstance(value, dict) and dotted not in leaves:
+            keys |= _flat_keys(value, leaves, dotted + ".")
+        else:
+            keys.add(dotted)
+    return keys
+
+
+def test_tiny_preset_states_every_key():
+    documented = {key for key, _, _ in C.documented_keys()}
+    stated = _flat_keys(yaml.safe_load((PRESETS / "tiny.yaml").read_text(encoding="utf-8")), documented)
+    assert sorted(documented - stated) == [], "keys missing from presets/tiny.yaml"
+    assert sorted(stated - documented) == [], "keys in presets/tiny.yaml that the config does not have"
+    # every verifier entry states every verifier field
+    data = yaml.safe_load((PRESETS / "tiny.yaml").read_text(encoding="utf-8"))
+    fields = {f.name for f in dataclasses.fields(C.VerifierConfig)}
+    for entry in data["verifiers"]:
+        assert set(entry) == fields
+
+
+def test_preset_errors():
+    with pytest.raises(UserError, match="unknown preset 'tinny'.*did you mean 'tiny'"):
+        load_config("tinny")
+    with pytest.raises(UserError, match="preset file not found"):
+        load_config("no/such/file.yaml")
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nsampling: [unclosed\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.yaml line \d+: invalid YAML"):
+        load_config(str(bad))
+
+
+# ----------------------------------------------------------------------------- docs and verifier option
+
+
+def _config_classes(cls: type = Config) -> list[type]:
+    found = [cls]
+    for tp in typing.get_type_hints(cls).values():
+        for candidate in (tp, *typing.get_args(tp)):
+            if dataclasses.is_dataclass(candidate) and candidate not in found:
+                found += [c for c in _config_classes(candidate) if c not in found]
+    return found
+
+
+def test_field_docs_cover_every_field_of_every_config_class():
+    classes = _config_classes()
+    assert {c.__name__ for c in classes} >= {
+        "Config", "ModelConfig", "DataConfig", "SamplingConfig", "VerifierConfig", "EvalConfig", "TrainConfig",
+    }
+    for cls in classes:
+        docs = C.field_docs(cls)
+        for f in dataclasses.fields(cls):
+            assert docs.get(f.name, "").strip(), f"{cls.__name__}.{f.name} has no docstring"
+
+
+def test_documented_keys_are_dotted_leaves_with_docs():
+    rows = C.documented_keys()
+    keys = [key for key, _, _ in rows]
+    assert len(keys) == len(set(keys))
+    assert {"seed", "sampling.temperature", "eval.k", "train.lr", "verifiers"} <= set(keys)
+    assert all(doc for _, _, doc in rows)
+
+
+def test_parse_verifier_option():
+    spec = parse_verifier_option("math:weight=0.5,timeout=3")
+    assert spec == C.VerifierConfig(name="math", weight=0.5, options={"timeout": 3})
+    assert parse_verifier_option("math") == C.VerifierConfig(name="math")
+    assert parse_verifier_option("code:failure_value=-1,all_or_nothing=true").options == {"all_or_nothing": True}
+    with pytest.raises(UserError, match="expected key=value"):
+        parse_verifier_option("math:weight")
+    with pytest.raises(UserError, match="verifier.weight must be a number"):
+        parse_verifier_option("math:weight=heavy")

@@ -1,0 +1,232 @@
+"""The GRPO loop end to end on a tiny random model: it learns, accumulation equals one big batch,
+options do what they say, and a run killed with SIGKILL resumes to exactly the same result."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grpo_cli.config import load_config
+from grpo_cli.report import Reporter
+from grpo_cli.trainer import TIMING_KEYS, Batch, policy_update, train
+
+# A verifier whose reward varies on random text: the fraction of digit characters in the completion.
+PLUGIN = textwrap.dedent(
+    """
+    from grpo_verifiers import Verdict, Verifier
+
+    class Digits(Verifier):
+        name = "digits"
+
+        def verify(self, samples):
+            out = []
+            for s in samples:
+                text = s["completion"]
+                out.append(Verdict(sum(c.isdigit() for c in text) / max(len(text), 1)))
+            return out
+
+    class Broken(Verifier):
+        name = "nanny"
+
+        def verify(self, samples):
+            return [Verdict(float("nan")) for _ in samples]
+    """
+)
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "plugins"
+    root.mkdir()
+    (root / "digits_verifier.py").write_text(PLUGIN)
+    info = root / "digits_verifier-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: digits-verifier\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[grpo.verifiers]\ndigits = digits_verifier:Digits\nnanny = digits_verifier:Broken\n"
+    )
+    monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+def small_config(model_dir: Path, out_dir: Path, *extra: str):
+    sets = [
+        "model.threads=1",
+        "data.limit=40",
+        "sampling.n=4",
+        "sampling.max_new_tokens=8",
+        "train.batch_size=8",
+        "train.micro_batch_size=4",
+        "train.steps=3",
+        "train.lr=1e-3",
+        "train.eval_n=0",
+        "verifiers=[{name: digits}]",
+        *extra,
+    ]
+    return load_config(None, sets, {"model.path": str(model_dir), "train.out_dir": str(out_dir)})
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_training_changes_the_weights_and_logs_every_step(random_model_dir, plugin_dir, tmp_path):
+    cfg = small_config(random_model_dir, tmp_path / "run")
+    result = train(cfg, Reporter())
+    before, after = weights(random_model_dir), weights(result.last_checkpoint)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("reward_mean", "reward/digits_mean", "zero_std_frac", "kl", "clip_frac", "entropy",
+                "completion_len_mean", "truncated_frac", "tokens_per_s", "step_time", "verifier_failures"):
+        assert key in rows[0], key
+    # The checkpoint is a loadable Hugging Face folder with the resolved config beside the weights.
+    ckpt = result.last_checkpoint
+    assert (ckpt / "config.json").is_file() and (ckpt / "tokenizer.json").is_file()
+    assert "digits" in (ckpt / "config.yaml").read_text()
+
+
+def test_keep_last_prunes_old_checkpoints(random_model_dir, plugin_dir, tmp_path):
+    cfg = small_config(random_model_dir, tmp_path / "run", "train.save_every=1", "train.keep_last=2", "train.beta=0")
+    train(cfg, Reporter())
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["step-000002", "step-000003"]
+
+
+def test_existing_run_needs_resume(random_model_dir, plugin_dir, tmp_path):
+    from grpo_cli.errors import UserError
+
+    cfg = small_config(random_model_dir, tmp_path / "run", "train.steps=1", "train.beta=0")
+    train(cfg, Reporter())
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, Reporter())
+
+
+def test_beta_zero_loads_no_reference_model(random_model_dir, plugin_dir, tmp_path, monkeypatch):
+    import grpo_cli.trainer as trainer
+
+    copies = []
+    real = trainer._load_frozen
+    monkeypatch.setattr(trainer, "_load_frozen", lambda cfg, path: copies.append(1) or real(cfg, path))
+    train(small_config(random_model_dir, tmp_path / "a", "train.beta=0", "train.steps=1"), Reporter())
+    assert copies == []
+    train(small_config(random_model_dir, tmp_path / "b", "train.beta=0.1", "train.steps=1"), Reporter())
+    assert copies == [1]
+
+
+def test_nan_rewards_cost_only_their_samples(random_model_dir, plugin_dir, tmp_path):
+    cfg = small_config(random_model_dir, tmp_path / "run", "verifiers=[{name: digits}, {name: nanny, failure_value: 0.0}]", "train.steps=1")
+    result = train(cfg, Reporter())
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["verifier_failures"] == 8  # every sample of the nan verifier, counted
+    assert all(torch.isfinite(v).all() for v in weights(result.last_checkpoint).values())
+
+
+def test_dynamic_sampling_is_counted(random_model_dir, plugin_dir, tmp_path):
+    # With the math verifier a random model is never right: every group has zero reward variance,
+    # so dynamic sampling drops them all, tries its bounded rounds, and skips the update.
+    cfg = small_config(random_model_dir, tmp_path / "run", "verifiers=[{name: math}]", "train.dynamic_sampling=true",
+                       "train.max_sampling_rounds=2", "train.steps=1")
+    train(cfg, Reporter())
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["sampling_rounds"] == 2
+    assert row["groups_dropped"] == 4  # 2 prompts per round x 2 rounds
+    assert row["skipped"] == 1
+
+
+@pytest.mark.parametrize("algorithm", ["rft", "online_rft", "sft"])
+def test_unified_paradigm_algorithms_run(random_model_dir, plugin_dir, tmp_path, algorithm):
+    cfg = small_config(random_model_dir, tmp_path / "run", f"algorithm={algorithm}", "train.steps=1", "train.correct_threshold=0.1")
+    result = train(cfg, Reporter())
+    assert result.last_checkpoint is not None
+
+
+def _batch(model_dir: Path) -> Batch:
+    """4 sequences of unequal completion lengths, random advantages."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 200, (4, 10), generator=g)
+    attn = torch.ones(4, 10, dtype=torch.long)
+    loss_mask = torch.zeros(4, 9, dtype=torch.bool)
+    for i, (start, length) in enumerate([(2, 7), (3, 2), (4, 5), (1, 8)]):
+        loss_mask[i, start : start + length] = True
+    return Batch(ids, attn, loss_mask, torch.zeros(4, 9), torch.randn(4, generator=g), [])
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token", "constant"])
+def test_micro_batches_equal_one_big_batch(random_model_dir, aggregation):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(random_model_dir))
+    ref = copy.deepcopy(base).requires_grad_(False)
+    results = []
+    for micro in (4, 1):
+        cfg = load_config(None, [f"train.micro_batch_size={micro}", f"train.loss_aggregation={aggregation}", "train.beta=0.1",
+                                 "train.max_grad_norm=0", "sampling.max_new_tokens=8"])
+        model = copy.deepcopy(base)
+        # SGD with lr 1: the weight change is exactly minus the accumulated gradient.
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
+        stats = policy_update(model, ref, _batch(random_model_dir), cfg, opt, sched)
+        results.append((model.state_dict(), stats))
+    (big, big_stats), (small, small_stats) = results
+    for name in big:
+        torch.testing.assert_close(big[name], small[name], rtol=1e-5, atol=1e-6)
+    assert big_stats["loss"] == pytest.approx(small_stats["loss"], rel=1e-5, abs=1e-7)
+    assert big_stats["kl"] == pytest.approx(small_stats["kl"], rel=1e-5, abs=1e-7)
+
+
+def _run_cli(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "grpo_cli", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir, plugin_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")])}
+    common = [
+        "--model", str(random_model_dir), "--threads", "1", "--steps", "6", "--quiet",
+        "--set", "data.limit=40", "--set", "sampling.n=4", "--set", "sampling.max_new_tokens=8",
+        "--set", "train.batch_size=8", "--set", "train.micro_batch_size=4", "--set", "train.lr=1e-3",
+        "--set", "train.save_every=1", "--set", "train.mu=2", "--set", "train.ref_sync_every=2",
+        "--set", "train.eval_n=2", "--set", "train.eval_limit=4", "--set", "verifiers=[{name: digits}]",
+    ]
+    whole = _run_cli(["--out", str(tmp_path / "whole"), *common], env)
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+
+    # Kill the second run as soon as its third checkpoint appears (mid-run, between any two writes).
+    cut = tmp_path / "cut"
+    victim = _run_cli(["--out", str(cut), *common], env)
+    deadline = time.time() + 300
+    while not (cut / "checkpoints" / "step-000003").exists():
+        assert victim.poll() is None, victim.communicate()[1]
+        assert time.time() < deadline
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert not (cut / "checkpoints" / "step-000006").exists()
+    resumed = _run_cli(["--resume", str(cut), "--quiet"], env)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+
+    a, b = weights(tmp_path / "whole" / "checkpoints" / "step-000006"), weights(cut / "checkpoints" / "step-000006")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def rows(run: Path) -> list[dict]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+    assert rows(tmp_path / "whole") == rows(cut)
+    assert json.loads((tmp_path / "whole" / "eval.json").read_text()) == json.loads((cut / "eval.json").read_text())
