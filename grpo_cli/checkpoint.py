@@ -50,8 +50,6 @@ def save_checkpoint(
     On failure (disk full, permissions) the temporary folder is removed and the OSError raised;
     earlier checkpoints are untouched.
     """
-    import torch
-
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -63,7 +61,7 @@ def save_checkpoint(
         (tmp / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         if ref_model is not None:
             ref_model.save_pretrained(tmp / "ref", safe_serialization=True)
-        torch.save(state, tmp / STATE_FILE)  # written last: its presence marks a complete checkpoint
+        _save_state(state, tmp / STATE_FILE)  # written last: its presence marks a complete checkpoint
         _fsync_tree(tmp)
         if final.exists():  # a resumed run re-saving a step it had already saved
             shutil.rmtree(final)
@@ -74,6 +72,12 @@ def save_checkpoint(
     for old in checkpoint_dirs(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _save_state(state: dict[str, Any], path: Path) -> None:
+    import torch
+
+    torch.save(state, path)
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:

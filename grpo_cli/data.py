@@ -47,6 +47,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def atomic_writer(path: Path) -> Iterator[IO[str]]:
     """Write to a temp file beside `path` and rename on success: a failed run never leaves a
     truncated file, nor clobbers what was there before."""
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -135,6 +135,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
         before = evaluate_policy(policy, eval_problems, cfg, report, "before")
 
     last_ckpt = start_ckpt
+    tensorboard = _tensorboard(run_dir)
     with opened_verifiers(cfg.verifiers) as verifiers, report.progress("training", total=t.steps) as advance:
         advance(start_step)
         for step in range(start_step, t.steps):
@@ -148,6 +149,9 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
             _append_metrics(metrics_path, row)
+            if tensorboard is not None:
+                for key, value in row.items():
+                    tensorboard.add_scalar(key, value, step + 1)
             _warn_about(row, step + 1, report)
             advance(1)
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
@@ -163,6 +167,8 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
                 last_ckpt = _checkpoint(run_dir, step + 1, policy, cfg, state, synced, final=step + 1 == t.steps, report=report) or last_ckpt
 
+    if tensorboard is not None:
+        tensorboard.close()
     after = evaluate_policy(policy, eval_problems, cfg, report, "after") if eval_problems is not None else None
     if before is not None and after is not None:
         (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2), encoding="utf-8")
@@ -449,6 +455,15 @@ def _warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
     failed = row.get("verifier_failures", 0) + row.get("verifier_timeouts", 0)
     if failed:
         report.warn(f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} samples (they got the failure value)")
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard writer when the `tensorboard` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:

@@ -177,8 +177,9 @@ def _flat_keys(data: dict, leaves: set[str], prefix: str = "") -> set[str]:
 def test_tiny_preset_states_every_key():
     documented = {key for key, _, _ in C.documented_keys()}
     stated = _flat_keys(yaml.safe_load((PRESETS / "tiny.yaml").read_text(encoding="utf-8")), documented)
-    assert sorted(documented - stated) == [], "keys missing from presets/tiny.yaml"
-    assert sorted(stated - documented) == [], "keys in presets/tiny.yaml that the config does not have"
+    missing, unknown = sorted(documented - stated), sorted(stated - documented)
+    assert not missing, f"presets/tiny.yaml does not state: {', '.join(missing)}"
+    assert not unknown, f"presets/tiny.yaml states keys the config does not have: {', '.join(unknown)}"
     # every verifier entry states every verifier field
     data = yaml.safe_load((PRESETS / "tiny.yaml").read_text(encoding="utf-8"))
     fields = {f.name for f in dataclasses.fields(C.VerifierConfig)}

@@ -253,6 +253,13 @@ def test_atomic_writer_keeps_previous_file_when_the_writer_raises(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temp file left behind
 
 
+def test_atomic_writer_refuses_a_directory(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        with atomic_writer(tmp_path):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_jsonl_round_trip(tmp_path):
     rows = [{"a": 1, "text": "é ∑"}, {"b": [1, 2]}]
     path = tmp_path / "sub" / "rows.jsonl"

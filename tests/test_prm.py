@@ -177,6 +177,8 @@ def test_pathological_steps_are_bounded(prm):
     start = time.perf_counter()
     # 9^9^9^9 = 9^(9^387420489): refused before it is built, so the equality fails at once.
     assert rewards(judge(prm, "9^9^9^9 = 1\n#### 1", "1")) == [0.0, 1.0]
+    assert step_claims("9" * 5000 + " = 1") == [False]  # past Python's 4300-digit int parsing limit
+    assert step_claims("(" * 100 + "1" + ")" * 100 + " = 1") == [None]  # nested too deep to read
     assert time.perf_counter() - start < 1.0
     start = time.perf_counter()
     one_line = "1 + " * 250_000 + "1 = 250001"  # a megabyte-long equation: refused, scored 0.0

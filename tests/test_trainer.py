@@ -230,3 +230,47 @@ def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir,
 
     assert rows(tmp_path / "whole") == rows(cut)
     assert json.loads((tmp_path / "whole" / "eval.json").read_text()) == json.loads((cut / "eval.json").read_text())
+
+
+def test_disk_full_on_checkpoint_skips_it_then_stops_cleanly(random_model_dir, plugin_dir, tmp_path, monkeypatch):
+    import errno
+
+    import grpo_cli.checkpoint as checkpoint
+    from grpo_cli.errors import UserError
+
+    calls = []
+
+    def full(state, path):  # the trainer state is written last; fail every time after the first
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        torch.save(state, path)
+
+    monkeypatch.setattr(checkpoint, "_save_state", full)
+    cfg = small_config(random_model_dir, tmp_path / "run", "train.save_every=1", "train.beta=0")
+    with pytest.raises(UserError, match="No space left on device.*last good checkpoint: .*step-000001"):
+        train(cfg, Reporter())
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["step-000001"]  # no half-written folder left behind
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3  # steps 2 and 3 ran although their checkpoints were skipped
+
+
+def test_model_without_tokenizer_is_a_clear_error(random_model_dir, plugin_dir, tmp_path):
+    import shutil
+
+    from grpo_cli.errors import UserError
+
+    bare = tmp_path / "bare"
+    shutil.copytree(random_model_dir, bare)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (bare / name).unlink()
+    with pytest.raises(UserError, match="no tokenizer"):
+        train(small_config(bare, tmp_path / "run"), Reporter())
+
+
+def test_prompt_longer_than_the_model_is_a_clear_error(random_model_dir, plugin_dir, tmp_path):
+    from grpo_cli.errors import UserError
+
+    with pytest.raises(UserError, match="exceeds the model's 256 positions"):
+        train(small_config(random_model_dir, tmp_path / "run", "sampling.max_new_tokens=250"), Reporter())

@@ -12,8 +12,9 @@ Backends score the steps (`backend`; a table, so a model-based backend sits besi
   `:=`, `=>`) compares the arithmetic written right before it with the arithmetic right after it,
   so `a = b = c` checks `a = b` and `b = c`, and GSM8K's `48/2 = <<48/2=24>>24` checks `48/2 = 24`.
   Plain arithmetic (integers, decimals, `1,234`, `+ - * / ^ ( )`, `\\times`, `\\cdot`, `\\div`, `$`)
-  is evaluated exactly with fractions by the small parser below, never `eval`; powers whose result
-  would exceed MAX_BITS bits and steps longer than MAX_STEP_CHARS are refused. Anything else in
+  is evaluated exactly with fractions by the small parser below, never `eval`; a number (a power
+  included, checked before it is built) over MAX_BITS bits, or a step over MAX_STEP_CHARS that
+  contains `=`, is refused unevaluated. Anything else in
   the math (`\\frac`, `\\sqrt`, a fractional power) goes to sympy in a watchdog worker, bounded by
   `timeout` and `memory_mb`. A decimal written with d digits after the point may be the exact
   value rounded or truncated to d digits (`10/3 = 3.33`); everything else must be exact.
@@ -23,7 +24,7 @@ Backends score the steps (`backend`; a table, so a model-based backend sits besi
   Neutral steps are skipped: a step that states no checkable equality (prose, `x = 5`, `2x + 3 = 7`,
   `half of 80 = 40`) gets no step entry, rather than a made-up score. In process advantages its
   tokens then share the advantage of the scored steps after it. An equality is not checkable when a
-  side is empty, has variables (sympy: unless it is an identity such as `(x+1)^2 = x^2+2x+1`), is cut
+  side is empty, has variables (unless sympy finds the equality an identity), is cut
   out of a larger expression (`2x + 3`: the left side would start with `+`; `= 3x`), is a bare number
   after a word (`half of 80`: the word may be an operator), carries `%`, or does not parse.
   Arithmetic spelled in words around symbols (`3 times 4 + 1 = 13`) is misread as `4 + 1 = 13`.
@@ -252,6 +253,8 @@ class _Arith:
             self.take(")" if token == "(" else "]")
             return value
         if token[0].isdigit() or token[0] == ".":
+            if len(token) > 4000:  # Python parses at most 4300 digits; 4000 are ~13,000 bits anyway
+                raise _TooLarge(f"a number of {len(token)} digits")
             return _bounded(Fraction(token.replace(",", "")))
         raise _NotCheckable(f"unexpected {token!r}")
 
@@ -387,7 +390,7 @@ def sympy_claim(claim: SympyClaim) -> bool | None:
     import sympy
 
     # The math verifier's expression parser (private there; shared so both read LaTeX alike).
-    from grpo_verifiers.math import _expressions_equal, _Parser, _ParseError
+    from grpo_verifiers.math import _expressions_equal, _ParseError, _Parser
 
     try:
         a, b = _Parser(claim.lhs).parse(), _Parser(claim.rhs).parse()

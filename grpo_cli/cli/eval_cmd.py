@@ -43,8 +43,10 @@ def evaluate(
         raise UserError(str(e)) from None
     if model and samples:
         raise UserError("give either --model or --samples, not both")
+    # One --model is recorded as model.path, so the config written beside the results is the one that ran.
     cfg = resolve_config(
-        preset, set_, seed=seed, model__threads=threads, data__eval=data, eval__n=n, eval__k=ks,
+        preset, set_, seed=seed, model__path=model[0] if model and len(model) == 1 else None,
+        model__threads=threads, data__eval=data, eval__n=n, eval__k=ks,
         eval__metrics=metrics, sampling__temperature=temperature,
     )
     report = Reporter.console(quiet)

@@ -57,7 +57,10 @@ def copy(
     from grpo_cli.config import preset_text
 
     text = preset_text(name)[1]
+    if dest.is_dir():
+        raise UserError(f"{dest} is a directory; give the YAML file to write")
     if dest.exists() and not force:
         raise UserError(f"{dest} exists; use --force to overwrite")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {dest}")

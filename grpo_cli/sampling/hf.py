@@ -100,7 +100,7 @@ class HFSampler(Sampler):
         stop = torch.tensor(self.stop_ids, device=device)
 
         cache = DynamicCache()
-        out = self.model(input_ids=input_ids, position_ids=positions,
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         active = torch.arange(len(prompts), device=device)  # batch row -> sequence index
         next_pos = positions[:, -1:] + 1  # [B, 1]
