@@ -127,7 +127,9 @@ def generate(
     return out
 
 
-def splits(seed: int = DEFAULT_SEED, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> dict[str, list[dict]]:
+def splits(
+    seed: int = DEFAULT_SEED, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST
+) -> dict[str, list[dict]]:
     """A `train` split and a held-out `test` split that share no expression.
 
     The test split holds distinct expressions; the train split may repeat one (so the mix of

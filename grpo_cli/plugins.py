@@ -83,9 +83,9 @@ def load_verifier(name: str, options: dict[str, Any]) -> Verifier:
     if ep is None:
         names = sorted({ep.name for ep in eps})
         close = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(
-            f"unknown verifier {name!r}{hint} available: {', '.join(names) or 'none'}"
+            f"unknown verifier {name!r}{hint}; available: {', '.join(names) or 'none'}"
             f" (a plugin registers under the {GROUP!r} entry-point group of an installed package)"
         )
     info = _load(ep)

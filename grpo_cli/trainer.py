@@ -95,6 +95,7 @@ class TrainResult:
 
 
 def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult:
+    cfg.check_training()
     t = cfg.train
     run_dir = Path(t.out_dir)
     start_ckpt = latest_checkpoint(run_dir) if resume else None

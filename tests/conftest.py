@@ -46,7 +46,7 @@ def random_model_dir(tmp_path_factory) -> Path:
     return out
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -56,4 +56,4 @@ def arith_file(tmp_path) -> Path:
     """Six arithmetic problems (`id`, `prompt`, `answer`, `solution`) as JSONL."""
     from grpo_cli import arith
 
-    return write_jsonl(tmp_path / "problems.jsonl", arith.generate(6, seed=1))
+    return _write_jsonl(tmp_path / "problems.jsonl", arith.generate(6, seed=1))

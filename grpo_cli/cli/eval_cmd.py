@@ -43,6 +43,9 @@ def evaluate(
         raise UserError(str(e)) from None
     if model and samples:
         raise UserError("give either --model or --samples, not both")
+    if n is not None and ks is None:
+        # --n alone: keep the preset's k values that fit, and report k = n too.
+        ks = sorted({k for k in resolve_config(preset, set_).eval.k if k <= n} | {n})
     # One --model is recorded as model.path, so the config written beside the results is the one that ran.
     cfg = resolve_config(
         preset, set_, seed=seed, model__path=model[0] if model and len(model) == 1 else None,
