@@ -77,19 +77,20 @@ def evaluate_samples(records: list[dict[str, Any]], cfg: Config, report: Reporte
 
 
 def results_table(runs: list[EvalRun], ks: list[int], metrics: list[str]) -> Any:
+    """Accuracy, then each metric at each k, in percent; one row per model."""
     from rich.table import Table
 
-    table = Table(title="evaluation")
-    table.add_column("model")
-    table.add_column("problems", justify="right")
-    table.add_column("n", justify="right")
+    shapes = {(r.result["problems"], r.result["n"]) for r in runs}
+    title = "evaluation" + (f": {runs[0].result['problems']} problems x {runs[0].result['n']} samples" if len(shapes) == 1 else "")
+    table = Table(title=title)
+    table.add_column("model", overflow="fold")
     table.add_column("accuracy", justify="right")
     for metric in metrics:
         for k in ks:
             table.add_column(metric.replace("@k", f"@{k}"), justify="right")
     for run in runs:
         r = run.result
-        cells = [run.label, str(r["problems"]), str(r["n"]), f"{100 * r['accuracy']:.1f}"]
+        cells = [run.label, f"{100 * r['accuracy']:.1f}"]
         for metric in metrics:
             cells += [f"{100 * r[metric][k]:.1f}" for k in ks]
         table.add_row(*cells)

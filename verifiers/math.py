@@ -478,7 +478,7 @@ class MathVerifier(Verifier):
         self.memory_mb = int(memory_mb)
         if not (self.rel_tol >= 0 and self.timeout > 0 and self.workers >= 1 and self.memory_mb > 0):
             raise ValueError("rel_tol must be >= 0, timeout > 0, workers >= 1 and memory_mb > 0")
-        self._watchdog: Watchdog | None = None
+        self._watchdog = Watchdog(self.workers, memory_mb=self.memory_mb, preload=("sympy",))  # starts workers on first use
 
     def verify(self, samples: list[dict[str, Any]]) -> list[Verdict]:
         verdicts: list[Verdict] = []
@@ -508,7 +508,7 @@ class MathVerifier(Verifier):
                 equal = False
             verdicts.append(Verdict(1.0 if equal else 0.0, info=info))
         if jobs:
-            outcomes = self._pool().map(sympy_equal, [job for _, job in jobs], self.timeout)
+            outcomes = self._watchdog.map(sympy_equal, [job for _, job in jobs], self.timeout)
             for (index, _), outcome in zip(jobs, outcomes):
                 verdict = verdicts[index]
                 if outcome.ok:
@@ -518,11 +518,5 @@ class MathVerifier(Verifier):
                     verdict.info["timeout"] = outcome.timed_out
         return verdicts
 
-    def _pool(self) -> Watchdog:
-        if self._watchdog is None:
-            self._watchdog = Watchdog(self.workers, memory_mb=self.memory_mb, preload=("sympy",))
-        return self._watchdog
-
     def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.close()
+        self._watchdog.close()

@@ -430,7 +430,7 @@ class RuleBackend:
         if options:
             raise TypeError(f"the rule backend takes no options of its own, got {sorted(options)}")
         self.timeout, self.workers, self.memory_mb = timeout, workers, memory_mb
-        self._watchdog: Watchdog | None = None
+        self._watchdog = Watchdog(self.workers, memory_mb=self.memory_mb, preload=("sympy",))  # starts workers on first use
 
     def score(self, samples: Sequence[dict[str, Any]], steps: Sequence[list[Step]]) -> list[StepScores]:
         judged: list[list[list[Claim]]] = []  # [sample][step][equality]
@@ -453,7 +453,7 @@ class RuleBackend:
             judged.append(per_step)
             infos.append(info)
         if jobs:
-            outcomes = self._pool().map(sympy_claim, [job[3] for job in jobs], self.timeout)
+            outcomes = self._watchdog.map(sympy_claim, [job[3] for job in jobs], self.timeout)
             for (claims, k, i, _), outcome in zip(jobs, outcomes):
                 claims[k] = outcome.value if outcome.ok else False
                 if not outcome.ok:
@@ -470,14 +470,8 @@ class RuleBackend:
             results.append(StepScores(rewards, {"equations": equations, **info}))
         return results
 
-    def _pool(self) -> Watchdog:
-        if self._watchdog is None:
-            self._watchdog = Watchdog(self.workers, memory_mb=self.memory_mb, preload=("sympy",))
-        return self._watchdog
-
     def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.close()
+        self._watchdog.close()
 
 
 def _hf_backend(**options: Any) -> Backend:
