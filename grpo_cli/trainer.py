@@ -256,8 +256,14 @@ def policy_update(
     result equals one step on the whole batch."""
     t = cfg.train
     temperature = cfg.sampling.temperature or 1.0
-    micro = [slice(i, i + t.micro_batch_size) for i in range(0, batch.size, t.micro_batch_size)]
-    total_tokens = int(batch.loss_mask.sum())
+    rows = torch.arange(batch.size)
+    if t.beta == 0:
+        # Without a KL term a sequence whose advantage is 0 everywhere adds nothing to the gradient
+        # (zero-variance groups, RFT's wrong samples): skip its forward and backward passes.
+        rows = rows[batch.advantages.reshape(batch.size, -1).ne(0).any(dim=1)]
+    micro = [rows[i : i + t.micro_batch_size] for i in range(0, len(rows), t.micro_batch_size)]
+    total_tokens = int(batch.loss_mask.sum())  # normalisers stay those of the whole batch
+    stat_tokens = max(int(batch.loss_mask[rows].sum()), 1)
     device = next(model.parameters()).device
     with torch.no_grad():
         ref_logp = _logprobs(ref_model, batch, micro, temperature, device) if ref_model is not None else None
@@ -288,7 +294,7 @@ def policy_update(
             )
             w = micro_batch_weight(t.loss_aggregation, mask, batch.size, total_tokens)
             (loss * w).backward()
-            tokens_w = float(mask.sum()) / max(total_tokens, 1)  # token-weighted stats
+            tokens_w = float(mask.sum()) / stat_tokens  # token-weighted stats over the rows trained on
             if epoch == 0:
                 sums["loss"] += float(loss.detach()) * w
                 sums["kl"] += float(st.kl) * tokens_w if st.kl is not None else 0.0
@@ -418,13 +424,14 @@ def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Bat
     return Batch(ids, attn, loss_mask, None, torch.ones(len(comps)), [], stats)
 
 
-def _logprobs(model: Any, batch: Batch, micro: list[slice], temperature: float, device: Any) -> torch.Tensor:
-    out = []
+def _logprobs(model: Any, batch: Batch, micro: list[torch.Tensor], temperature: float, device: Any) -> torch.Tensor:
+    """Log-probs [N, T] of the batch's tokens under `model`, filled in on the rows of `micro`."""
+    out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
     for mb in micro:
         ids = batch.input_ids[mb].to(device)
         logits = model(input_ids=ids, attention_mask=batch.attention_mask[mb].to(device)).logits[:, :-1]
-        out.append(selected_logprobs(logits, ids[:, 1:], temperature).cpu())
-    return torch.cat(out)  # [N, T]
+        out[mb] = selected_logprobs(logits, ids[:, 1:], temperature).cpu()
+    return out
 
 
 def _reward_stats(scored: list[dict[str, Any]], summaries: list[ScoreSummary], G: int) -> dict[str, float]:

@@ -274,3 +274,26 @@ def test_prompt_longer_than_the_model_is_a_clear_error(random_model_dir, plugin_
 
     with pytest.raises(UserError, match="exceeds the model's 256 positions"):
         train(small_config(random_model_dir, tmp_path / "run", "sampling.max_new_tokens=250"), Reporter())
+
+
+def test_skipping_zero_advantage_rows_changes_nothing(random_model_dir):
+    """With beta = 0 the rows whose advantage is 0 are not run at all; the update must be the one a
+    full pass gives (beta = 1e-12 forces the full pass, its KL term is negligible)."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(random_model_dir))
+    ref = copy.deepcopy(base).requires_grad_(False)
+    batch = _batch(random_model_dir)
+    batch.advantages = torch.tensor([0.0, 1.5, 0.0, -1.5])
+    results = []
+    for beta in ("0", "1e-12"):
+        cfg = load_config(None, ["train.micro_batch_size=1", f"train.beta={beta}", "train.max_grad_norm=0",
+                                 "train.loss_aggregation=token", "sampling.max_new_tokens=8"])
+        model = copy.deepcopy(base)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
+        policy_update(model, ref if beta != "0" else None, batch, cfg, opt, sched)
+        results.append(model.state_dict())
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-5, atol=1e-7)
+    assert any(not torch.equal(results[0][k], base.state_dict()[k]) for k in results[0])
