@@ -35,11 +35,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/paradigms"))
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     args = parser.parse_args()
 
     rows = []
     for name in args.methods.split(","):
-        sets = [*METHODS[name], f"seed={args.seed}", f"train.out_dir={args.out / name.replace(' ', '_').strip('()')}"]
+        sets = [*METHODS[name], f"seed={args.seed}", f"model.threads={args.threads}", f"train.out_dir={args.out / name.replace(' ', '_').strip('()')}"]
         if args.steps:
             sets.append(f"train.steps={args.steps}")
         cfg = load_config("tiny", sets)
