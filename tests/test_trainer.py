@@ -82,7 +82,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_training_changes_the_weights_and_logs_every_step(random_model_dir, plugin_dir, tmp_path):
-    cfg = small_config(random_model_dir, tmp_path / "run")
+    cfg = small_config(random_model_dir, tmp_path / "run", "train.beta=0.04")  # a reference model, so KL is logged
     result = train(cfg, Reporter())
     before, after = weights(random_model_dir), weights(result.last_checkpoint)
     assert any(not torch.equal(before[k], after[k]) for k in before)
