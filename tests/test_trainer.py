@@ -198,7 +198,7 @@ def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir,
         "--model", str(random_model_dir), "--threads", "1", "--steps", "6", "--quiet",
         "--set", "data.limit=40", "--set", "sampling.n=4", "--set", "sampling.max_new_tokens=8",
         "--set", "train.batch_size=8", "--set", "train.micro_batch_size=4", "--set", "train.lr=1e-3",
-        "--set", "train.save_every=1", "--set", "train.mu=2", "--set", "train.ref_sync_every=2",
+        "--set", "train.save_every=1", "--set", "train.mu=2", "--set", "train.ref_sync_every=2", "--set", "train.beta=0.04",
         "--set", "train.eval_n=2", "--set", "train.eval_limit=4", "--set", "verifiers=[{name: digits}]",
     ]
     whole = _run_cli(["--out", str(tmp_path / "whole"), *common], env)
