@@ -41,6 +41,7 @@ class Batch:
     loss_mask: [N, T], true where the target is a completion token that enters the loss.
     old_logp: [N, T] sampling-time log-probs at completion positions, or None (SFT).
     advantages: [N] (outcome) or [N, T] (process).
+    stats: the sampling and reward figures of the step, for metrics.jsonl.
     """
 
     input_ids: torch.Tensor
@@ -48,7 +49,6 @@ class Batch:
     loss_mask: torch.Tensor
     old_logp: torch.Tensor | None
     advantages: torch.Tensor
-    records: list[dict[str, Any]]
     stats: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -141,7 +141,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
         advance(start_step)
         for step in range(start_step, t.steps):
             t0 = time.perf_counter()
-            batch = collect_batch(step, cfg, policy, rft_sampler, problems, order, verifiers, report)
+            batch = collect_batch(step, cfg, policy, rft_sampler, problems, order, verifiers)
             t1 = time.perf_counter()
             update = policy_update(model, ref_model, batch, cfg, optimizer, schedule) if batch.size else {"skipped": 1.0}
             t2 = time.perf_counter()
@@ -187,7 +187,6 @@ def collect_batch(
     problems: list[dict[str, Any]],
     order: DataOrder,
     verifiers: list[Any],
-    report: Reporter,
 ) -> Batch:
     """Sample and score whole groups until the batch is full (one round unless dynamic sampling
     drops zero-variance groups), then build the training tensors and advantages."""
@@ -230,7 +229,7 @@ def collect_batch(
 
     stats.update(_reward_stats(all_scored, summaries, G))
     if not kept:
-        return Batch(torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1), torch.zeros(0, 0, dtype=torch.bool), None, torch.zeros(0), [], stats)
+        return Batch(torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1), torch.zeros(0, 0, dtype=torch.bool), None, torch.zeros(0), stats)
     comps = [c for _, group, _ in kept for c in group]
     records = [r for _, _, group in kept for r in group]
     rewards = torch.tensor([r["reward"] for r in records], dtype=torch.float32)  # [N]
@@ -246,7 +245,7 @@ def collect_batch(
     advantages = _advantages(cfg, rewards, records, comps, policy.tokenizer, G, loss_mask)
     stats["advantage_abs_mean"] = float(advantages.abs().mean())
     stats["sampled_tokens"] = float(sum(len(c.token_ids) for _, group, _ in kept for c in group))
-    return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, records, stats)
+    return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, stats)
 
 
 def policy_update(
@@ -421,7 +420,7 @@ def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Bat
         comps.append(Completion(problem[cfg.data.solution_field], _encode(tokenizer, prompt), ids + [eos], [], "stop"))
     ids, attn, loss_mask, _ = _pack(comps, tokenizer.pad_token_id)
     stats = {"sampled_tokens": float(sum(len(c.token_ids) for c in comps)), "completion_len_mean": float(sum(len(c.token_ids) for c in comps) / len(comps))}
-    return Batch(ids, attn, loss_mask, None, torch.ones(len(comps)), [], stats)
+    return Batch(ids, attn, loss_mask, None, torch.ones(len(comps)), stats)
 
 
 def _logprobs(model: Any, batch: Batch, micro: list[torch.Tensor], temperature: float, device: Any) -> torch.Tensor:

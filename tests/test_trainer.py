@@ -161,7 +161,7 @@ def _batch(model_dir: Path) -> Batch:
     loss_mask = torch.zeros(4, 9, dtype=torch.bool)
     for i, (start, length) in enumerate([(2, 7), (3, 2), (4, 5), (1, 8)]):
         loss_mask[i, start : start + length] = True
-    return Batch(ids, attn, loss_mask, torch.zeros(4, 9), torch.randn(4, generator=g), [])
+    return Batch(ids, attn, loss_mask, torch.zeros(4, 9), torch.randn(4, generator=g))
 
 
 @pytest.mark.parametrize("aggregation", ["sequence", "token", "constant"])
