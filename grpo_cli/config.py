@@ -410,13 +410,7 @@ def parse_set(item: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    out: dict[str, Any] = {}
-    node = out
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+    return parse_set_value(key.strip(), value)
 
 
 DEFAULT_PRESET = "tiny"
@@ -447,6 +441,7 @@ def load_config(
 
 
 def parse_set_value(key: str, value: Any) -> dict[str, Any]:
+    """`("a.b", c)` -> {"a": {"b": c}}."""
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")

@@ -51,21 +51,26 @@ def metrics_of(scored: list[dict[str, Any]], cfg: Config, source: str = "samples
         raise UserError(f"{source}: {e}") from None
 
 
-def evaluate_model(cfg: Config, model_path: str, report: Reporter, label: str | None = None) -> EvalRun:
-    """Sample `eval.n` completions per held-out problem with one model, score them, compute metrics."""
+def evaluate_policy(policy: Any, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> EvalRun:
+    """Sample `eval.n` completions per problem from a loaded policy, score them, compute metrics."""
     import time
 
-    from grpo_cli.rollout import load_policy, problems_from, sample_problems, sampling_params
+    from grpo_cli.rollout import sample_problems, sampling_params
 
-    problems = problems_from(cfg.data.eval, cfg.data)
-    policy = load_policy(cfg, model_path)
     t0 = time.perf_counter()
-    samples = sample_problems(policy, problems, cfg, sampling_params(cfg, n=cfg.eval.n), report, label=f"sampling {label or model_path}")
+    samples = sample_problems(policy, problems, cfg, sampling_params(cfg, n=cfg.eval.n), report, label=f"sampling {label}")
     t1 = time.perf_counter()
     scored, summary = score_records(samples, cfg, report)
     t2 = time.perf_counter()
-    result = metrics_of(scored, cfg)
-    return EvalRun(label or model_path, result, scored, summary, {"sampling": t1 - t0, "scoring": t2 - t1})
+    return EvalRun(label, metrics_of(scored, cfg), scored, summary, {"sampling": t1 - t0, "scoring": t2 - t1})
+
+
+def evaluate_model(cfg: Config, model_path: str, report: Reporter, label: str | None = None) -> EvalRun:
+    """Evaluate one model folder (or `tiny`) on the held-out problems of `data.eval`."""
+    from grpo_cli.rollout import load_policy, problems_from
+
+    problems = problems_from(cfg.data.eval, cfg.data)
+    return evaluate_policy(load_policy(cfg, model_path), problems, cfg, report, label or model_path)
 
 
 def evaluate_samples(records: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> EvalRun:

@@ -23,16 +23,22 @@ class Policy:
     sampler: Sampler
 
 
-def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool = False) -> Policy:
-    from grpo_cli.modeling import eos_token_ids, load_model, load_tokenizer, resolve_model_dir, setup_torch
+def make_sampler(model: Any, tokenizer: Any, cfg: Config) -> Sampler:
+    """The configured sampling backend, generating from `model`."""
+    from grpo_cli.modeling import eos_token_ids
     from grpo_cli.sampling.hf import HFSampler
+
+    return HFSampler(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=cfg.sampling.batch_size)
+
+
+def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool = False) -> Policy:
+    from grpo_cli.modeling import load_model, load_tokenizer, resolve_model_dir, setup_torch
 
     setup_torch(cfg.model.threads)
     model_dir = resolve_model_dir(model_path or cfg.model.path)
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, cfg.model, trainable=trainable)
-    sampler = HFSampler(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=cfg.sampling.batch_size)
-    return Policy(model_dir, model, tokenizer, sampler)
+    return Policy(model_dir, model, tokenizer, make_sampler(model, tokenizer, cfg))
 
 
 def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
 from grpo_cli.loss import micro_batch_weight, policy_loss, selected_logprobs, token_entropy
 from grpo_cli.report import Reporter
-from grpo_cli.rollout import Policy, load_policy, problems_from, render_prompts, sampling_params, to_records
+from grpo_cli.rollout import Policy, load_policy, make_sampler, problems_from, render_prompts, sampling_params, to_records
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.scoring import ScoreSummary, opened_verifiers, score
 
@@ -338,11 +338,7 @@ def _load_frozen(cfg: Config, path: str | Path) -> Any:
 
 def _rft_sampler(cfg: Config, policy: Policy, initial_model: str) -> Sampler:
     """RFT samples from the initial (SFT) model throughout, never from the policy being trained."""
-    from grpo_cli.modeling import eos_token_ids
-    from grpo_cli.sampling.hf import HFSampler
-
-    frozen = _load_frozen(cfg, initial_model)
-    return HFSampler(frozen, policy.tokenizer, eos_token_ids(frozen, policy.tokenizer), batch_size=cfg.sampling.batch_size)
+    return make_sampler(_load_frozen(cfg, initial_model), policy.tokenizer, cfg)
 
 
 def _pack(comps: list[Completion], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -514,13 +510,9 @@ def _eval_problems(cfg: Config) -> list[dict[str, Any]]:
 
 def evaluate_policy(policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> dict[str, Any]:
     """Held-out accuracy, pass@k and maj@k of the in-memory policy (same seed and n every time)."""
-    from grpo_cli.evaluate import metrics_of, score_records
-    from grpo_cli.rollout import sample_problems
+    from grpo_cli import evaluate
 
     n = cfg.train.eval_n
-    ks = sorted({1, n})
     eval_cfg = copy.deepcopy(cfg)
-    eval_cfg.eval.n, eval_cfg.eval.k = n, ks
-    samples = sample_problems(policy, problems, eval_cfg, sampling_params(eval_cfg, n=n), report, logprobs=False, label=f"eval ({label})")
-    scored, _ = score_records(samples, eval_cfg, report)
-    return metrics_of(scored, eval_cfg)
+    eval_cfg.eval.n, eval_cfg.eval.k = n, sorted({1, n})
+    return evaluate.evaluate_policy(policy, problems, eval_cfg, report, f"eval ({label})").result
