@@ -161,9 +161,11 @@ class TrainConfig:
     mu: int = 1
     """Policy updates (optimizer steps) per sampled batch; 1 needs no old-policy forward pass."""
     lr: float = 1e-6
-    """AdamW learning rate (constant after warmup)."""
+    """AdamW peak learning rate, reached after warmup."""
     warmup_steps: int = 0
     """Linear learning-rate warmup, in optimizer steps."""
+    lr_schedule: str = "constant"
+    """After warmup: constant, or linear / cosine decay to 0 at the last optimizer step (steps x mu)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
@@ -213,6 +215,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice("train.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("train.importance", self.importance, ("token", "sequence"))
         _check_choice("train.loss_aggregation", self.loss_aggregation, ("sequence", "token", "constant"))
         _check_choice("train.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
@@ -229,6 +232,7 @@ class TrainConfig:
 
 
 ALGORITHMS = ("grpo", "rft", "online_rft", "sft")
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass

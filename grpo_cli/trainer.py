@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -116,7 +117,8 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     ref_model = _load_frozen(cfg, ref_source) if t.beta > 0 else None
     rft_sampler = _rft_sampler(cfg, policy, initial_model) if cfg.algorithm == "rft" else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / t.warmup_steps) if t.warmup_steps else 1.0)
+    total = t.steps * t.mu
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_multiplier(i, t.warmup_steps, total, t.lr_schedule))
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
     if state:
@@ -246,6 +248,18 @@ def collect_batch(
     stats["advantage_abs_mean"] = float(advantages.abs().mean())
     stats["sampled_tokens"] = float(sum(len(c.token_ids) for _, group, _ in kept for c in group))
     return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, stats)
+
+
+def lr_multiplier(i: int, warmup: int, total: int, schedule: str) -> float:
+    """The learning rate of optimizer step `i` (0-based) as a fraction of the peak: linear warmup over
+    `warmup` steps, then constant, or a linear / cosine decay from 1 at step `warmup` toward 0 at
+    step `total` (the last step, `total - 1`, still learns a little)."""
+    if i < warmup:
+        return (i + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (i - warmup) / (total - warmup))
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def policy_update(

@@ -297,3 +297,16 @@ def test_skipping_zero_advantage_rows_changes_nothing(random_model_dir):
     for name in results[0]:
         torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-5, atol=1e-7)
     assert any(not torch.equal(results[0][k], base.state_dict()[k]) for k in results[0])
+
+
+def test_lr_multiplier_warmup_then_schedules():
+    from grpo_cli.trainer import lr_multiplier
+
+    # warmup 2 of 6 steps: 1/2, 2/2, then the 4 post-warmup steps at progress 0, 1/4, 2/4, 3/4
+    assert [lr_multiplier(i, 2, 6, "constant") for i in range(6)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert [lr_multiplier(i, 2, 6, "linear") for i in range(6)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+    # cosine: (1 + cos(pi * p)) / 2 at p = 0, 1/4, 1/2, 3/4 -> 1, 0.8536, 0.5, 0.1464
+    cos = [lr_multiplier(i, 2, 6, "cosine") for i in range(6)]
+    assert cos[:3] == [0.5, 1.0, 1.0]
+    assert cos[3:] == pytest.approx([0.853553, 0.5, 0.146447], abs=1e-6)
+    assert lr_multiplier(0, 0, 4, "linear") == 1.0
