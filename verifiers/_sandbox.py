@@ -1,0 +1,208 @@
+"""Start one sandboxed `python _code_harness.py MODE` process, and kill it with everything it started.
+
+With bubblewrap (`bwrap`): new PID, network, IPC and UTS namespaces (a user namespace too when not
+root); the host's root read-only; `/tmp`, `/var/tmp`, `/home`, `/root`, `/run`, `/mnt`, `/srv`,
+`/media`, the caller's working directory and any `hide` path masked by empty tmpfs (the Python
+installation re-bound read-only on top where it lies inside one); a fresh tmpfs work dir `/tmp/sandbox`
+(size-capped) holding only this run's files; every capability dropped (as root, CAP_SETUID/SETGID
+are kept just long enough for the harness to switch to the run's own uid); no new privileges; a new
+session; a cleared environment. `--die-with-parent` plus our SIGKILL of bwrap's process group end
+the namespace's init, and the kernel then kills every process in the namespace.
+
+Limits: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0 always; RLIMIT_NPROC only binds a
+non-root uid, so as root each concurrent run gets its own uid (`uid_base` + slot) and the limit
+holds per run; as non-root the PID namespace and the final kill bound a fork bomb instead.
+
+Fallback without bubblewrap (`rlimit`): the same harness and rlimits (no uid switch, so no
+RLIMIT_NPROC as root), its own session and process group, a private temporary directory, a clean
+environment holding a random run token; afterwards the group is killed and so is every process
+whose environment carries the token (children that left the group). No network, filesystem or PID
+isolation: weaker, and said so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+HARNESS = Path(__file__).with_name("_code_harness.py")
+MASKED = ("/tmp", "/var/tmp", "/home", "/root", "/run", "/mnt", "/srv", "/media")
+SYSTEM = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/dev", "/proc", "/sys")
+PATH = "/usr/local/bin:/usr/bin:/bin"
+WORK = "/tmp/sandbox"  # under the masked /tmp: the read-only root has no room for a new mount point
+
+
+@dataclass
+class Limits:
+    cpu_s: int
+    memory_mb: int
+    fsize_mb: int
+    nproc: int
+    uid: int | None
+    call_timeout: float = 0.0
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "cpu": self.cpu_s,
+                "memory": self.memory_mb * 2**20,
+                "fsize": self.fsize_mb * 2**20,
+                # as non-root the uid is shared with the user's other processes: no NPROC there
+                "nproc": self.nproc if self.uid is not None else 0,
+                "uid": self.uid,
+                "call_timeout": self.call_timeout,
+            }
+        )
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _masks(hide: tuple[str, ...]) -> list[str]:
+    """Directories to cover with an empty tmpfs: never `/` nor one holding a system directory."""
+    out = []
+    for path in (*MASKED, os.getcwd(), *hide):
+        path = os.path.realpath(path)
+        if path == "/" or any(_inside(system, path) for system in SYSTEM) or not os.path.isdir(path):
+            continue
+        if path not in out:
+            out.append(path)
+    return out
+
+
+def _python_dirs() -> list[str]:
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    return sorted(dirs)
+
+
+def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) -> list[str]:
+    """bwrap's arguments up to `--`; `files` maps a name in /sandbox to a readable fd."""
+    root = os.geteuid() == 0
+    cmd = [bwrap_path() or "bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if root:  # no user namespace: the harness switches to the run's uid, for RLIMIT_NPROC
+        cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        cmd += ["--unshare-all"]
+    cmd += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    masks = _masks(hide)
+    for path in masks:
+        cmd += ["--tmpfs", path]
+    for path in _python_dirs():
+        mask = next((m for m in masks if _inside(path, m) and m != path), None)
+        if mask is None:
+            continue
+        parents = []  # bwrap would create the missing ones 0700, closed to the run's uid
+        parent = os.path.dirname(path)
+        while parent != mask:
+            parents.insert(0, parent)
+            parent = os.path.dirname(parent)
+        for parent in parents:
+            cmd += ["--perms", "0755", "--dir", parent]
+        cmd += ["--ro-bind", path, path]
+    cmd += ["--perms", "0777", "--size", str(work_mb * 2**20), "--tmpfs", WORK]
+    for name, fd in files.items():
+        cmd += ["--perms", "0444", "--file", str(fd), f"{WORK}/{name}"]
+    cmd += ["--chdir", WORK, "--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK]
+    cmd += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1"]
+    return cmd + ["--"]
+
+
+def _kill_marked(marker: bytes) -> None:
+    """SIGKILL every process whose initial environment holds `marker`, until none is left."""
+    for _ in range(50):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    if marker not in f.read():
+                        continue
+                os.kill(int(entry.name), signal.SIGKILL)
+                found = True
+            except OSError:  # gone, or not ours to read
+                continue
+        if not found:
+            return
+
+
+class Sandboxed:
+    """One running sandboxed harness. `kill()` ends it and everything it started."""
+
+    def __init__(
+        self,
+        mode: str,
+        files: dict[str, str],
+        limits: Limits,
+        *,
+        use_bwrap: bool,
+        pass_fds: tuple[int, ...] = (),
+        stdin: IO[bytes] | int = subprocess.DEVNULL,
+        stdout: int = subprocess.DEVNULL,
+        stderr: IO[bytes] | int = subprocess.DEVNULL,
+        work_mb: int = 64,
+        hide: tuple[str, ...] = (),
+    ) -> None:
+        self.uid = limits.uid
+        self.use_bwrap = use_bwrap
+        self.tempdir: str | None = None
+        harness = ["python3", "-I", "_code_harness.py", mode, limits.as_json(), *map(str, pass_fds)]
+        harness[0] = sys.executable
+        files = {"_code_harness.py": HARNESS.read_text(encoding="utf-8"), **files}
+        if use_bwrap:
+            handles = []
+            try:
+                fds = {}
+                for name, text in files.items():
+                    handle = tempfile.TemporaryFile()
+                    handle.write(text.encode("utf-8"))
+                    handle.seek(0)
+                    handles.append(handle)
+                    fds[name] = handle.fileno()
+                cmd = bwrap_command(fds, work_mb, hide) + harness
+                self.process = self._popen(cmd, None, (*pass_fds, *fds.values()), stdin, stdout, stderr, {"PATH": PATH})
+            finally:
+                for handle in handles:
+                    handle.close()
+        else:
+            self.tempdir = tempfile.mkdtemp(prefix="grpo-code-")
+            for name, text in files.items():
+                Path(self.tempdir, name).write_text(text, encoding="utf-8")
+            os.chmod(self.tempdir, 0o700)
+            self.token = f"GRPO_RUN_{secrets.token_hex(8)}"
+            env = {"PATH": PATH, "HOME": self.tempdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", self.token: "1"}
+            self.process = self._popen(harness, self.tempdir, pass_fds, stdin, stdout, stderr, env)
+
+    @staticmethod
+    def _popen(cmd: list[str], cwd: str | None, pass_fds: tuple[int, ...], stdin: Any, stdout: Any, stderr: Any, env: dict[str, str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            cmd, cwd=cwd, pass_fds=pass_fds, stdin=stdin, stdout=stdout, stderr=stderr, env=env, start_new_session=True
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the process group (bwrap and its init: the namespace then dies), reap, clean up."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        if not self.use_bwrap:
+            _kill_marked(self.token.encode() + b"=")
+        if self.tempdir is not None:
+            shutil.rmtree(self.tempdir, ignore_errors=True)
