@@ -39,7 +39,9 @@ MAX_MESSAGE = 16 * 2**20  # bytes of one call message; more is an error, not a m
 
 
 def _has_assert(node: ast.AST) -> bool:
-    """An `assert` in this statement, not counting nested function or class bodies."""
+    """An `assert` in this statement, not counting function or class bodies."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return False
     stack = [node]
     while stack:
         current = stack.pop()

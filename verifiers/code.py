@@ -213,7 +213,7 @@ class CodeVerifier(Verifier):
         self.memory_mb, self.fsize_mb, self.nproc = int(memory_mb), int(fsize_mb), int(nproc)
         self.work_mb, self.max_output = int(work_mb), int(max_output_kb) * 1024
         self.compare = compare
-        self.workers = int(workers) if workers else max(1, min(4, os.cpu_count() or 1))
+        self.workers = int(workers) if workers is not None else max(1, min(4, os.cpu_count() or 1))
         self.hide = tuple(p for p in (hide.split(",") if isinstance(hide, str) else hide) if p)
         self.uid_base = int(uid_base)
         if min(self.timeout, self.total_timeout) <= 0 or min(self.memory_mb, self.fsize_mb, self.nproc, self.work_mb, self.workers) < 1:
