@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from grpo_verifiers.code import CodeVerifier
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
@@ -21,6 +20,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewra
 UID_BASE = 1_950_000_000  # this module's runs' uids (as root): a leftover process is easy to spot
 MARKER = f"grpo-hostile-{secrets.token_hex(6)}"
 ADD = "def add(a, b):\n    return a + b\n"
+LOOP = "def add(a, b):\n    while True:\n        pass\n"
 ZERO = "def add(a, b):\n    return 0\n"  # right only for add(0, 0)
 ASSERTS = "assert add(1, 2) == 3\nassert add(2, 2) == 4\nassert add(0, 0) == 0\nassert add(-1, 5) == 4\n"
 UNITTEST = """import unittest
@@ -120,14 +120,22 @@ HOSTILE = {
     ),
     "an object equal to everything": ("class Liar:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Liar()\n", ASSERTS, 0.0),
     "an int equal to everything": ("class Liar(int):\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Liar(7)\n", ASSERTS, 0.0),
+    "shadowing the tests' builtins": (
+        "def len(x):\n    return 2\ndef sorted(x):\n    return [1, 2]\ndef pair(x):\n    return [x]\n",
+        "assert len(pair(1)) == 2\nassert sorted(pair(2)) == [1, 2]\n",
+        0.0,
+    ),
     "a thread left running, right answers": (
         "import threading, time\ndef spin():\n    while True:\n        time.sleep(0.01)\n"
         "threading.Thread(target=spin).start()\n" + ADD,
         ASSERTS,
         1.0,
     ),
-    "ignoring SIGTERM": ("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                         "def add(a, b):\n    while True:\n        pass\n", ASSERTS, 0.0),  # fmt: skip
+    "ignoring SIGTERM": (
+        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + LOOP,
+        ASSERTS,
+        0.0,
+    ),
     "segfault": ("import ctypes\ndef add(a, b):\n    return ctypes.string_at(0)\n", ASSERTS, 0.0),
     "a child that leaves the session": (
         f"import subprocess\nsubprocess.Popen(['/bin/sh', '-c', 'trap \"\" TERM; sleep 1000', '{MARKER}'], start_new_session=True)\n" + ZERO,

@@ -10,7 +10,6 @@ import sys
 import warnings
 
 import pytest
-
 from grpo_verifiers import code as code_module
 from grpo_verifiers.code import CodeVerifier, extract_code, outputs_match, parse_tests
 

@@ -162,8 +162,9 @@ class Sandboxed:
         self.uid = limits.uid
         self.use_bwrap = use_bwrap
         self.tempdir: str | None = None
-        harness = ["python3", "-I", "_code_harness.py", mode, limits.as_json(), *map(str, pass_fds)]
-        harness[0] = sys.executable
+        # the script launcher only sets limits and execs: no site-packages to load (-S) saves time
+        flags = ["-I", "-S"] if mode == "script" else ["-I"]
+        harness = [sys.executable, *flags, "_code_harness.py", mode, limits.as_json(), *map(str, pass_fds)]
         files = {"_code_harness.py": HARNESS.read_text(encoding="utf-8"), **files}
         if use_bwrap:
             handles = []

@@ -141,7 +141,9 @@ def outputs_match(got: str, wanted: str, mode: str) -> bool:
         return got == wanted
     if mode == "tokens":
         return got.split() == wanted.split()
-    lines = lambda text: [line.rstrip() for line in text.strip("\n").splitlines()]  # noqa: E731
+    def lines(text: str) -> list[str]:
+        return [line.rstrip() for line in text.strip("\n").splitlines()]
+
     return lines(got.rstrip()) == lines(wanted.rstrip())
 
 
