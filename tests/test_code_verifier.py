@@ -86,6 +86,8 @@ def test_parse_tests_shapes_and_counts():
     apps = parse_tests({"tests": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]})})
     assert apps.pairs == (("1 2\n", "3\n"),)
     assert parse_tests({"tests": [{"stdin": "x", "stdout": "y"}]}).pairs == (("x", "y"),)
+    mbpp = parse_tests({"tests": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]})
+    assert (mbpp.kind, mbpp.names) == ("code", ("assert:1", "assert:2"))
     assert parse_tests({"prompt": "p"}) is None
 
 

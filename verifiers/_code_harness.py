@@ -363,7 +363,7 @@ def _run_tests(spec: dict, client: _Client, report) -> None:
             fn()
         except BaseException as exc:  # a failing test, whatever it raised
             if name:
-                report(name, False, f"{type(exc).__name__}: {exc}"[:300])
+                report(name, False, (str(exc) if isinstance(exc, _Failed) else f"{type(exc).__name__}: {exc}")[:300])
             return
         if name:
             report(name, True, None)
@@ -404,13 +404,17 @@ def _run_tests(spec: dict, client: _Client, report) -> None:
                     run(f"class:{stmt.name}.{method}", lambda cls=cls, method=method: getattr(cls(), method)())
 
 
+class _Failed(Exception):
+    """A unittest failure, its message already says what was raised."""
+
+
 def _unittest_runner(unittest, cls, method):
     def run():
         result = unittest.TestResult()
         cls(method).run(result)
         problems = result.failures + result.errors + [(t, "skipped: " + why) for t, why in result.skipped]
         if problems or result.testsRun != 1:
-            raise AssertionError(problems[0][1].strip().splitlines()[-1] if problems else "not run")
+            raise _Failed(problems[0][1].strip().splitlines()[-1] if problems else "not run")
 
     return run
 

@@ -1,13 +1,14 @@
 """Start one sandboxed `python _code_harness.py MODE` process, and kill it with everything it started.
 
 With bubblewrap (`bwrap`): new PID, network, IPC and UTS namespaces (a user namespace too when not
-root); the host's root read-only; `/tmp`, `/var/tmp`, `/home`, `/root`, `/run`, `/mnt`, `/srv`,
-`/media`, the caller's working directory and any `hide` path masked by empty tmpfs (the Python
-installation re-bound read-only on top where it lies inside one); a fresh tmpfs work dir `/tmp/sandbox`
-(size-capped) holding only this run's files; every capability dropped (as root, CAP_SETUID/SETGID
-are kept just long enough for the harness to switch to the run's own uid); no new privileges; a new
-session; a cleared environment. `--die-with-parent` plus our SIGKILL of bwrap's process group end
-the namespace's init, and the kernel then kills every process in the namespace.
+root); an empty root holding, read-only, only the system directories (`/usr`, `/bin`, `/lib*`,
+`/sbin`, `/etc`) and the Python installation (so the host's data, home directories, `/tmp` and the
+caller's files do not exist inside; `hide` masks more paths within those); fresh `/dev`, `/proc`
+and `/tmp`; a size-capped tmpfs work dir `/tmp/sandbox` holding only this run's files; every
+capability dropped (as root, CAP_SETUID/SETGID are kept just long enough for the harness to switch
+to the run's own uid); no new privileges; a new session; a cleared environment.
+`--die-with-parent` plus our SIGKILL of bwrap's process group end the namespace's init, and the
+kernel then kills every process in the namespace.
 
 Limits: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0 always; RLIMIT_NPROC only binds a
 non-root uid, so as root each concurrent run gets its own uid (`uid_base` + slot) and the limit
@@ -35,10 +36,9 @@ from pathlib import Path
 from typing import IO, Any
 
 HARNESS = Path(__file__).with_name("_code_harness.py")
-MASKED = ("/tmp", "/var/tmp", "/home", "/root", "/run", "/mnt", "/srv", "/media")
-SYSTEM = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/dev", "/proc", "/sys")
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 PATH = "/usr/local/bin:/usr/bin:/bin"
-WORK = "/tmp/sandbox"  # under the masked /tmp: the read-only root has no room for a new mount point
+WORK = "/tmp/sandbox"
 
 
 @dataclass
@@ -72,18 +72,6 @@ def _inside(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def _masks(hide: tuple[str, ...]) -> list[str]:
-    """Directories to cover with an empty tmpfs: never `/` nor one holding a system directory."""
-    out = []
-    for path in (*MASKED, os.getcwd(), *hide):
-        path = os.path.realpath(path)
-        if path == "/" or any(_inside(system, path) for system in SYSTEM) or not os.path.isdir(path):
-            continue
-        if path not in out:
-            out.append(path)
-    return out
-
-
 def _python_dirs() -> list[str]:
     dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
     dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
@@ -91,7 +79,7 @@ def _python_dirs() -> list[str]:
 
 
 def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) -> list[str]:
-    """bwrap's arguments up to `--`; `files` maps a name in /sandbox to a readable fd."""
+    """bwrap's arguments up to `--`; `files` maps a name in the work dir to a readable fd."""
     root = os.geteuid() == 0
     cmd = [bwrap_path() or "bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if root:  # no user namespace: the harness switches to the run's uid, for RLIMIT_NPROC
@@ -99,28 +87,38 @@ def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) ->
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         cmd += ["--unshare-all"]
-    cmd += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    masks = _masks(hide)
-    for path in masks:
-        cmd += ["--tmpfs", path]
+    # an empty root: the system directories and the Python installation, read-only, nothing else
+    bound: list[str] = []
+    for path in SYSTEM:
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            cmd += ["--ro-bind", path, path]
+            bound.append(path)
+    made: set[str] = set()
     for path in _python_dirs():
-        mask = next((m for m in masks if _inside(path, m) and m != path), None)
-        if mask is None:
+        if any(_inside(path, b) for b in bound):
             continue
-        parents = []  # bwrap would create the missing ones 0700, closed to the run's uid
-        parent = os.path.dirname(path)
-        while parent != mask:
+        parent, parents = os.path.dirname(path), []
+        while parent != "/" and parent not in made:
             parents.insert(0, parent)
             parent = os.path.dirname(parent)
-        for parent in parents:
+        for parent in parents:  # made open: bwrap would make them 0700, closed to the run's uid
             cmd += ["--perms", "0755", "--dir", parent]
+            made.add(parent)
         cmd += ["--ro-bind", path, path]
+        bound.append(path)
+    for path in hide:
+        path = os.path.realpath(path)
+        if os.path.isdir(path) and any(_inside(path, b) for b in bound):
+            cmd += ["--tmpfs", path]
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     cmd += ["--perms", "0777", "--size", str(work_mb * 2**20), "--tmpfs", WORK]
     for name, fd in files.items():
         cmd += ["--perms", "0444", "--file", str(fd), f"{WORK}/{name}"]
     cmd += ["--chdir", WORK, "--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK]
     cmd += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1"]
-    return cmd + ["--"]
+    return [*cmd, "--"]
 
 
 def _kill_marked(marker: bytes) -> None:

@@ -6,7 +6,8 @@ Record schema (DESIGN.md section 3). The solution is the completion's last fence
 unclosed last fence counts to the end), else the whole completion (`bare: false` gives 0 instead);
 with `prepend_prompt: true` (HumanEval-style completions that continue a string prompt) the prompt
 comes first. `tests` takes one of these shapes:
-- a string of Python test code, run after binding the solution's top-level names: each top-level
+- a string of Python test code (or a list of such strings, as MBPP's `test_list`), run after
+  binding the solution's top-level names (builtins' names excepted): each top-level
   statement holding an `assert` is one test, as is each `test*` function, each `test*` method of a
   `unittest.TestCase` subclass, and each `test*` method of a plain `Test*` class;
 - `{"check": "<code defining check(candidate)>", "entry_point": "<name>"}` (HumanEval; the
@@ -27,8 +28,9 @@ encoding (never pickle), assertions are evaluated there, and each test's result 
 process over a pipe the candidate's process never holds. Exiting at import, patching
 unittest/pytest/builtins, printing "N passed", lingering threads or a crash only make calls fail.
 The tests count comes from parsing the test code here, so a test that never reports has failed.
-Limitations: a callback passed into the candidate and the candidate's objects used as values
-(compared with `==`, iterated) do not cross the pipe; calls on them do.
+Limitations: arguments cross the pipe as copies (an in-place change by the candidate is not seen by
+the test); a callback passed into the candidate and the candidate's objects used as values
+(compared with `==`, iterated) do not cross it; calls and attribute reads on them do.
 
 Sandbox: `_sandbox.py` (bubblewrap; a weaker rlimit fallback when `bwrap` is missing or fails, with
 a warning and `info["sandbox"] = "rlimit"`). `sandbox: auto|bwrap|rlimit`, or the environment
@@ -118,6 +120,8 @@ def parse_tests(sample: dict[str, Any]) -> Tests | None:
     pairs = _pairs(raw)
     if pairs is not None:
         return Tests("io", tuple(f"io:{i}" for i in range(len(pairs))), pairs=tuple(pairs))
+    if isinstance(raw, list) and raw and all(isinstance(line, str) for line in raw):
+        raw = "\n".join(raw)  # MBPP's `test_list`: one assert per string
     entry = sample.get("entry_point")
     if isinstance(raw, dict) and isinstance(raw.get("check"), str):
         kind, code, entry = "check", raw["check"], raw.get("entry_point", entry)
