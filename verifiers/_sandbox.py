@@ -10,9 +10,10 @@ to the run's own uid); no new privileges; a new session; a cleared environment.
 `--die-with-parent` plus our SIGKILL of bwrap's process group end the namespace's init, and the
 kernel then kills every process in the namespace.
 
-Limits: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0 always; RLIMIT_NPROC only binds a
-non-root uid, so as root each concurrent run gets its own uid (`uid_base` + slot) and the limit
-holds per run; as non-root the PID namespace and the final kill bound a fork bomb instead.
+Limits: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0 always. RLIMIT_NPROC never binds root
+and counts processes per uid (per user namespace since Linux 5.14), so it is set only where it
+counts this run alone: as root, each concurrent run switches to a uid of its own (`uid_base` +
+slot); as non-root, each run has its own user namespace. (`nproc` 0 means unset.)
 
 Fallback without bubblewrap (`rlimit`): the same harness and rlimits (no uid switch, so no
 RLIMIT_NPROC as root), its own session and process group, a private temporary directory, a clean
@@ -26,11 +27,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -56,8 +59,7 @@ class Limits:
                 "cpu": self.cpu_s,
                 "memory": self.memory_mb * 2**20,
                 "fsize": self.fsize_mb * 2**20,
-                # as non-root the uid is shared with the user's other processes: no NPROC there
-                "nproc": self.nproc if self.uid is not None else 0,
+                "nproc": self.nproc,
                 "uid": self.uid,
                 "call_timeout": self.call_timeout,
             }
@@ -121,6 +123,24 @@ def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) ->
     return [*cmd, "--"]
 
 
+def _kill_and_wait(pid: int, limit_s: float = 5.0) -> None:
+    """SIGKILL `pid` (not our child) and wait until it has exited: a namespace init exits only
+    after every process of its namespace has."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                    return
+        except OSError:  # reaped
+            return
+        time.sleep(0.005)
+
+
 def _kill_marked(marker: bytes) -> None:
     """SIGKILL every process whose initial environment holds `marker`, until none is left."""
     for _ in range(50):
@@ -164,8 +184,10 @@ class Sandboxed:
         flags = ["-I", "-S"] if mode == "script" else ["-I"]
         harness = [sys.executable, *flags, "_code_harness.py", mode, limits.as_json(), *map(str, pass_fds)]
         files = {"_code_harness.py": HARNESS.read_text(encoding="utf-8"), **files}
+        self.info_r = -1
         if use_bwrap:
             handles = []
+            info_w = -1
             try:
                 fds = {}
                 for name, text in files.items():
@@ -174,11 +196,19 @@ class Sandboxed:
                     handle.seek(0)
                     handles.append(handle)
                     fds[name] = handle.fileno()
-                cmd = bwrap_command(fds, work_mb, hide) + harness
-                self.process = self._popen(cmd, None, (*pass_fds, *fds.values()), stdin, stdout, stderr, {"PATH": PATH})
+                self.info_r, info_w = os.pipe()  # bwrap reports the namespace init's pid here
+                cmd = [*bwrap_command(fds, work_mb, hide), *harness]
+                cmd[1:1] = ["--info-fd", str(info_w)]
+                self.process = self._popen(cmd, None, (*pass_fds, *fds.values(), info_w), stdin, stdout, stderr, {"PATH": PATH})
+            except BaseException:
+                if self.info_r >= 0:
+                    os.close(self.info_r)
+                raise
             finally:
                 for handle in handles:
                     handle.close()
+                if info_w >= 0:
+                    os.close(info_w)
         else:
             self.tempdir = tempfile.mkdtemp(prefix="grpo-code-")
             for name, text in files.items():
@@ -194,13 +224,30 @@ class Sandboxed:
             cmd, cwd=cwd, pass_fds=pass_fds, stdin=stdin, stdout=stdout, stderr=stderr, env=env, start_new_session=True
         )
 
+    def _init_pid(self) -> int | None:
+        """The host pid of the sandbox's PID-namespace init, from bwrap's --info-fd, if it said."""
+        wait = 0.5 if self.process.poll() is None else 0.0
+        if not select.select([self.info_r], [], [], wait)[0]:
+            return None
+        try:
+            return int(json.loads(os.read(self.info_r, 4096).decode())["child-pid"])
+        except (ValueError, KeyError, TypeError, OSError):
+            return None
+
     def kill(self) -> None:
-        """SIGKILL the process group (bwrap and its init: the namespace then dies), reap, clean up."""
+        """SIGKILL bwrap's process group and the namespace's init (the kernel then kills every
+        process in the namespace), wait until the init is gone, clean up."""
+        init = self._init_pid() if self.use_bwrap else None
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         self.process.wait()
+        if self.info_r >= 0:
+            os.close(self.info_r)
+            self.info_r = -1
+        if init is not None:
+            _kill_and_wait(init)
         if not self.use_bwrap:
             _kill_marked(self.token.encode() + b"=")
         if self.tempdir is not None:

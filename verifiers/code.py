@@ -306,7 +306,7 @@ class CodeVerifier(Verifier):
             cpu_s=max(1, math.ceil(cpu_s)),
             memory_mb=self.memory_mb,
             fsize_mb=self.fsize_mb,
-            nproc=self.nproc,
+            nproc=self.nproc if self.use_bwrap else 0,  # see _sandbox: the fallback shares a uid
             uid=uid,
             call_timeout=call_timeout,
         )
