@@ -338,8 +338,8 @@ class Remote:
         object.__setattr__(self, "_handle", handle)
 
     def __call__(self, *args, **kwargs):
-        message = {"op": "call", "obj": self._handle, "args": encode(list(args)), "kwargs": encode(kwargs)}
-        return self._client.ask(message)
+        args, kwargs = encode(list(args), _pass_back), encode(kwargs, _pass_back)
+        return self._client.ask({"op": "call", "obj": self._handle, "args": args, "kwargs": kwargs})
 
     def __getattr__(self, attr):
         if attr.startswith("__"):  # protocol probes (copy, pickle) stay local
@@ -348,6 +348,13 @@ class Remote:
 
     def __repr__(self):
         return "<candidate object>"
+
+
+def _pass_back(value):
+    """The candidate's own objects go back to it as handles; anything else cannot be sent."""
+    if isinstance(value, Remote):
+        return {"h": value._handle}
+    raise TypeError(f"cannot pass a {type(value).__name__} to the candidate")
 
 
 def _run_tests(spec: dict, client: _Client, report) -> None:

@@ -30,7 +30,8 @@ unittest/pytest/builtins, printing "N passed", lingering threads or a crash only
 The tests count comes from parsing the test code here, so a test that never reports has failed.
 Limitations: arguments cross the pipe as copies (an in-place change by the candidate is not seen by
 the test); a callback passed into the candidate and the candidate's objects used as values
-(compared with `==`, iterated) do not cross it; calls and attribute reads on them do.
+(compared with `==`, iterated) do not cross it; calls and attribute reads on them do, and they
+can be passed back to the candidate.
 
 Sandbox: `_sandbox.py` (bubblewrap; a weaker rlimit fallback when `bwrap` is missing or fails, with
 a warning and `info["sandbox"] = "rlimit"`). `sandbox: auto|bwrap|rlimit`, or the environment
