@@ -1,0 +1,464 @@
+"""The code verifier's in-sandbox side: one stdlib-only file, copied into every sandbox and run as
+`python -I _code_harness.py MODE LIMITS_JSON [FD ...]`. Never imports the grpo packages.
+
+Modes (each first applies rlimits and, when started as root, switches to the run's own uid):
+- `script`: exec `python solution.py` (stdin/stdout tests; the parent compares the output).
+- `serve REQ_FD RESP_FD`: the candidate's process. Imports `solution.py` and executes calls that
+  arrive over REQ_FD, answering over RESP_FD. It never sees the tests.
+- `test REQ_FD RESP_FD REPORT_FD`: the trusted test process. Runs `tests.json`'s test code, in
+  which the candidate's names are proxies that call the `serve` process; reports one JSON line per
+  test to REPORT_FD, a pipe the candidate's process never holds. Candidate code never runs here.
+
+Messages on the call pipes are length-prefixed JSON in a tagged encoding (`encode`/`decode`):
+lists and numbers stay JSON; tuples, sets, frozensets, dicts, bytes, complex and non-finite floats
+are tagged objects; anything else the candidate returns stays in its process, as a handle. Never
+pickle: decoding must not run code chosen by the candidate.
+
+`plan(kind, code, entry_point)` names the tests; the parent imports it from here so that it and the
+test process count the same tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import builtins
+import json
+import math
+import os
+import select
+import struct
+import sys
+import time
+import traceback
+
+MAX_MESSAGE = 16 * 2**20  # bytes of one call message; more is an error, not a memory bomb
+
+
+# ---------------------------------------------------------------- test plan (shared with the parent)
+
+
+def _has_assert(node: ast.AST) -> bool:
+    """An `assert` in this statement, not counting function or class bodies."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return False
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.Assert):
+            return True
+        for child in ast.iter_child_nodes(current):
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                stack.append(child)
+    return False
+
+
+def _base_names(cls: ast.ClassDef) -> list[str]:
+    names = []
+    for base in cls.bases:
+        if isinstance(base, ast.Name):
+            names.append(base.id)
+        elif isinstance(base, ast.Attribute):
+            names.append(base.attr)
+    return names
+
+
+def _statement_tests(body: list[ast.stmt], prefix: str) -> list[tuple[str, ast.stmt | None]]:
+    """(name, statement) for each statement; name is "" for setup, else `prefix:line`."""
+    out = []
+    for stmt in body:
+        out.append((f"{prefix}:{stmt.lineno}" if _has_assert(stmt) else "", stmt))
+    return out
+
+
+def _check_def(tree: ast.Module) -> ast.FunctionDef | None:
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == "check":
+            return stmt
+    return None
+
+
+def plan(kind: str, code: str, entry_point: str | None = None) -> list[str]:
+    """The names of the tests in `code`, in run order. Raises SyntaxError or ValueError for bad tests.
+
+    kind "code": each top-level statement holding an `assert` (`assert:LINE`), each top-level
+    `test*` function (`func:NAME`), each `test*` method of a class deriving from `*TestCase`
+    (`case:CLASS.METHOD`) or of a plain `Test*` class (`class:CLASS.METHOD`).
+    kind "check": each statement of `check`'s body holding an `assert` (`check:LINE`), or the whole
+    `check(candidate)` call (`check`) when its body has none at top level.
+    """
+    tree = ast.parse(code)
+    names = []
+    if kind == "check":
+        check = _check_def(tree)
+        if check is None or len(check.args.args) != 1:
+            raise ValueError("the check code must define `check(candidate)` at top level")
+        if not entry_point:
+            raise ValueError("a check(candidate) test needs an `entry_point` (the function's name)")
+        names = [name for name, _ in _statement_tests(check.body, "check") if name]
+        return names or ["check"]
+    for name, stmt in _statement_tests(tree.body, "assert"):
+        if name:
+            names.append(name)
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name.startswith("test"):
+            names.append(f"func:{stmt.name}")
+        elif isinstance(stmt, ast.ClassDef):
+            bases = _base_names(stmt)
+            is_case = any(b.endswith("TestCase") for b in bases)
+            if is_case or (stmt.name.startswith("Test") and not bases):
+                for item in stmt.body:
+                    if isinstance(item, ast.FunctionDef) and item.name.startswith("test"):
+                        names.append(f"{'case' if is_case else 'class'}:{stmt.name}.{item.name}")
+    if not names:
+        raise ValueError("the test code holds no test: no assert, no test_* function, no TestCase")
+    return names
+
+
+# ---------------------------------------------------------------- safe encoding
+
+
+def encode(value, handle=None, depth=0):
+    """A JSON-able form of `value`; `handle(value)` gives the form of anything else (or raises)."""
+    if depth > 200:
+        raise ValueError("value nested too deeply")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"f": repr(value)}
+    d = depth + 1
+    if isinstance(value, list):
+        return [encode(v, handle, d) for v in value]
+    if isinstance(value, tuple):
+        return {"t": [encode(v, handle, d) for v in value]}
+    if isinstance(value, (set, frozenset)):
+        return {"fs" if isinstance(value, frozenset) else "s": [encode(v, handle, d) for v in value]}
+    if isinstance(value, dict):
+        return {"d": [[encode(k, handle, d), encode(v, handle, d)] for k, v in value.items()]}
+    if isinstance(value, (bytes, bytearray)):
+        return {"b": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, complex):
+        return {"c": [repr(value.real), repr(value.imag)]}
+    if handle is None:
+        raise TypeError(f"cannot pass a {type(value).__name__} to the candidate")
+    return handle(value)
+
+
+def decode(data, handle=None):
+    """The value of an `encode`d form; `handle(id)` makes the object for a handle."""
+    if isinstance(data, list):
+        return [decode(v, handle) for v in data]
+    if not isinstance(data, dict):
+        if isinstance(data, (bool, int, float, str)) or data is None:
+            return data
+        raise ValueError("bad message")
+    if len(data) != 1:
+        raise ValueError("bad message")
+    (tag, body), = data.items()
+    if tag == "t":
+        return tuple(decode(v, handle) for v in body)
+    if tag == "s":
+        return {decode(v, handle) for v in body}
+    if tag == "fs":
+        return frozenset(decode(v, handle) for v in body)
+    if tag == "d":
+        return {decode(k, handle): decode(v, handle) for k, v in body}
+    if tag == "b":
+        return base64.b64decode(str(body))
+    if tag == "f":
+        return float(str(body))
+    if tag == "c":
+        return complex(float(body[0]), float(body[1]))
+    if tag == "h" and handle is not None and isinstance(body, int):
+        return handle(body)
+    raise ValueError(f"bad message tag {tag!r}")
+
+
+def send(fd: int, message) -> None:
+    data = json.dumps(message).encode()
+    if len(data) > MAX_MESSAGE:
+        data = json.dumps({"e": ["ValueError", "message over the size limit"]}).encode()
+    data = struct.pack(">I", len(data)) + data
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("the candidate did not answer in time")
+        chunk = os.read(fd, min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError("the candidate's process ended")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def recv(fd: int, deadline: float | None = None):
+    (size,) = struct.unpack(">I", _read_exact(fd, 4, deadline))
+    if size > MAX_MESSAGE:
+        raise ValueError("message over the size limit")
+    return json.loads(_read_exact(fd, size, deadline))
+
+
+# ---------------------------------------------------------------- limits
+
+
+def apply_limits(limits: dict) -> None:
+    """rlimits, then (when root) this run's own uid: RLIMIT_NPROC only binds a non-root uid."""
+    import resource
+
+    for name, key in (("RLIMIT_CPU", "cpu"), ("RLIMIT_AS", "memory"), ("RLIMIT_FSIZE", "fsize"), ("RLIMIT_NPROC", "nproc")):
+        value = limits.get(key)
+        if value:
+            extra = 1 if key == "cpu" else 0  # the hard CPU limit kills (SIGKILL) a second after SIGXCPU
+            resource.setrlimit(getattr(resource, name), (int(value), int(value) + extra))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:  # no setuid binary may raise privileges (bubblewrap sets this too)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+    except Exception:
+        pass
+    uid = limits.get("uid")
+    if uid is not None and os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(int(uid))
+        os.setuid(int(uid))  # drops every capability
+
+
+# ---------------------------------------------------------------- the candidate's process
+
+
+def serve(req_fd: int, resp_fd: int) -> None:
+    import importlib.util
+
+    objects: dict[int, object] = {}
+
+    def keep(value):
+        objects[id(value)] = value
+        return {"h": id(value)}
+
+    def reply(value):
+        try:
+            return {"v": encode(value, keep)}
+        except BaseException as exc:  # recursion, odd types: the call's error
+            return {"e": ["ValueError", f"cannot send the result back: {type(exc).__name__}"]}
+
+    error = None
+    module = None
+    try:
+        spec = importlib.util.spec_from_file_location("solution", os.path.join(os.getcwd(), "solution.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["solution"] = module
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # SystemExit at import included: every call fails
+        error = f"importing the solution raised {type(exc).__name__}: {exc}"[:2000]
+    while True:
+        try:
+            message = recv(req_fd)
+        except (EOFError, OSError, ValueError):
+            os._exit(0)
+        op = message.get("op")
+        try:
+            if error is not None:
+                raise ImportError(error)
+            if op == "names":
+                public = {}
+                for name, value in vars(module).items():
+                    if not name.startswith("_") and type(value).__name__ != "module":
+                        public[name] = value
+                result = reply(public)
+            else:
+                target = module if message["obj"] is None else objects[message["obj"]]
+                if op == "getattr":
+                    value = getattr(target, message["attr"])
+                elif op == "call":
+                    args = decode(message["args"], objects.__getitem__)
+                    kwargs = decode(message["kwargs"], objects.__getitem__)
+                    value = target(*args, **kwargs)
+                else:
+                    raise ValueError(f"unknown op {op!r}")
+                result = reply(value)
+        except BaseException as exc:  # sys.exit() in a call is that call's error
+            result = {"e": [type(exc).__name__, str(exc)[:2000]]}
+        send(resp_fd, result)
+
+
+# ---------------------------------------------------------------- the trusted test process
+
+
+class CandidateError(Exception):
+    """An exception the candidate raised whose type is not a builtin exception."""
+
+
+class _Client:
+    def __init__(self, req_fd: int, resp_fd: int, timeout: float) -> None:
+        self.req_fd, self.resp_fd, self.timeout = req_fd, resp_fd, timeout
+        self.broken: str | None = None
+
+    def ask(self, message):
+        if self.broken:
+            raise CandidateError(self.broken)
+        try:
+            send(self.req_fd, message)
+            reply = recv(self.resp_fd, time.monotonic() + self.timeout)
+        except TimeoutError:
+            self.broken = f"a call took over {self.timeout:g} s"
+            raise CandidateError(self.broken) from None
+        except (EOFError, OSError, ValueError) as exc:
+            self.broken = f"the candidate's process failed: {exc}"
+            raise CandidateError(self.broken) from None
+        if isinstance(reply, dict) and "v" in reply and len(reply) == 1:
+            return decode(reply["v"], self.remote)
+        if isinstance(reply, dict) and "e" in reply and len(reply) == 1:
+            kind, text = str(reply["e"][0]), str(reply["e"][1])
+            cls = getattr(builtins, kind, None)
+            # only Exception subclasses: a candidate's SystemExit must not end the test process
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                raise cls(text)
+            raise CandidateError(f"{kind}: {text}")
+        self.broken = "the candidate's process sent a malformed reply"
+        raise CandidateError(self.broken)
+
+    def remote(self, handle):
+        return Remote(self, handle)
+
+
+class Remote:
+    """A candidate's function, class or object: it lives in the candidate's process."""
+
+    def __init__(self, client: _Client, handle: int) -> None:
+        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_handle", handle)
+
+    def __call__(self, *args, **kwargs):
+        args, kwargs = encode(list(args), _pass_back), encode(kwargs, _pass_back)
+        return self._client.ask({"op": "call", "obj": self._handle, "args": args, "kwargs": kwargs})
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):  # protocol probes (copy, pickle) stay local
+            raise AttributeError(attr)
+        return self._client.ask({"op": "getattr", "obj": self._handle, "attr": attr})
+
+    def __repr__(self):
+        return "<candidate object>"
+
+
+def _pass_back(value):
+    """The candidate's own objects go back to it as handles; anything else cannot be sent."""
+    if isinstance(value, Remote):
+        return {"h": value._handle}
+    raise TypeError(f"cannot pass a {type(value).__name__} to the candidate")
+
+
+def _run_tests(spec: dict, client: _Client, report) -> None:
+    kind, code = spec["kind"], spec["code"]
+    names = set(plan(kind, code, spec.get("entry_point")))
+    candidate_names = client.ask({"op": "names"})
+    namespace: dict = {"__name__": "__grpo_tests__", "__builtins__": builtins}
+    # a candidate's `len` or `sorted` would answer the test's own checks: builtins stay builtins
+    namespace.update({k: v for k, v in candidate_names.items() if not hasattr(builtins, k)})
+
+    def run(name, fn):
+        try:
+            fn()
+        except BaseException as exc:  # a failing test, whatever it raised
+            if name:
+                report(name, False, (str(exc) if isinstance(exc, _Failed) else f"{type(exc).__name__}: {exc}")[:300])
+            return
+        if name:
+            report(name, True, None)
+
+    def exec_stmt(stmt):
+        compiled = compile(ast.Module(body=[stmt], type_ignores=[]), "<tests>", "exec")
+        return lambda: exec(compiled, namespace)
+
+    tree = ast.parse(code)
+    if kind == "check":
+        for stmt in tree.body:
+            run("", exec_stmt(stmt))
+        check = _check_def(tree)
+        entry = spec["entry_point"]
+        if entry not in candidate_names:
+            raise NameError(f"the solution defines no {entry!r}")
+        namespace[check.args.args[0].arg] = candidate_names[entry]
+        if "check" in names:
+            run("check", lambda: namespace["check"](candidate_names[entry]))
+            return
+        for name, stmt in _statement_tests(check.body, "check"):
+            run(name, exec_stmt(stmt))
+        return
+    for name, stmt in _statement_tests(tree.body, "assert"):
+        run(name, exec_stmt(stmt))
+    import unittest
+
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and f"func:{stmt.name}" in names:
+            run(f"func:{stmt.name}", namespace[stmt.name])
+        elif isinstance(stmt, ast.ClassDef):
+            cls = namespace.get(stmt.name)
+            for item in stmt.body:
+                method = getattr(item, "name", "")
+                if f"case:{stmt.name}.{method}" in names:
+                    run(f"case:{stmt.name}.{method}", _unittest_runner(unittest, cls, method))
+                elif f"class:{stmt.name}.{method}" in names:
+                    run(f"class:{stmt.name}.{method}", lambda cls=cls, method=method: getattr(cls(), method)())
+
+
+class _Failed(Exception):
+    """A unittest failure, its message already says what was raised."""
+
+
+def _unittest_runner(unittest, cls, method):
+    def run():
+        result = unittest.TestResult()
+        cls(method).run(result)
+        problems = result.failures + result.errors + [(t, "skipped: " + why) for t, why in result.skipped]
+        if problems or result.testsRun != 1:
+            raise _Failed(problems[0][1].strip().splitlines()[-1] if problems else "not run")
+
+    return run
+
+
+def test_main(req_fd: int, resp_fd: int, report_fd: int, timeout: float) -> None:
+    def report(name, ok, error):
+        line = json.dumps({"name": name, "ok": ok, "error": error}).encode() + b"\n"
+        while line:
+            line = line[os.write(report_fd, line) :]
+
+    with open("tests.json", encoding="utf-8") as f:
+        spec = json.load(f)
+    client = _Client(req_fd, resp_fd, timeout)
+    try:
+        _run_tests(spec, client, report)
+    except BaseException:  # tests not reported count as failed; say why
+        report("", False, traceback.format_exc(limit=3)[-500:])
+    report("", True, "done")
+    os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    mode = argv[1]
+    limits = json.loads(argv[2])
+    fds = [int(a) for a in argv[3:]]
+    apply_limits(limits)
+    if mode == "script":
+        os.execv(sys.executable, [sys.executable, "-I", "solution.py"])
+    elif mode == "serve":
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        serve(*fds)
+    elif mode == "test":
+        test_main(*fds, float(limits["call_timeout"]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,254 @@
+"""Start one sandboxed `python _code_harness.py MODE` process, and kill it with everything it started.
+
+With bubblewrap (`bwrap`): new PID, network, IPC and UTS namespaces (a user namespace too when not
+root); an empty root holding, read-only, only the system directories (`/usr`, `/bin`, `/lib*`,
+`/sbin`, `/etc`) and the Python installation (so the host's data, home directories, `/tmp` and the
+caller's files do not exist inside; `hide` masks more paths within those); fresh `/dev`, `/proc`
+and `/tmp`; a size-capped tmpfs work dir `/tmp/sandbox` holding only this run's files; every
+capability dropped (as root, CAP_SETUID/SETGID are kept just long enough for the harness to switch
+to the run's own uid); no new privileges; a new session; a cleared environment.
+`--die-with-parent` plus our SIGKILL of bwrap's process group end the namespace's init, and the
+kernel then kills every process in the namespace.
+
+Limits: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0 always. RLIMIT_NPROC never binds root
+and counts processes per uid (per user namespace since Linux 5.14), so it is set only where it
+counts this run alone: as root, each concurrent run switches to a uid of its own (`uid_base` +
+slot); as non-root, each run has its own user namespace. (`nproc` 0 means unset.)
+
+Fallback without bubblewrap (`rlimit`): the same harness and rlimits (no uid switch, so no
+RLIMIT_NPROC as root), its own session and process group, a private temporary directory, a clean
+environment holding a random run token; afterwards the group is killed and so is every process
+whose environment carries the token (children that left the group). No network, filesystem or PID
+isolation: weaker, and said so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+HARNESS = Path(__file__).with_name("_code_harness.py")
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+PATH = "/usr/local/bin:/usr/bin:/bin"
+WORK = "/tmp/sandbox"
+
+
+@dataclass
+class Limits:
+    cpu_s: int
+    memory_mb: int
+    fsize_mb: int
+    nproc: int
+    uid: int | None
+    call_timeout: float = 0.0
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "cpu": self.cpu_s,
+                "memory": self.memory_mb * 2**20,
+                "fsize": self.fsize_mb * 2**20,
+                "nproc": self.nproc,
+                "uid": self.uid,
+                "call_timeout": self.call_timeout,
+            }
+        )
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _python_dirs() -> list[str]:
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    return sorted(dirs)
+
+
+def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) -> list[str]:
+    """bwrap's arguments up to `--`; `files` maps a name in the work dir to a readable fd."""
+    root = os.geteuid() == 0
+    cmd = [bwrap_path() or "bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if root:  # no user namespace: the harness switches to the run's uid, for RLIMIT_NPROC
+        cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        cmd += ["--unshare-all"]
+    # an empty root: the system directories and the Python installation, read-only, nothing else
+    bound: list[str] = []
+    for path in SYSTEM:
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            cmd += ["--ro-bind", path, path]
+            bound.append(path)
+    made: set[str] = set()
+    for path in _python_dirs():
+        if any(_inside(path, b) for b in bound):
+            continue
+        parent, parents = os.path.dirname(path), []
+        while parent != "/" and parent not in made:
+            parents.insert(0, parent)
+            parent = os.path.dirname(parent)
+        for parent in parents:  # made open: bwrap would make them 0700, closed to the run's uid
+            cmd += ["--perms", "0755", "--dir", parent]
+            made.add(parent)
+        cmd += ["--ro-bind", path, path]
+        bound.append(path)
+    for path in hide:
+        path = os.path.realpath(path)
+        if os.path.isdir(path) and any(_inside(path, b) for b in bound):
+            cmd += ["--tmpfs", path]
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    cmd += ["--perms", "0777", "--size", str(work_mb * 2**20), "--tmpfs", WORK]
+    for name, fd in files.items():
+        cmd += ["--perms", "0444", "--file", str(fd), f"{WORK}/{name}"]
+    cmd += ["--chdir", WORK, "--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK]
+    cmd += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1"]
+    return [*cmd, "--"]
+
+
+def _kill_and_wait(pid: int, limit_s: float = 5.0) -> None:
+    """SIGKILL `pid` (not our child) and wait until it has exited: a namespace init exits only
+    after every process of its namespace has."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                    return
+        except OSError:  # reaped
+            return
+        time.sleep(0.005)
+
+
+def _kill_marked(marker: bytes) -> None:
+    """SIGKILL every process whose initial environment holds `marker`, until none is left."""
+    for _ in range(50):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    if marker not in f.read():
+                        continue
+                os.kill(int(entry.name), signal.SIGKILL)
+                found = True
+            except OSError:  # gone, or not ours to read
+                continue
+        if not found:
+            return
+
+
+class Sandboxed:
+    """One running sandboxed harness. `kill()` ends it and everything it started."""
+
+    def __init__(
+        self,
+        mode: str,
+        files: dict[str, str],
+        limits: Limits,
+        *,
+        use_bwrap: bool,
+        pass_fds: tuple[int, ...] = (),
+        stdin: IO[bytes] | int = subprocess.DEVNULL,
+        stdout: int = subprocess.DEVNULL,
+        stderr: IO[bytes] | int = subprocess.DEVNULL,
+        work_mb: int = 64,
+        hide: tuple[str, ...] = (),
+    ) -> None:
+        self.uid = limits.uid
+        self.use_bwrap = use_bwrap
+        self.tempdir: str | None = None
+        # the script launcher only sets limits and execs: no site-packages to load (-S) saves time
+        flags = ["-I", "-S"] if mode == "script" else ["-I"]
+        harness = [sys.executable, *flags, "_code_harness.py", mode, limits.as_json(), *map(str, pass_fds)]
+        files = {"_code_harness.py": HARNESS.read_text(encoding="utf-8"), **files}
+        self.info_r = -1
+        if use_bwrap:
+            handles = []
+            info_w = -1
+            try:
+                fds = {}
+                for name, text in files.items():
+                    handle = tempfile.TemporaryFile()
+                    handle.write(text.encode("utf-8"))
+                    handle.seek(0)
+                    handles.append(handle)
+                    fds[name] = handle.fileno()
+                self.info_r, info_w = os.pipe()  # bwrap reports the namespace init's pid here
+                cmd = [*bwrap_command(fds, work_mb, hide), *harness]
+                cmd[1:1] = ["--info-fd", str(info_w)]
+                self.process = self._popen(cmd, None, (*pass_fds, *fds.values(), info_w), stdin, stdout, stderr, {"PATH": PATH})
+            except BaseException:
+                if self.info_r >= 0:
+                    os.close(self.info_r)
+                raise
+            finally:
+                for handle in handles:
+                    handle.close()
+                if info_w >= 0:
+                    os.close(info_w)
+        else:
+            self.tempdir = tempfile.mkdtemp(prefix="grpo-code-")
+            for name, text in files.items():
+                Path(self.tempdir, name).write_text(text, encoding="utf-8")
+            os.chmod(self.tempdir, 0o700)
+            self.token = f"GRPO_RUN_{secrets.token_hex(8)}"
+            env = {"PATH": PATH, "HOME": self.tempdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", self.token: "1"}
+            self.process = self._popen(harness, self.tempdir, pass_fds, stdin, stdout, stderr, env)
+
+    @staticmethod
+    def _popen(cmd: list[str], cwd: str | None, pass_fds: tuple[int, ...], stdin: Any, stdout: Any, stderr: Any, env: dict[str, str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            cmd, cwd=cwd, pass_fds=pass_fds, stdin=stdin, stdout=stdout, stderr=stderr, env=env, start_new_session=True
+        )
+
+    def _init_pid(self) -> int | None:
+        """The host pid of the sandbox's PID-namespace init, from bwrap's --info-fd, if it said."""
+        wait = 0.5 if self.process.poll() is None else 0.0
+        if not select.select([self.info_r], [], [], wait)[0]:
+            return None
+        try:
+            return int(json.loads(os.read(self.info_r, 4096).decode())["child-pid"])
+        except (ValueError, KeyError, TypeError, OSError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL bwrap's process group and the namespace's init (the kernel then kills every
+        process in the namespace), wait until the init is gone, clean up."""
+        init = self._init_pid() if self.use_bwrap else None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        if self.info_r >= 0:
+            os.close(self.info_r)
+            self.info_r = -1
+        if init is not None:
+            _kill_and_wait(init)
+        if not self.use_bwrap:
+            _kill_marked(self.token.encode() + b"=")
+        if self.tempdir is not None:
+            shutil.rmtree(self.tempdir, ignore_errors=True)
