@@ -283,3 +283,10 @@ def test_unloadable_weights_cost_samples_not_the_run(models, tmp_path):
     assert summary.verifiers["prm"].failed == 2
     error = records[0]["info"]["prm"]["error"]
     assert "cannot load it with AutoModelForCausalLM" in error and "\n" not in error
+
+
+@pytest.mark.parametrize(("make", "name"), [(shepherd, "lm_random"), (qwen, "token_random")])
+def test_hf_backend_keeps_the_plugin_contract(models, make, name):
+    from grpo_verifiers.testing import check_verifier
+
+    assert check_verifier(lambda: make(models[name], batch_size=2), tolerance=1e-5) == []
