@@ -290,3 +290,75 @@ def test_hf_backend_keeps_the_plugin_contract(models, make, name):
     from grpo_verifiers.testing import check_verifier
 
     assert check_verifier(lambda: make(models[name], batch_size=2), tolerance=1e-5) == []
+
+
+# A checkpoint with its own modeling code, shaped like Qwen2.5-Math-PRM's Qwen2ForProcessRewardModel
+# (a Qwen2 body, a Linear-ReLU-Linear head to 2 classes), returning the logits as its first output.
+REMOTE_CODE = '''
+import torch
+from transformers import Qwen2Model, Qwen2PreTrainedModel
+
+
+class ToyProcessRewardModel(Qwen2PreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = Qwen2Model(config)
+        self.score = torch.nn.Sequential(
+            torch.nn.Linear(config.hidden_size, config.hidden_size), torch.nn.ReLU(), torch.nn.Linear(config.hidden_size, 2)
+        )
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return (self.score(hidden),)
+'''
+
+
+def test_remote_code_checkpoint_with_a_two_class_head(models, tmp_path, monkeypatch):
+    import importlib
+    import json
+    import shutil
+    import sys
+
+    out = tmp_path / "remote"
+    out.mkdir()
+    (out / "modeling_toy.py").write_text(REMOTE_CODE)
+    monkeypatch.syspath_prepend(str(out))
+    # transformers copies remote code into its modules cache: keep that inside tmp_path.
+    monkeypatch.setattr("transformers.dynamic_module_utils.HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setattr(sys, "path", [*sys.path])
+    toy = importlib.import_module("modeling_toy")
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(models["token_random"])
+    torch.manual_seed(3)
+    model = toy.ToyProcessRewardModel(config).eval()
+    model.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(models["token_random"] / name, out / name)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_toy.ToyProcessRewardModel"}
+    (out / "config.json").write_text(json.dumps(cfg))
+
+    # Expected, by hand: the chat-rendered input, softmax(logits)[..., 1] at each separator.
+    sample = SAMPLES[0]
+    tok = AutoTokenizer.from_pretrained(out)
+    steps = COMPLETION.split("\n")
+    messages = [
+        {"role": "system", "content": "Please reason step by step, and put your final answer within \\boxed{}."},
+        {"role": "user", "content": sample["prompt"]},
+        {"role": "assistant", "content": SEP.join(steps) + SEP},
+    ]
+    ids = torch.tensor([tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        logits = model(ids)[0][0]  # [T, 2]
+    expected = logits[ids[0] == tok.convert_tokens_to_ids(SEP)].softmax(-1)[:, 1].tolist()
+
+    with pytest.raises(TypeError, match="trust_remote_code must be true or false"):
+        qwen(out, trust_remote_code="yes")
+    verifier = qwen(out, trust_remote_code=True)
+    (verdict,) = verifier.verify([sample])
+    assert rewards(verdict) == pytest.approx(expected, abs=1e-5) and len(expected) == 3
+    assert [s["end"] for s in verdict.steps] == ENDS
+    verifier.close()
+    sys.modules.pop("modeling_toy", None)

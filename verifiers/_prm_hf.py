@@ -30,6 +30,7 @@ the right does not change the real tokens' logits, so the batch size does not ch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,12 @@ class HFBackend:
         self.step_tag, self.separator, self.system_prompt = step_tag, separator, system_prompt
         self.batch_size, self.max_length = int(batch_size), int(max_length)
         self.device_option, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
-        looks_local = model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
-        if looks_local and not (Path(model).expanduser() / "config.json").is_file():
-            raise ValueError(f"prm model {model!r}: no such Hugging Face model folder (no config.json there)")
+        # A hub id is `name` or `org/name`; anything else (or an existing path) is a local folder.
+        looks_local = Path(model).expanduser().exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model)
+        if looks_local:
+            if not (Path(model).expanduser() / "config.json").is_file():
+                raise ValueError(f"prm model {model!r}: no such Hugging Face model folder (no config.json there)")
+            self.model_path = str(Path(model).expanduser())
         self.tokenizer = self._load_tokenizer()
         marker = step_tag if style == "math_shepherd" else separator
         self.marker_id = self._single_token(marker, "step_tag" if style == "math_shepherd" else "separator")
