@@ -303,3 +303,9 @@ def test_failure_value_weight_and_counts_per_verifier(tmp_path):
     assert "good: mean 0.500, 0 failed, 0 timed out" in line
     assert "raises: mean -1.000, 2 failed, 0 timed out (first: RuntimeError: plugin bug)" in line
     assert "slow: mean -0.500, 0 failed, 2 timed out (first: timed out after 1 s)" in line
+
+
+def test_the_guide_shows_the_example_files_as_they_are():
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    for path in ("pyproject.toml", "src/grpo_answer_format/__init__.py", "tests/test_contract.py"):
+        assert (EXAMPLE / path).read_text(encoding="utf-8") in guide, path
