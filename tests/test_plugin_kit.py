@@ -177,6 +177,12 @@ def test_contract_reports_each_broken_verifier(cls, check, words):
     assert any(p.startswith(f"{check}: ") and words in p for p in problems), problems
 
 
+def test_a_bad_option_replaces_the_good_one_of_the_same_name():
+    # Built with {"x": 2}, not with x twice (which would raise TypeError and look like a refusal).
+    problems = check_verifier(AcceptsAnything, options={"x": 1}, bad_options=({"x": 2},), checks=["options"])
+    assert problems == ["options: options {'x': 2} were accepted; they should raise TypeError or ValueError"]
+
+
 def test_a_good_verifier_passes_and_the_checks_are_all_run():
     assert check_verifier(Good) == []
     assert check_verifier(Good()) == []  # an instance: the options and close checks are skipped

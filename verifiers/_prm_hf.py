@@ -237,6 +237,7 @@ class HFBackend:
             if any(p is None for p in positions):
                 results[i].info["truncated"] = sum(p is None for p in positions)
             encoded.append((i, ids, positions))
+        encoded.sort(key=lambda item: len(item[1]))  # similar lengths share a batch: less padding
         for chunk_start in range(0, len(encoded), self.batch_size):
             chunk = encoded[chunk_start : chunk_start + self.batch_size]
             probs = self._forward(model, [ids for _, ids, _ in chunk])  # [B, T] score of every token

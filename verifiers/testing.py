@@ -327,7 +327,7 @@ def check_options(subject: Subject) -> list[str]:
         problems.append(f"{cls.__name__}.name is not a string")
     for bad in subject.bad_options:
         try:
-            verifier = cls(**subject.options, **bad)
+            verifier = cls(**{**subject.options, **bad})
         except (TypeError, ValueError) as exc:
             if "\n" in str(exc).strip():
                 problems.append(f"options {bad}: the error is more than one line: {str(exc)!r}")
