@@ -16,6 +16,12 @@ Two model shapes (`style`):
   `AutoModel`, and any model whose forward returns `[batch, tokens, 2]` logits (as `.logits` or the
   first output) works the same way.
 
+Usage (options after `prm:`; `final_answer=false` leaves the gold-answer check out):
+
+    grpo score samples.jsonl --verifier prm:backend=hf,model=PATH,split=tag,final_answer=false
+    grpo score samples.jsonl --verifier prm:backend=hf,style=qwen,model=PATH,split=blank_line,trust_remote_code=true
+    grpo train --set train.advantage=process --set 'verifiers=[{name: prm, options: {backend: hf, model: PATH}}]'
+
 Where a tag sits is known by construction: the input text is built here, and the token holding each
 inserted tag is found through the fast tokenizer's character offsets, so a step whose own text
 happens to contain the tag, or a tokenizer that merges the tag with the space before it, cannot
