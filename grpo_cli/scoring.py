@@ -54,12 +54,13 @@ class ScoreSummary:
         return sum(c.failed + c.timed_out for c in self.verifiers.values())
 
     def describe(self) -> str:
-        """One line: mean reward, then each verifier's failures and timeouts when there were any."""
+        """One line: mean reward, then each verifier's mean, failures and timeouts (zeros included,
+        so a clean run says so) and its first error."""
         parts = [f"mean reward {self.reward_mean:.3f}"]
         for name, c in self.verifiers.items():
-            if c.failed or c.timed_out:
-                detail = f"{name}: {c.failed} failed, {c.timed_out} timed out"
-                parts.append(detail + (f" (first: {c.first_error})" if c.first_error else ""))
+            mean = "n/a" if math.isnan(c.reward_mean) else f"{c.reward_mean:.3f}"
+            detail = f"{name}: mean {mean}, {c.failed} failed, {c.timed_out} timed out"
+            parts.append(detail + (f" (first: {c.first_error})" if c.first_error else ""))
         return "; ".join(parts)
 
 

@@ -226,8 +226,8 @@ def test_steps_reach_scored_records(prm):
 
 
 def test_options():
-    with pytest.raises(ValueError, match="not implemented yet"):
-        PRMVerifier(backend="hf")
+    with pytest.raises(ValueError, match="backend=hf needs model=PATH"):
+        PRMVerifier(backend="hf")  # the hf backend itself: tests/test_prm_hf.py
     with pytest.raises(ValueError, match="backend must be one of rule, hf"):
         PRMVerifier(backend="model")
     with pytest.raises(ValueError, match="split must be one of"):

@@ -29,7 +29,11 @@ Backends score the steps (`backend`; a table, so a model-based backend sits besi
   after a word (`half of 80`: the word may be an operator), carries `%`, or does not parse.
   Arithmetic spelled in words around symbols (`3 times 4 + 1 = 13`) is misread as `4 + 1 = 13`.
 
-- `hf` (a Hugging Face process reward model) is planned and not available yet.
+- `hf` scores each step with a Hugging Face process reward model (`model=PATH`): Math-Shepherd style
+  (`style=math_shepherd`, the default: the probability of `+` among `+`/`-` at the step tag after
+  each step) or Qwen2.5-Math-PRM style (`style=qwen`: the class-1 probability of a 2-class per-token
+  head at the `<extra_0>` separator after each step). Options and model shapes: `_prm_hf.py`. A step
+  gets the model's probability in [0, 1]; none is neutral, except one cut off by `max_length`.
 
 Final answer (`final_answer`, on by default): the step holding the completion's final answer
 (`#### N`, `\\boxed{}`, "the answer is", else the last number: the `math` verifier's extraction) is
@@ -426,7 +430,8 @@ class Backend(Protocol):
 class RuleBackend:
     """Checks the equalities each step states (module docstring); sympy runs in watchdog workers."""
 
-    def __init__(self, *, timeout: float, workers: int, memory_mb: int, **options: Any) -> None:
+    def __init__(self, *, timeout: float, workers: int, memory_mb: int, step_tag: str = "", **options: Any) -> None:
+        del step_tag  # only the hf backend reads the tag itself
         if options:
             raise TypeError(f"the rule backend takes no options of its own, got {sorted(options)}")
         self.timeout, self.workers, self.memory_mb = timeout, workers, memory_mb
@@ -475,11 +480,14 @@ class RuleBackend:
 
 
 def _hf_backend(**options: Any) -> Backend:
-    raise ValueError("prm backend 'hf' (a Hugging Face process reward model) is not implemented yet; use backend=rule")
+    from grpo_verifiers._prm_hf import HFBackend  # imports transformers only when asked for
+
+    return HFBackend(**options)
 
 
 BACKENDS: dict[str, Callable[..., Backend]] = {"rule": RuleBackend, "hf": _hf_backend}
-"""Backend name -> factory, called with `timeout`, `workers`, `memory_mb` and the backend's own options."""
+"""Backend name -> factory, called with `timeout`, `workers`, `memory_mb`, `step_tag` and the
+backend's own options."""
 
 
 # ------------------------------------------------------------------ verifier
@@ -502,15 +510,18 @@ def _step_at(steps: list[Step], offset: int) -> int:
 class PRMVerifier(Verifier):
     """Process rewards: one reward per step of the completion, and an outcome reward from them.
 
-    backend: `rule` (check each step's equalities; the default). `hf` is planned.
+    backend: `rule` (check each step's equalities; the default) or `hf` (a process reward model:
+        `model=PATH`, `style=math_shepherd|qwen`, `batch_size`, `device`, `dtype`, ...; see `_prm_hf.py`).
     split: `line` (default), `blank_line` or `tag` (segments between `step_tag`s).
-    step_tag: the step separator for split=tag (default `ки`, Math-Shepherd's).
+    step_tag: the step separator for split=tag (default `ки`, Math-Shepherd's); also the tag the
+        math_shepherd model reads after each step.
     outcome: the sample's reward from its step rewards: `min` (default), `last`, `product`, `mean`.
     final_answer: also score the step holding the final answer against the gold `answer` (default true).
     timeout: seconds per sympy check (a step's equality, or the final answer's comparison).
     workers: sympy worker processes (started on first need), for the steps and for the answer.
     memory_mb: address-space limit of each worker.
-    Further options go to the backend (the rule backend takes none).
+    Further options go to the backend (the rule backend takes none). `timeout` does not bound a
+    model's forward pass.
     """
 
     name = "prm"
@@ -546,7 +557,7 @@ class PRMVerifier(Verifier):
             raise ValueError("timeout must be > 0, workers >= 1 and memory_mb > 0")
         self._separator = SPLITS[split](step_tag)
         self._backend = BACKENDS[backend](
-            timeout=self.timeout, workers=self.workers, memory_mb=self.memory_mb, **backend_options
+            timeout=self.timeout, workers=self.workers, memory_mb=self.memory_mb, step_tag=step_tag, **backend_options
         )
         self._math = MathVerifier(timeout=self.timeout, workers=self.workers, memory_mb=self.memory_mb)
 
