@@ -119,10 +119,14 @@ class VerifierConfig:
     """Keyword options passed to the verifier."""
     failure_value: float = 0.0
     """Reward given to a sample when this verifier raises, hangs or returns garbage for it."""
+    hang_timeout: float = 60.0
+    """Seconds per sample a verify() call may run before its samples count as timed out (0: no limit)."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.weight) or not math.isfinite(self.failure_value):
             raise UserError(f"config: verifier {self.name!r} weight and failure_value must be finite")
+        if not math.isfinite(self.hang_timeout) or self.hang_timeout < 0:
+            raise UserError(f"config: verifier {self.name!r} hang_timeout must be a number >= 0, got {self.hang_timeout}")
 
 
 @dataclass
@@ -503,8 +507,8 @@ def documented_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str
 
 
 def parse_verifier_option(text: str) -> VerifierConfig:
-    """`NAME[:key=value,...]` (the `--verifier` option): `weight` and `failure_value` set those
-    fields; every other key becomes a verifier option (values parsed as YAML)."""
+    """`NAME[:key=value,...]` (the `--verifier` option): `weight`, `failure_value` and `hang_timeout`
+    set those fields; every other key becomes a verifier option (values parsed as YAML)."""
     name, _, rest = text.partition(":")
     if not name.strip():
         raise UserError(f"--verifier {text!r}: expected NAME[:key=value,...]")
@@ -514,7 +518,7 @@ def parse_verifier_option(text: str) -> VerifierConfig:
         if not sep:
             raise UserError(f"--verifier {text!r}: expected key=value, got {item!r}")
         value = yaml.safe_load(raw)
-        if key in ("weight", "failure_value"):
+        if key in ("weight", "failure_value", "hang_timeout"):
             spec[key] = value
         else:
             spec["options"][key] = value

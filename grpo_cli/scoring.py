@@ -1,15 +1,17 @@
 """The scoring stage shared by `grpo score`, `grpo eval` and the trainer (DESIGN.md sections 3, 4).
 
-Samples in, scored samples out: each verifier scores the batch; a verifier that raises, returns the
-wrong number of verdicts, or a reward that is not a finite number is retried sample by sample, and a
-sample that still fails (or whose verdict says `timeout`) gets the spec's `failure_value`, its error
-in `info`, and is counted. A row's optional `verifier` field (a name or a list of names) limits it to
+Samples in, scored samples out: each verifier scores the batch; a verifier that raises, hangs past
+the spec's `hang_timeout` (seconds per sample), returns the wrong number of verdicts, or a reward
+that is not a finite number is retried sample by sample, and a sample that still fails (or whose
+verdict says `timeout`) gets the spec's `failure_value`, its error in `info`, and is counted.
+verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not rely on signals. A row's optional `verifier` field (a name or a list of names) limits it to
 those verifiers. Nothing here prints; the summary says what happened.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +26,10 @@ from grpo_verifiers.base import Verdict, Verifier
 
 @dataclass
 class VerifierCounts:
-    """scored: samples it gave a reward (timeouts included); failed: samples it failed on (raised,
-    garbage) that got `failure_value`; timed_out: verdicts marked `timeout`, which also get
-    `failure_value`; not_applicable: reward None, or a row routed elsewhere."""
+    """scored: samples it gave a reward (its own timeouts included); failed: samples it failed on
+    (raised, garbage) that got `failure_value`; timed_out: verdicts marked `timeout` and samples
+    whose call hung past `hang_timeout`, which also get `failure_value`; not_applicable: reward
+    None, or a row routed elsewhere."""
 
     scored: int = 0
     failed: int = 0
@@ -81,10 +84,49 @@ def _problem(verdict: Any) -> str | None:
     return None
 
 
-def _verify(verifier: Verifier, batch: list[dict[str, Any]]) -> list[Verdict] | str:
-    """The verdicts for `batch`, or the reason they cannot be used."""
+class TimedOut(str):
+    """The error of a verify() call that overran its time: the sample counts as timed out."""
+
+
+class _Hung(Exception):
+    pass
+
+
+RETIRE_AFTER = 3
+"""Hung calls after which a verifier is given up on for the rest of the batch (each hang leaves a thread behind)."""
+
+
+def _call(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> Any:
+    """`verifier.verify(batch)`, raising _Hung after `seconds` (0: wait forever).
+
+    The call runs in a daemon thread because a hung plugin cannot be interrupted safely; the thread
+    is abandoned, which is why the caller stops calling a verifier that keeps hanging."""
+    if seconds <= 0:
+        return verifier.verify(batch)
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["verdicts"] = verifier.verify(batch)
+        except BaseException as exc:  # handed to the caller's thread below
+            out["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"verify-{verifier.name or type(verifier).__name__}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _Hung(f"verify() still running after {seconds:g} s for {len(batch)} samples")
+    if "error" in out:
+        raise out["error"]
+    return out["verdicts"]
+
+
+def _verify(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> list[Verdict] | str:
+    """The verdicts for `batch`, or the reason they cannot be used (a TimedOut when it hung)."""
     try:
-        verdicts = verifier.verify(batch)
+        verdicts = _call(verifier, batch, seconds)
+    except _Hung as hang:
+        return TimedOut(hang.args[0])
     except Exception as exc:  # a verifier's bug costs its samples, not the run
         return " ".join(f"{type(exc).__name__}: {exc}".split())
     if not isinstance(verdicts, Sequence) or len(verdicts) != len(batch):
@@ -97,16 +139,22 @@ def _verify(verifier: Verifier, batch: list[dict[str, Any]]) -> list[Verdict] | 
     return list(verdicts)
 
 
-def _verify_isolated(verifier: Verifier, batch: list[dict[str, Any]]) -> list[Verdict | str]:
-    """One verdict or error per sample: the whole batch first, sample by sample if that fails."""
-    result = _verify(verifier, batch)
+def _verify_isolated(verifier: Verifier, batch: list[dict[str, Any]], hang_timeout: float = 0.0) -> list[Verdict | str]:
+    """One verdict or error per sample: the whole batch first (allowed `hang_timeout` seconds per
+    sample), sample by sample if that fails; after RETIRE_AFTER hangs the rest time out unasked."""
+    result = _verify(verifier, batch, hang_timeout * len(batch))
     if not isinstance(result, str):
         return list(result)
     if len(batch) == 1:
         return [result]
     isolated: list[Verdict | str] = []
+    hangs = 1 if isinstance(result, TimedOut) else 0
     for sample in batch:
-        one = _verify(verifier, [sample])
+        if hangs >= RETIRE_AFTER:
+            isolated.append(TimedOut(f"not run: the verifier hung {hangs} times in this batch"))
+            continue
+        one = _verify(verifier, [sample], hang_timeout)
+        hangs += isinstance(one, TimedOut)
         isolated.append(one if isinstance(one, str) else one[0])
     return isolated
 
@@ -141,7 +189,7 @@ def score(
     for spec, verifier in verifiers:
         tally = counts[spec.name] = VerifierCounts()
         chosen = [i for i, sample in enumerate(samples) if _routes(sample, spec.name)]
-        results = _verify_isolated(verifier, [samples[i] for i in chosen]) if chosen else []
+        results = _verify_isolated(verifier, [samples[i] for i in chosen], spec.hang_timeout) if chosen else []
         by_index: dict[int, Verdict | str] = dict(zip(chosen, results))
         for i, record in enumerate(records):
             result = by_index.get(i)
@@ -149,9 +197,13 @@ def score(
                 reward, info = None, {}
                 tally.not_applicable += 1
             elif isinstance(result, str):
-                reward, info = spec.failure_value, {"error": result}
-                tally.failed += 1
-                tally.first_error = tally.first_error or result
+                reward, info = spec.failure_value, {"error": str(result)}
+                if isinstance(result, TimedOut):
+                    info["timeout"] = True
+                    tally.timed_out += 1
+                else:
+                    tally.failed += 1
+                tally.first_error = tally.first_error or str(result)
             else:
                 reward, info = result.reward, dict(result.info)
                 if reward is None:

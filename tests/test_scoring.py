@@ -133,3 +133,55 @@ def test_math_end_to_end_through_the_registry():
     assert [r["reward"] for r in records] == [1.0, 0.0]
     assert records[0]["info"]["math"]["canonical"] == "72"
     assert summary.verifiers["math"].scored == 2
+
+
+class HangsOnSlow(FieldVerifier):
+    """Never returns for a batch holding a `slow` sample (until the test releases it)."""
+
+    def __init__(self, field: str, release) -> None:
+        super().__init__(field)
+        self.release = release
+
+    def verify(self, samples):
+        if any(s.get("slow") for s in samples):
+            self.calls.append(len(samples))
+            self.release.wait(30)
+            return [Verdict(1.0) for _ in samples]  # too late: the caller has moved on
+        return super().verify(samples)
+
+
+def test_a_hanging_verifier_costs_only_its_samples():
+    import threading
+    import time
+
+    release = threading.Event()
+    verifier = HangsOnSlow("r", release)
+    samples = [{"r": 1.0}, {"r": 0.5, "slow": True}, {"r": 0.25}]
+    spec = VerifierSpec(name="hangs", failure_value=-1.0, hang_timeout=0.1)
+    start = time.monotonic()
+    records, summary = score(samples, [(spec, verifier)])
+    elapsed = time.monotonic() - start
+    release.set()
+    # the batch (3 x 0.1 s allowed) hangs, then each sample alone: only the slow one hangs again
+    assert [r["reward"] for r in records] == [1.0, -1.0, 0.25]
+    assert records[1]["info"]["hangs"]["timeout"] is True
+    assert "still running after 0.1 s" in records[1]["info"]["hangs"]["error"]
+    counts = summary.verifiers["hangs"]
+    assert (counts.scored, counts.failed, counts.timed_out) == (2, 0, 1)
+    assert "1 timed out" in summary.describe()
+    assert elapsed < 5
+
+
+def test_a_verifier_that_always_hangs_is_given_up_after_three_hangs():
+    import threading
+
+    release = threading.Event()
+    verifier = HangsOnSlow("r", release)
+    samples = [{"r": 1.0, "slow": True} for _ in range(6)]
+    records, summary = score(samples, [(VerifierSpec(name="hangs", hang_timeout=0.05), verifier)])
+    release.set()
+    assert [r["reward"] for r in records] == [0.0] * 6
+    assert summary.verifiers["hangs"].timed_out == 6
+    # the batch call and two single samples hung; the other four were never asked
+    assert verifier.calls == [6, 1, 1]
+    assert "hung 3 times" in records[-1]["info"]["hangs"]["error"]

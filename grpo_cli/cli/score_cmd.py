@@ -11,7 +11,7 @@ from grpo_cli.cli.common import PresetOpt, QuietOpt, SetOpt, path_or_stdout, res
 
 VerifierOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--verifier", "-v", help="NAME[:key=value,...] (repeatable); weight= and failure_value= set those, other keys are the verifier's options. Replaces the config's verifiers."),
+    typer.Option("--verifier", "-v", help="NAME[:key=value,...] (repeatable); weight=, failure_value= and hang_timeout= set those, other keys are the verifier's options. Replaces the config's verifiers."),
 ]
 
 
