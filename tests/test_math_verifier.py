@@ -154,7 +154,7 @@ def test_pathological_input_times_out(verifier):
     )
     elapsed = time.monotonic() - start
     assert verdicts[0].reward == 0.0
-    assert verdicts[0].info["timeout"] is True or "MemoryError" in verdicts[0].info["error"]
+    assert verdicts[0].info["refused"].startswith("refused: a power with more than")  # refused before evaluating
     assert verdicts[1].reward == 1.0
     assert elapsed < 2.0 + 15.0  # the timeout plus a worker restart on a busy machine
 
