@@ -221,7 +221,19 @@ class _Parser:
                 "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "cot": sp.cot, "sec": sp.sec, "csc": sp.csc,
                 "arcsin": sp.asin, "arccos": sp.acos, "arctan": sp.atan, "log": sp.log, "ln": sp.log, "exp": sp.exp,
             }[text]  # fmt: skip
-            return function(self.group() if self.peek()[1] == "{" else self.power())
+            exponent = None
+            if self.peek()[1] == "^":  # `\sin^2 x` is (sin x)^2; `\sin^{-1} x` is arcsin x
+                self.take()
+                exponent = self.group()
+                inverse = {"sin": sp.asin, "cos": sp.acos, "tan": sp.atan}.get(text)
+                if exponent == -1 and inverse is not None:
+                    function, exponent = inverse, None
+            value = function(self.group() if self.peek()[1] == "{" else self.power())
+            if exponent is not None:
+                if self.guard_size:
+                    _check_power(value, exponent)
+                value = sp.Pow(value, exponent)
+            return value
         if text in _CONSTANTS:
             return sp.pi if text == "pi" else sp.oo
         raise _ParseError(f"unexpected {text!r}")
