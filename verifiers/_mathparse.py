@@ -389,7 +389,7 @@ def _structure(text: str, depth: int = 0) -> tuple[str, Any]:
         return "union", _items(union, depth)
     if text.startswith("\\{") and text.endswith("\\}"):
         return "set", _items(_split_top(text[2:-2], ","), depth, expand_pm=True)
-    parts = _split_top(text, ",")
+    parts = _split_top(re.sub(r"\s+(?:or|and)\s+", ", ", text), ",")  # `x = 4 or x = -4`
     if len(parts) > 1 or re.search(r"\\(?:pm|mp)(?![A-Za-z])", text):
         items = _items(parts, depth, expand_pm=True)
         if len(items) > 1:
@@ -440,8 +440,11 @@ def _expressions_equal(a: Any, b: Any, rel_tol: float) -> bool:
         return False  # oo - oo is nan, not 0: only identical infinities are equal
     if sympy.simplify(a - b) == 0:
         return True
-    if a.is_number and b.is_number:
+    if a.is_number and b.is_number:  # what simplify missed (nested radicals), numerically
         try:
+            if rel_tol == 0:  # exact answers: 50 digits, so 2^30 and 2^30 + 1 differ
+                scale = sympy.N(abs(a) + abs(b), 50)
+                return bool(abs(sympy.N(a - b, 50)) <= scale * sympy.Float("1e-40", 50))
             return cmath.isclose(complex(a.evalf(30)), complex(b.evalf(30)), rel_tol=rel_tol)
         except (TypeError, ValueError, OverflowError):
             return False
@@ -487,7 +490,7 @@ def structures_equal(a: tuple[str, Any], b: tuple[str, Any], rel_tol: float) -> 
 def sympy_compare(job: tuple[str, str, float]) -> tuple[bool, str | None]:
     """`(equal, note)` for two normalized answers; note says why nothing was compared
     (`refused: ...`, `unparsed: ...`). Runs in a watchdog worker."""
-    predicted, gold, rel_tol = job
+    predicted, gold, rel_tol = job  # rel_tol 0: exact answers, compared exactly
     try:
         a = _structure(predicted)
         b = _structure(gold)

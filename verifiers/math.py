@@ -24,7 +24,8 @@ a value, and a trailing unit (`cm`, `\\text{ kg}`, `square units`). Then, cheape
    matrices, `\\pm`, complex numbers), in a watchdog worker process bounded by `timeout` and
    `memory_mb`, so that `9^9^9^9` is refused or times out (reward 0, `info["refused"]` or
    `info["timeout"]`) instead of hanging the run. Nothing is `eval`ed.
-Answers longer than `MAX_ANSWER_CHARS` are refused; text that is not valid Unicode (bytes that are
+Answers longer than `MAX_ANSWER_CHARS` are refused, and only the last `MAX_SEARCH_CHARS` of a
+completion are searched, so that megabytes cost milliseconds; text that is not valid Unicode (bytes that are
 not UTF-8, lone surrogates) is read with the bad characters replaced (`info["sanitized"]`).
 
 Percentages: a percent sign is a unit and is stripped, so `50%` equals `50` and does not equal
@@ -77,6 +78,7 @@ DEFAULT_EXTRACT = ("boxed", "hash", "answer_is", "dollars", "last_number")
 MAX_ANSWER_CHARS = 1000  # a longer extracted answer (or gold) is refused: reward 0, never parsed
 MAX_SYMPY_CHARS = 300  # longer answers are compared by key only
 MAX_BOXES = 20  # `\boxed` occurrences tried from the end (bounds the work on hostile text)
+MAX_SEARCH_CHARS = 200_000  # only the end of a longer completion is searched for its answer
 
 
 # ---------------------------------------------------------------- extraction
@@ -120,14 +122,16 @@ def _extract_hash(text: str) -> str | None:
     return found[-1].strip() or None
 
 
-_ANSWER_IS = re.compile(r"(?i)\b(?:answer|option|choice)\s*(?:is|:)\s*:?\s*(.+?)(?=\.\s|\.$|\n|$)")
+_ANSWER_IS = re.compile(r"(?i)\b(?:answer|option|choice)\s*(?:is|:)\s*:?\s*")
+_UNTIL_SENTENCE_END = re.compile(r".+?(?=\.\s|\.$|\n|$)")
 
 
 def _extract_answer_is(text: str) -> str | None:
-    found = _ANSWER_IS.findall(text)
-    if not found:
+    markers = list(_ANSWER_IS.finditer(text))  # the last one: `Final Answer: The final answer is 3`
+    if not markers:
         return None
-    return found[-1].strip().strip("*").strip() or None
+    found = _UNTIL_SENTENCE_END.match(text, markers[-1].end())
+    return (found.group(0).strip().strip("*").strip() or None) if found else None
 
 
 _MATH_DELIMITER = re.compile(r"\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]")
@@ -229,7 +233,9 @@ def clean(answer: str) -> str:
         s = s.replace(char, replacement)
     s = _MATRIX.sub(lambda m: "\\matrix{" + m.group(2).replace("\\\\", ";").replace("\\hline", "") + "}", s)
     s = s.replace("\\$", "").replace("$", "")
-    s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s.strip())
+    s = re.sub(r"\\[()\[\]]", " ", s)  # `\(...\)` and `\[...\]` delimiters
+    s = re.sub(r"\\(?:varnothing|emptyset)|^\\\{\s*\\\}$", r"\\emptyset", s)
+    s = s.replace("\\mathbb{R}", "(-\\infty, \\infty)")
     s = re.sub(r"\\(?:left|right)\.", "", s)
     s = re.sub(r"\\(?:left|right|[bB]igg?)(?=[^A-Za-z])", "", s)
     s = s.replace("{,}", ",")
@@ -238,6 +244,11 @@ def clean(answer: str) -> str:
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°", "", s)
     s = s.replace("\\%", "%")
+    s = re.sub(r"^[A-Za-z]\s*\\in\s*", "", s)  # `x \in [2, 5]`
+    if "\\approx" in s:  # `\frac{1}{6} \approx 0.167` states 1/6; `x \approx 0.167` states 0.167
+        parts = s.split("\\approx")
+        left = parts[0].strip()
+        s = parts[-1] if not left or re.fullmatch(r"[A-Za-z]\s*=?", left) else left
     for _ in range(2):  # `\text{\textbf{C}}`
         s = _TEXT_COMMANDS.sub(r" \1 ", s)
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)  # \frac34
@@ -245,7 +256,7 @@ def clean(answer: str) -> str:
     s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)  # \frac3{a}
     s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)  # \sqrt2
     s = re.sub(r"(?i)(?<![A-Za-z\\])(?:infinity|inf)(?![A-Za-z])", r"\\infty", s)
-    return " ".join(s.split()).strip("*").rstrip(".").strip()
+    return " ".join(s.split()).strip("*").rstrip(".,;").strip()
 
 
 # ---------------------------------------------------------------- answer parts
@@ -292,7 +303,7 @@ class Answer:
 
 def parse_answer(cleaned: str) -> Answer:
     letter, value = None, cleaned
-    lhs = re.fullmatch(r"([A-Za-z])\s*=\s*([^=]+)", value)
+    lhs = re.fullmatch(r"([A-Za-z](?:_\{?\w+\}?)?(?:\([A-Za-z]\))?)\s*=\s*([^=]+)", value)  # x, a_n, f(x)
     if lhs:
         letter, value = lhs.group(1), lhs.group(2).strip()
     unit = ""
@@ -362,6 +373,15 @@ def numbers_equal(a: Fraction, b: Fraction, rel_tol: float) -> bool:
     return a == b or abs(a - b) <= Fraction(rel_tol) * max(abs(a), abs(b))
 
 
+_APPROXIMATE = re.compile(r"\d?\.\d|\d[eE][-+]?\d")
+
+
+def approximate(value: str) -> bool:
+    """Written with a decimal point or an exponent: compared within `rel_tol`. Integers and
+    fractions are exact (`1000000007` is not `1000000008`)."""
+    return bool(_APPROXIMATE.search(value))
+
+
 _CHOICE = re.compile(r"\(([A-Ja-j])\)|([A-Ja-j])\)?")
 _CHOICE_WITH_TEXT = re.compile(r"(?:\(([A-Ja-j])\)|([A-J])[.:)])\s*(.+)")
 _ANOTHER_CHOICE = re.compile(r"(?<![A-Za-z])\(?[A-J]\)?(?![A-Za-z])")
@@ -418,8 +438,9 @@ def _sympy_text(value: str) -> str:
     return _value_key(value) if number is not None else value.replace("%", "")
 
 
-def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str, str]:
-    """True or False when decided in this process, else the two texts for `sympy_compare`."""
+def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str, str, bool]:
+    """True or False when decided in this process, else the two texts for `sympy_compare` and
+    whether either is approximate (a decimal)."""
     gold_choice = choice_letter(gold.value) if not (gold.letter or gold.unit) else None
     if gold_choice:
         return choice_letter(predicted.value, strict=False) == gold_choice
@@ -431,12 +452,13 @@ def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str,
         return True
     a, b = parse_number(predicted.value), parse_number(gold.value)
     if a is not None and b is not None:
-        return numbers_equal(a, b, rel_tol)
+        exact = not (approximate(predicted.value) or approximate(gold.value))
+        return numbers_equal(a, b, 0.0 if exact else rel_tol)
     if _is_text(predicted.value) or _is_text(gold.value):
         return False
     if not predicted.value or max(len(predicted.value), len(gold.value)) > MAX_SYMPY_CHARS:
         return False
-    return _sympy_text(predicted.value), _sympy_text(gold.value)
+    return _sympy_text(predicted.value), _sympy_text(gold.value), approximate(predicted.value + " " + gold.value)
 
 
 # ------------------------------------------------------------------ verifier
@@ -510,6 +532,7 @@ class MathVerifier(Verifier):
     def _judge(self, completion: Any, answer: Any) -> tuple[Verdict, tuple[str, str, float] | None]:
         """The verdict when decided here, else a zero verdict and the sympy job that decides it."""
         text, sanitized = _as_text(completion)
+        text = text[-MAX_SEARCH_CHARS:]  # the answer is at the end; this bounds the work on megabytes
         gold_text, _ = _as_text(answer)
         gold_raw = extract_gold(gold_text, self.extract)
         found = extract_answer(text, self.extract)
@@ -527,7 +550,8 @@ class MathVerifier(Verifier):
         info.update(canonical=_key(predicted), gold=_key(gold))
         decided = decide(predicted, gold, self.rel_tol)
         if isinstance(decided, tuple):
-            return Verdict(0.0, info=info), (*decided, self.rel_tol)
+            predicted_text, gold_text, approx = decided
+            return Verdict(0.0, info=info), (predicted_text, gold_text, self.rel_tol if approx else 0.0)
         return Verdict(1.0 if decided else 0.0, info=info), None
 
     def close(self) -> None:
