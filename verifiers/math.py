@@ -17,16 +17,18 @@ a value, and a trailing unit (`cm`, `\\text{ kg}`, `square units`). Then, cheape
    not equal. A side without letter or unit matches either (`x = 3` and `5 cm` equal `3` and `5`).
 3. Equal keys (`canonical` below): equal.
 4. Both values plain numbers (integers, `1,234`, decimals, `a/b`, `\\frac{a}{b}`, mixed numbers
-   `2 1/2` and `2\\frac{1}{2}`, `1.5e3`, `1.5\\times 10^{3}`, a sign, a trailing `%`): exact
-   fractions, or within `rel_tol`, in this process.
+   `2 1/2` and `2\\frac{1}{2}`, `1.5e3`, `1.5\\times 10^{3}`, a sign, a trailing `%`): compared as
+   exact fractions in this process, within `rel_tol` unless both are integers (`1000000007` is
+   not `1000000008`; `7.000000001` is 7). The same rule holds in sympy (`approximate`).
 5. A text answer (`Tuesday`, `\\text{no solution}`) on either side: only equal keys were equal.
 6. Otherwise sympy (`_mathparse`: expressions, equations, inequalities, intervals, sets, tuples,
    matrices, `\\pm`, complex numbers), in a watchdog worker process bounded by `timeout` and
    `memory_mb`, so that `9^9^9^9` is refused or times out (reward 0, `info["refused"]` or
    `info["timeout"]`) instead of hanging the run. Nothing is `eval`ed.
 Answers longer than `MAX_ANSWER_CHARS` are refused, and only the last `MAX_SEARCH_CHARS` of a
-completion are searched, so that megabytes cost milliseconds; text that is not valid Unicode (bytes that are
-not UTF-8, lone surrogates) is read with the bad characters replaced (`info["sanitized"]`).
+completion are searched, so that a megabyte costs a fraction of a second; text that is not valid
+Unicode (bytes that are not UTF-8, lone surrogates) is read with the bad characters replaced
+(`info["sanitized"]`).
 
 Percentages: a percent sign is a unit and is stripped, so `50%` equals `50` and does not equal
 `0.5`. Accepting both readings would make equivalence intransitive (50 = 50% = 0.5) and leave
@@ -60,6 +62,9 @@ __all__ = [
     "MAX_SYMPY_CHARS",
     "Answer",
     "MathVerifier",
+    "_ParseError",  # the parser is shared with the `prm` verifier
+    "_Parser",
+    "_expressions_equal",
     "canonical",
     "choice_letter",
     "clean",
@@ -69,9 +74,6 @@ __all__ = [
     "normalize",
     "parse_answer",
     "parse_number",
-    "_ParseError",  # the parser is shared with the `prm` verifier
-    "_Parser",
-    "_expressions_equal",
 ]
 
 DEFAULT_EXTRACT = ("boxed", "hash", "answer_is", "dollars", "last_number")
@@ -218,7 +220,7 @@ _UNICODE = {
     "\u2212": "-", "\u2013": "-", "\u221e": "\\infty ", "\u03c0": "\\pi ", "\u00b1": "\\pm ", "\u00d7": "\\times ",
     "\u22c5": "\\cdot ", "\u00b7": "\\cdot ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u221a": "\\sqrt ",
 }  # fmt: skip
-_MATRIX = re.compile(r"\\begin\{([pbB]?matrix|smallmatrix|array)\}(?:\{[^{}]*\})?(.*?)\\end\{\1\}", re.S)
+_MATRIX = re.compile(r"\\begin\{([pbB]?matrix|smallmatrix|array)\}(?:\{[^{}]*\})?(.*?)\\end\{\1\}", re.DOTALL)
 _TEXT_COMMANDS = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mathsf|mbox|operatorname|boldsymbol)"
     r"\s*\{([^{}]*)\}"
@@ -333,7 +335,7 @@ _NUMBER = re.compile(
         )?
     )
     \s*(?:%|percent)?""",
-    re.X,
+    re.VERBOSE,
 )
 
 
@@ -373,13 +375,17 @@ def numbers_equal(a: Fraction, b: Fraction, rel_tol: float) -> bool:
     return a == b or abs(a - b) <= Fraction(rel_tol) * max(abs(a), abs(b))
 
 
-_APPROXIMATE = re.compile(r"\d?\.\d|\d[eE][-+]?\d")
+_DECIMAL = re.compile(r"\d?\.\d|\d[eE][-+]?\d")
 
 
 def approximate(value: str) -> bool:
-    """Written with a decimal point or an exponent: compared within `rel_tol`. Integers and
-    fractions are exact (`1000000007` is not `1000000008`)."""
-    return bool(_APPROXIMATE.search(value))
+    """Compared within `rel_tol`: a number that is not an integer (`7.000000001`, `1/3`), or an
+    expression written with decimals. Integers are exact (`1000000007` is not `1000000008`); a
+    plain number is judged by its value alone, so equal `canonical` keys get equal verdicts."""
+    number = parse_number(value)
+    if number is not None:
+        return number.denominator != 1
+    return bool(_DECIMAL.search(value))
 
 
 _CHOICE = re.compile(r"\(([A-Ja-j])\)|([A-Ja-j])\)?")
@@ -458,7 +464,7 @@ def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str,
         return False
     if not predicted.value or max(len(predicted.value), len(gold.value)) > MAX_SYMPY_CHARS:
         return False
-    return _sympy_text(predicted.value), _sympy_text(gold.value), approximate(predicted.value + " " + gold.value)
+    return _sympy_text(predicted.value), _sympy_text(gold.value), approximate(predicted.value) or approximate(gold.value)
 
 
 # ------------------------------------------------------------------ verifier
