@@ -44,6 +44,7 @@ def judge(verifier, completion, answer):
         (r"Adding gives \(2 + 3 = 5\) apples", ("dollars", "5")),  # the right side of an equation
         (r"so $y = 2x + 1$", ("dollars", "y = 2x + 1")),  # but a lone letter's equation stays whole
         ("She pays $5 for eggs and $13 for flour, $18 in all.", ("last_number", "18")),  # prices, not math
+        ("Let $x$ be the number of apples: there are 5.", ("last_number", "5")),  # a number after the span
         ("The speed is 1.5e3 m/s", ("last_number", "1.5e3")),
     ],
 )
@@ -101,6 +102,8 @@ def test_canonical(raw, key):
     [
         ("x = 5", "x=5"),  # `y = 5` may be wrong where `x = 5` is right: the letter stays in the key
         ("21 apples", "21 apple"),
+        ("10 million", "10 million"),  # a word that changes the value is no unit
+        ("50 percent", "50"),
         (r"7\text{ kg}", "7 kg"),
         (r"7 \text{ kilograms}", "7 kg"),
         (r"90 \text{ square units}", "90"),  # generic units are no unit
@@ -243,6 +246,7 @@ CATEGORIES = {
         (r"\boxed{5\text{ cm}}", "5", 1.0), (r"\boxed{5}", "5 cm", 1.0), (r"\boxed{5 \text{ centimeters}}", r"5\text{ cm}", 1.0),
         (r"\boxed{10 \text{ m}}", "10", 1.0), (r"\boxed{7\text{ kg}}", r"7\text{ g}", 0.0),
         (r"\boxed{12 \text{ cm}}", r"12\text{ cm}^2", 0.0), (r"\boxed{6 \text{ cm}}", "5", 0.0),
+        (r"\boxed{10 \text{ million}}", "10", 0.0),
     ],
     "multiple choice": [
         (r"\boxed{(C)}", "C", 1.0), (r"\boxed{\text{(C)}}", "C", 1.0), ("The answer is (C) 24.", "C", 1.0),

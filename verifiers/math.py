@@ -142,6 +142,8 @@ _PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}\s+[A-Za-z]{3,}(?![A-Za-z])")
 
 
 def _extract_dollars(text: str) -> str | None:
+    """The last math span; None when a number follows it in plain text (that number is the final
+    statement: `$x$ is the number of apples, so there are 5`)."""
     spans, opened, body_start = [], "", 0
     for m in _MATH_DELIMITER.finditer(text):  # one linear pass: delimiters pair in order
         token = m.group()
@@ -151,14 +153,16 @@ def _extract_dollars(text: str) -> str | None:
             if token in _CLOSER:
                 opened, body_start = token, m.end()
         elif token == _CLOSER[opened]:
-            spans.append(text[body_start : m.start()])
+            spans.append((text[body_start : m.start()], m.end()))
             opened = ""
-    for body in reversed(spans):
+    for body, end in reversed(spans):
         if body[:1].isdigit() and body[-1:].isspace():  # `$5 and $`: two prices, not math
             continue
         content = body.strip()
         if not content or _PROSE.search(re.sub(r"\\text\{[^{}]*\}", "", content)):
             continue
+        if re.search(r"\d", text[end:]):
+            return None
         sides = content.split("=")
         if len(sides) > 1 and sides[-1].strip() and not re.fullmatch(r"\s*[A-Za-z]\s*", sides[0]):
             return sides[-1].strip()  # `$2 + 3 = 5$` states 5
@@ -264,6 +268,8 @@ def clean(answer: str) -> str:
 # ---------------------------------------------------------------- answer parts
 
 _KNOWN_WORDS = {"pi", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "oo", "inf", "infty", "or", "and"}
+# Words after a number that change its value: never read as a unit (`10 million` is not 10).
+_NOT_UNITS = _KNOWN_WORDS | {"percent", "hundred", "thousand", "million", "billion", "trillion", "dozen"}
 _UNIT_LETTERS = "mgshLKNJWV"  # one-letter units read as units only after a number (`5 m`)
 _UNITS = re.compile(
     rf"(?<=[\d}}).%])((?:\s+(?:[A-Za-z]{{2,}}\.?|[{_UNIT_LETTERS}](?![A-Za-z])))+)(?:\s*\^\s*\{{?(\d)\}}?)?$"
@@ -272,8 +278,7 @@ _UNIT_ALIASES = {
     "centimeter": "cm", "centimetre": "cm", "meter": "m", "metre": "m", "kilometer": "km", "kilometre": "km",
     "millimeter": "mm", "millimetre": "mm", "gram": "g", "kilogram": "kg", "milligram": "mg", "second": "s",
     "sec": "s", "minute": "min", "hour": "h", "hr": "h", "inche": "in", "inch": "in", "foot": "ft", "feet": "ft",
-    "mile": "mi", "liter": "l", "litre": "l", "milliliter": "ml", "millilitre": "ml", "percent": "%",
-    "degree": "", "unit": "",
+    "mile": "mi", "liter": "l", "litre": "l", "milliliter": "ml", "millilitre": "ml", "degree": "", "unit": "",
 }  # fmt: skip
 
 
@@ -310,7 +315,7 @@ def parse_answer(cleaned: str) -> Answer:
         letter, value = lhs.group(1), lhs.group(2).strip()
     unit = ""
     m = _UNITS.search(value)
-    if m and not set(m.group(1).lower().replace(".", "").split()) & _KNOWN_WORDS:
+    if m and not set(m.group(1).lower().replace(".", "").split()) & _NOT_UNITS:
         head = value[: m.start()].strip()
         if not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", head)):  # a number, not `2x cm`
             value, unit = head, _unit_key(m.group(1), m.group(2))
