@@ -318,6 +318,7 @@ def test_bad_options():
     with pytest.raises(TypeError):
         MathVerifier(tolerance=0.1)
     assert MathVerifier(extract="hash, boxed").extract == ("hash", "boxed")
+    assert MathVerifier(extract="boxed|dollars").extract == ("boxed", "dollars")  # from --verifier
 
 
 def test_watchdog_kills_overruns_off_the_main_thread():

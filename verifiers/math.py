@@ -16,10 +16,11 @@ a value, and a trailing unit (`cm`, `\\text{ kg}`, `square units`). Then, cheape
 2. Both sides name a different letter (`x = 3` vs `y = 3`) or a different unit (`7 g` vs `7 kg`):
    not equal. A side without letter or unit matches either (`x = 3` and `5 cm` equal `3` and `5`).
 3. Equal keys (`canonical` below): equal.
-4. Both values plain numbers (integers, `1,234`, decimals, `a/b`, `\\frac{a}{b}`, mixed numbers
-   `2 1/2` and `2\\frac{1}{2}`, `1.5e3`, `1.5\\times 10^{3}`, a sign, a trailing `%`): compared as
-   exact fractions in this process, within `rel_tol` unless both are integers (`1000000007` is
-   not `1000000008`; `7.000000001` is 7). The same rule holds in sympy (`approximate`).
+4. Both values plain numbers (integers, `1,234` (but `1,2` and `1, 234` are lists), decimals,
+   `a/b`, `\\frac{a}{b}`, mixed numbers `2 1/2` and `2\\frac{1}{2}`, `1.5e3`, `1.5\\times 10^{3}`, a
+   sign, a trailing `%`): compared as exact fractions in this process, within `rel_tol` unless
+   both are integers (`1000000007` is not `1000000008`; `7.000000001` is 7). The same rule holds
+   in sympy (`approximate`).
 5. A text answer (`Tuesday`, `\\text{no solution}`) on either side: only equal keys were equal.
 6. Otherwise sympy (`_mathparse`: expressions, equations, inequalities, intervals, sets, tuples,
    matrices, `\\pm`, complex numbers), in a watchdog worker process bounded by `timeout` and
@@ -482,9 +483,9 @@ def _short(text: str, limit: int = 200) -> str:
 class MathVerifier(Verifier):
     """Reward 1.0 when the completion's final answer equals the gold `answer`, else 0.0.
 
-    extract: extraction methods in order (a list, or a comma-separated string), some of
-        boxed, hash, answer_is, dollars, last_number.
-    rel_tol: relative tolerance for numbers.
+    extract: extraction methods in order (a list, or a string separated by commas, spaces or `|`),
+        some of boxed, hash, answer_is, dollars, last_number.
+    rel_tol: relative tolerance for numbers that are not both integers (integers are exact).
     timeout: seconds per sympy comparison; over it the sample gets 0.0 and `info["timeout"]`.
     workers: sympy worker processes (started on first need).
     memory_mb: address-space limit of each worker.
@@ -501,8 +502,8 @@ class MathVerifier(Verifier):
         workers: int = 2,
         memory_mb: int = 2048,
     ) -> None:
-        if isinstance(extract, str):
-            extract = [m.strip() for m in extract.split(",") if m.strip()]
+        if isinstance(extract, str):  # `|` too: `--verifier math:extract=boxed|hash` (commas split options there)
+            extract = [m for m in re.split(r"[\s,|]+", extract) if m]
         unknown = [m for m in extract if m not in EXTRACTORS]
         if unknown or not extract:
             raise ValueError(f"extract must list some of {list(EXTRACTORS)}, got {list(extract)}")
