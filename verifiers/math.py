@@ -1,85 +1,120 @@
 """The `math` verifier: extract the final answer of a completion and compare it with the gold answer.
 
 Extraction (the `extract` option, tried in order, first hit wins): `boxed` (the last complete
-`\\boxed{...}`, nested braces allowed), `hash` (`#### N`, GSM8K), `answer_is` ("the answer is ...",
-"answer: ..."), `last_number`. The gold answer goes through the same extractors except
-`last_number` (a gold `\\frac{3}{4}` must not become `4`), falling back to the whole string, so a
-full GSM8K or MATH solution works as gold.
+`\\boxed{...}` or `\\fbox{...}`, nested braces allowed), `hash` (`#### N`, GSM8K), `answer_is` ("the
+answer is ...", "answer: ...", "the correct option is ..."), `dollars` (the last `$...$`, `$$...$$`,
+`\\(...\\)` or `\\[...\\]` span that is math, not two prices; of `$a = b$` the right side),
+`last_number`. The gold answer goes through the same extractors except `last_number` (a gold
+`\\frac{3}{4}` must not become `4`), falling back to the whole string, so a full GSM8K or MATH
+solution and a bare LaTeX answer both work as gold.
 
-Equivalence, cheapest first:
-1. Both sides plain numbers (integers, `1,234`, decimals, `a/b`, `\\frac{a}{b}`, a sign, a
-   trailing `%`, units in words): exact fractions compared in this process, or within `rel_tol`.
-2. The same normalized string.
-3. Otherwise sympy, in a watchdog worker process bounded by `timeout` and `memory_mb`, so that
-   `9^9^9^9` times out (reward 0, `info["timeout"]`) instead of hanging the run. The expression is
-   parsed by a small recursive-descent parser below (numbers, letters, `+ - * / ^ !`, implicit
-   products, `\\frac`, `\\sqrt`, `\\pi`, `\\infty`, Greek letters, trig/log functions; another
-   command makes the answer unparsed, hence unequal unless the strings match); nothing is `eval`ed.
-   Tuples and intervals compare in order with their brackets, sets and bare lists `1, -2` in any
-   order, equations `lhs = rhs` up to sign; a single-letter left side (`x = 5`) is dropped.
-   Expressions are equal when `simplify(a - b) == 0`, or, when both are numbers, numerically
-   within `rel_tol`.
+An answer is cleaned (`clean`: `$`, `\\left`, spacing, `\\text{}`, `\\dfrac`, degrees, matrices to
+`\\matrix{a & b ; c & d}`) and split (`parse_answer`) into a lone-letter left side (`x` of `x = 5`),
+a value, and a trailing unit (`cm`, `\\text{ kg}`, `square units`). Then, cheapest first:
+1. Gold a choice letter (`C`, `(C)`, `\\text{(C)}`): the prediction must name that one letter
+   (`(C)`, `c`, `(C) 24`); a hedge (`C or D`, `C, D`) is wrong.
+2. Both sides name a different letter (`x = 3` vs `y = 3`) or a different unit (`7 g` vs `7 kg`):
+   not equal. A side without letter or unit matches either (`x = 3` and `5 cm` equal `3` and `5`).
+3. Equal keys (`canonical` below): equal.
+4. Both values plain numbers (integers, `1,234` (but `1,2` and `1, 234` are lists), decimals,
+   `a/b`, `\\frac{a}{b}`, mixed numbers `2 1/2` and `2\\frac{1}{2}`, `1.5e3`, `1.5\\times 10^{3}`, a
+   sign, a trailing `%`): compared as exact fractions in this process, within `rel_tol` unless
+   both are integers (`1000000007` is not `1000000008`; `7.000000001` is 7). The same rule holds
+   in sympy (`approximate`).
+5. A text answer (`Tuesday`, `\\text{no solution}`) on either side: only equal keys were equal.
+6. Otherwise sympy (`_mathparse`: expressions, equations, inequalities, intervals, sets, tuples,
+   matrices, `\\pm`, complex numbers), in a watchdog worker process bounded by `timeout` and
+   `memory_mb`, so that `9^9^9^9` is refused or times out (reward 0, `info["refused"]` or
+   `info["timeout"]`) instead of hanging the run. Nothing is `eval`ed.
+Answers longer than `MAX_ANSWER_CHARS` are refused, and only the last `MAX_SEARCH_CHARS` of a
+completion are searched, so that a megabyte costs a fraction of a second; text that is not valid
+Unicode (bytes that are not UTF-8, lone surrogates) is read with the bad characters replaced
+(`info["sanitized"]`).
 
 Percentages: a percent sign is a unit and is stripped, so `50%` equals `50` and does not equal
 `0.5`. Accepting both readings would make equivalence intransitive (50 = 50% = 0.5) and leave
 `canonical` without meaning; GSM8K and MATH write a percentage's gold as the number before `%`.
 
-`info["canonical"]` is a key equal for answers the fast path knows are equal: for a plain number
-its reduced fraction (`"21"` for `21`, `21.0`, `$21` or `21 apples`; `"1/2"` for `0.5`, `2/4` or
-`\\frac{1}{2}`; `"50"` for `50%`), otherwise the normalized answer without spaces. Equal keys imply
-equal answers, not the reverse (`\\sqrt{4}` and `2` differ in key). maj@k votes on it.
+`info["canonical"]` is a key equal for answers that are judged alike against any gold: the letter
+side and the unit when present (`x=5`, `21 apple`), then for a plain number its reduced fraction
+(`"21"` for `21`, `21.0` or `$21`; `"1/2"` for `0.5`, `2/4` or `\\frac{1}{2}`; `"50"` for `50%`),
+for a choice its letter (`C` for `(C)`), for text the lower-cased words without spaces, otherwise
+the cleaned answer without spaces. Equal keys imply equal answers, not the reverse (`\\sqrt{4}` and
+`2` differ in key). maj@k votes on it.
 """
 
 from __future__ import annotations
 
-import cmath
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from grpo_verifiers._mathparse import _expressions_equal, _ParseError, _Parser, sympy_compare
 from grpo_verifiers._watchdog import Watchdog
 from grpo_verifiers.base import Verdict, Verifier
 
-DEFAULT_EXTRACT = ("boxed", "hash", "answer_is", "last_number")
-MAX_SYMPY_CHARS = 300  # longer answers are compared as strings only
+__all__ = [
+    "DEFAULT_EXTRACT",
+    "EXTRACTORS",
+    "MAX_ANSWER_CHARS",
+    "MAX_SYMPY_CHARS",
+    "Answer",
+    "MathVerifier",
+    "_ParseError",  # the parser is shared with the `prm` verifier
+    "_Parser",
+    "_expressions_equal",
+    "canonical",
+    "choice_letter",
+    "clean",
+    "decide",
+    "extract_answer",
+    "extract_gold",
+    "normalize",
+    "parse_answer",
+    "parse_number",
+]
+
+DEFAULT_EXTRACT = ("boxed", "hash", "answer_is", "dollars", "last_number")
+MAX_ANSWER_CHARS = 1000  # a longer extracted answer (or gold) is refused: reward 0, never parsed
+MAX_SYMPY_CHARS = 300  # longer answers are compared by key only
+MAX_BOXES = 20  # `\boxed` occurrences tried from the end (bounds the work on hostile text)
+MAX_SEARCH_CHARS = 200_000  # only the end of a longer completion is searched for its answer
 
 
 # ---------------------------------------------------------------- extraction
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+_BRACE = re.compile(r"\\[{}]|[{}]")
+
+
+def _balanced(text: str, start: int) -> str | None:
+    """The contents of the brace group opening at `text[start]`; None when the text ends before it
+    closes; the first `MAX_ANSWER_CHARS + 1` characters when it runs longer (refused later)."""
+    depth, stop = 0, min(len(text), start + MAX_ANSWER_CHARS + 2)
+    for m in _BRACE.finditer(text, start, stop):
+        token = m.group()
+        if len(token) == 2:  # `\{` and `\}` are literal braces
+            continue
+        depth += 1 if token == "{" else -1
+        if depth == 0:
+            return text[start + 1 : m.start()]
+    return text[start + 1 : stop] if stop < len(text) else None
 
 
 def _extract_boxed(text: str) -> str | None:
-    for match in reversed(list(_BOXED.finditer(text))):
+    for match in list(_BOXED.finditer(text))[-MAX_BOXES:][::-1]:
         start = match.end()
         if text.startswith("{", start):
             body = _balanced(text, start)
             if body is not None and body.strip():
                 return body.strip()
         else:  # `\boxed 5`
-            bare = re.match(r"[^\s$]+", text[start:])
+            bare = re.match(r"[^\s$]+", text[start : start + MAX_ANSWER_CHARS + 1])
             if bare:
                 return bare.group(0)
-    return None
-
-
-def _balanced(text: str, start: int) -> str | None:
-    """The contents of the brace group opening at `text[start]`, or None when it never closes."""
-    depth, i = 0, start
-    while i < len(text):
-        char = text[i]
-        if char == "\\":  # `\{` and `\}` are literal braces
-            i += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i]
-        i += 1
     return None
 
 
@@ -90,17 +125,55 @@ def _extract_hash(text: str) -> str | None:
     return found[-1].strip() or None
 
 
-_ANSWER_IS = re.compile(r"(?i)\banswer\s*(?:is|:)\s*:?\s*(.+?)(?=\.\s|\.$|\n|$)")
+_ANSWER_IS = re.compile(r"(?i)\b(?:answer|option|choice)\s*(?:is|:)\s*:?\s*")
+_UNTIL_SENTENCE_END = re.compile(r".+?(?=\.\s|\.$|\n|$)")
 
 
 def _extract_answer_is(text: str) -> str | None:
-    found = _ANSWER_IS.findall(text)
-    if not found:
+    markers = list(_ANSWER_IS.finditer(text))  # the last one: `Final Answer: The final answer is 3`
+    if not markers:
         return None
-    return found[-1].strip().strip("*").strip() or None
+    found = _UNTIL_SENTENCE_END.match(text, markers[-1].end())
+    return (found.group(0).strip().strip("*").strip() or None) if found else None
 
 
-_LAST_NUMBER = re.compile(r"(?:(?<![\w)}\]])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?")
+_MATH_DELIMITER = re.compile(r"\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]")
+_CLOSER = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
+_PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}\s+[A-Za-z]{3,}(?![A-Za-z])")
+
+
+def _extract_dollars(text: str) -> str | None:
+    """The last math span; None when a number follows it in plain text (that number is the final
+    statement: `$x$ is the number of apples, so there are 5`)."""
+    spans, opened, body_start = [], "", 0
+    for m in _MATH_DELIMITER.finditer(text):  # one linear pass: delimiters pair in order
+        token = m.group()
+        if token == "\\$":
+            continue
+        if not opened:
+            if token in _CLOSER:
+                opened, body_start = token, m.end()
+        elif token == _CLOSER[opened]:
+            spans.append((text[body_start : m.start()], m.end()))
+            opened = ""
+    for body, end in reversed(spans):
+        if body[:1].isdigit() and body[-1:].isspace():  # `$5 and $`: two prices, not math
+            continue
+        content = body.strip()
+        if not content or _PROSE.search(re.sub(r"\\text\{[^{}]*\}", "", content)):
+            continue
+        if re.search(r"\d", text[end:]):
+            return None
+        sides = content.split("=")
+        if len(sides) > 1 and sides[-1].strip() and not re.fullmatch(r"\s*[A-Za-z]\s*", sides[0]):
+            return sides[-1].strip()  # `$2 + 3 = 5$` states 5
+        return content
+    return None
+
+
+_LAST_NUMBER = re.compile(
+    r"(?:(?<![\w)}\]])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+(?![A-Za-z]))?(?:/\d+)?%?"
+)
 
 
 def _extract_last_number(text: str) -> str | None:
@@ -112,6 +185,7 @@ EXTRACTORS = {
     "boxed": _extract_boxed,
     "hash": _extract_hash,
     "answer_is": _extract_answer_is,
+    "dollars": _extract_dollars,
     "last_number": _extract_last_number,
 }
 
@@ -131,325 +205,287 @@ def extract_gold(answer: str, methods: Sequence[str] = DEFAULT_EXTRACT) -> str:
     return found[1] if found else answer.strip()
 
 
-# ------------------------------------------------------------- normalization
+def _as_text(value: Any) -> tuple[str, bool]:
+    """`(text, sanitized)`: bytes decoded as UTF-8 and lone surrogates replaced, so that no later
+    step (regexes, pickling to a worker, writing JSON) meets invalid text."""
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+        return text, "\ufffd" in text
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8"), True
+    return text, False
 
-_KNOWN_WORDS = {"pi", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "oo", "inf", "infty"}
-_UNITS = re.compile(r"(?<=[\d}).%])((?:\s+[A-Za-z]{2,}\.?)+)(?:\s*\^\s*\{?\d\}?)?$")
+
+# ---------------------------------------------------------------- cleaning
+
+_UNICODE = {
+    "\u2212": "-", "\u2013": "-", "\u221e": "\\infty ", "\u03c0": "\\pi ", "\u00b1": "\\pm ", "\u00d7": "\\times ",
+    "\u22c5": "\\cdot ", "\u00b7": "\\cdot ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u221a": "\\sqrt ",
+}  # fmt: skip
+_MATRIX = re.compile(r"\\begin\{([pbB]?matrix|smallmatrix|array)\}(?:\{[^{}]*\})?(.*?)\\end\{\1\}", re.DOTALL)
+_TEXT_COMMANDS = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mathsf|mbox|operatorname|boldsymbol)"
+    r"\s*\{([^{}]*)\}"
+)
 
 
-def normalize(answer: str) -> str:
+def clean(answer: str) -> str:
     """Strip what does not change an answer's value: `$`, `\\left`, spacing, `\\text{}`, degrees,
-    units in words, a trailing period, a single-letter left side `x =`."""
-    s = answer.strip().replace("\u2212", "-")
+    `\\dfrac`, a trailing period; matrices become `\\matrix{a & b ; c & d}`."""
+    s = answer.strip()
+    for char, replacement in _UNICODE.items():
+        s = s.replace(char, replacement)
+    s = _MATRIX.sub(lambda m: "\\matrix{" + m.group(2).replace("\\\\", ";").replace("\\hline", "") + "}", s)
     s = s.replace("\\$", "").replace("$", "")
-    s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s.strip())
+    s = re.sub(r"\\[()\[\]]", " ", s)  # `\(...\)` and `\[...\]` delimiters
+    s = re.sub(r"\\(?:varnothing|emptyset)|^\\\{\s*\\\}$", r"\\emptyset", s)
+    s = s.replace("\\mathbb{R}", "(-\\infty, \\infty)")
     s = re.sub(r"\\(?:left|right)\.", "", s)
     s = re.sub(r"\\(?:left|right|[bB]igg?)(?=[^A-Za-z])", "", s)
-    s = re.sub(r"\\[,;:! ]|~|\\displaystyle|\\quad", " ", s)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = s.replace("{,}", ",")
+    s = re.sub(r"(?<=\d)\\[,!]\s*(?=\d{3}(?!\d))", "", s)  # `1\,234` is a thousands separator
+    s = re.sub(r"\\[,;:! ]|~|\\displaystyle|\\quad|\\qquad", " ", s)
+    s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°", "", s)
     s = s.replace("\\%", "%")
-    s = re.sub(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}", r" \1 ", s)
+    s = re.sub(r"^[A-Za-z]\s*\\in\s*", "", s)  # `x \in [2, 5]`
+    if "\\approx" in s:  # `\frac{1}{6} \approx 0.167` states 1/6; `x \approx 0.167` states 0.167
+        parts = s.split("\\approx")
+        left = parts[0].strip()
+        s = parts[-1] if not left or re.fullmatch(r"[A-Za-z]\s*=?", left) else left
+    for _ in range(2):  # `\text{\textbf{C}}`
+        s = _TEXT_COMMANDS.sub(r" \1 ", s)
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)  # \frac34
     s = re.sub(r"\\frac\s*(\{[^{}]*\})\s*(\d)", r"\\frac\1{\2}", s)  # \frac{a}3
     s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)  # \frac3{a}
     s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)  # \sqrt2
-    s = " ".join(s.split()).rstrip(".").strip()
-    lhs = re.fullmatch(r"[A-Za-z]\s*=\s*([^=]+)", s)
+    s = re.sub(r"(?i)(?<![A-Za-z\\])(?:infinity|inf)(?![A-Za-z])", r"\\infty", s)
+    return " ".join(s.split()).strip("*").rstrip(".,;").strip()
+
+
+# ---------------------------------------------------------------- answer parts
+
+_KNOWN_WORDS = {"pi", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "oo", "inf", "infty", "or", "and"}
+# Words after a number that change its value: never read as a unit (`10 million` is not 10).
+_NOT_UNITS = _KNOWN_WORDS | {"percent", "hundred", "thousand", "million", "billion", "trillion", "dozen"}
+_UNIT_LETTERS = "mgshLKNJWV"  # one-letter units read as units only after a number (`5 m`)
+_UNITS = re.compile(
+    rf"(?<=[\d}}).%])((?:\s+(?:[A-Za-z]{{2,}}\.?|[{_UNIT_LETTERS}](?![A-Za-z])))+)(?:\s*\^\s*\{{?(\d)\}}?)?$"
+)
+_UNIT_ALIASES = {
+    "centimeter": "cm", "centimetre": "cm", "meter": "m", "metre": "m", "kilometer": "km", "kilometre": "km",
+    "millimeter": "mm", "millimetre": "mm", "gram": "g", "kilogram": "kg", "milligram": "mg", "second": "s",
+    "sec": "s", "minute": "min", "hour": "h", "hr": "h", "inche": "in", "inch": "in", "foot": "ft", "feet": "ft",
+    "mile": "mi", "liter": "l", "litre": "l", "milliliter": "ml", "millilitre": "ml", "degree": "", "unit": "",
+}  # fmt: skip
+
+
+def _unit_key(words: str, power: str | None) -> str:
+    """`cm^2` for `square centimeters`, `sq cm`, `cm^2`; `""` for generic `units`/`degrees`."""
+    names, exponent = [], power
+    for word in words.lower().replace(".", "").split():
+        if word in ("square", "sq"):
+            exponent = "2"
+            continue
+        if word == "cubic":
+            exponent = "3"
+            continue
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        names.append(_UNIT_ALIASES.get(word, word))
+    name = " ".join(n for n in names if n)
+    return f"{name}^{exponent}" if name and exponent and exponent != "1" else name
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A cleaned answer split in parts: `x = 5 cm` is letter `x`, value `5`, unit `cm`."""
+
+    letter: str | None
+    value: str
+    unit: str
+
+
+def parse_answer(cleaned: str) -> Answer:
+    letter, value = None, cleaned
+    lhs = re.fullmatch(r"([A-Za-z](?:_\{?\w+\}?)?(?:\([A-Za-z]\))?)\s*=\s*([^=]+)", value)  # x, a_n, f(x)
     if lhs:
-        s = lhs.group(1).strip()
-    units = _UNITS.search(s)
-    if units and not set(units.group(1).lower().replace(".", "").split()) & _KNOWN_WORDS:
-        s = s[: units.start()].strip()
-    return s
+        letter, value = lhs.group(1), lhs.group(2).strip()
+    unit = ""
+    m = _UNITS.search(value)
+    if m and not set(m.group(1).lower().replace(".", "").split()) & _NOT_UNITS:
+        head = value[: m.start()].strip()
+        if not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", head)):  # a number, not `2x cm`
+            value, unit = head, _unit_key(m.group(1), m.group(2))
+    return Answer(letter, value, unit)
+
+
+def normalize(answer: str) -> str:
+    """The value of an answer: cleaned, without a lone-letter left side (`x =`) or a unit."""
+    return parse_answer(clean(answer)).value
 
 
 _NUMBER = re.compile(
     r"""(?P<sign>[-+]?)\s*
     (?:
-        \\frac\{\s*(?P<fsign>-?)\s*(?P<fnum>\d+)\s*\}\{\s*(?P<fden>\d+)\s*\}
-      | (?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d*)?|\.\d+)(?:\s*/\s*(?P<den>\d+(?:\.\d+)?))?
+        (?P<whole>\d+)\s*(?:\\frac\{\s*(?P<mnum>\d+)\s*\}\{\s*(?P<mden>\d+)\s*\}|\s(?P<mnum2>\d+)\s*/\s*(?P<mden2>\d+))
+      | \\frac\{\s*(?P<fsign>-?)\s*(?P<fnum>\d+(?:\.\d+)?)\s*\}\{\s*(?P<fden>\d+(?:\.\d+)?)\s*\}
+      | (?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d*)?|\.\d+)
+        (?:
+            \s*/\s*(?P<den>\d+(?:\.\d+)?)
+          | [eE](?P<exp>[-+]?\d+)
+          | \s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*(?:\{\s*(?P<bexp>[-+]?\d+)\s*\}|(?P<dexp>\d))
+        )?
     )
     \s*(?:%|percent)?""",
-    re.X,
+    re.VERBOSE,
 )
 
 
-def parse_number(normalized: str) -> Fraction | None:
-    """The exact value of a plain number (`-1,234.5`, `3/4`, `\\frac{3}{4}`, `50%` is 50), or None."""
-    if len(normalized) > 100:
+def parse_number(value: str) -> Fraction | None:
+    """The exact value of a plain number (`-1,234.5`, `3/4`, `\\frac{3}{4}`, `2 1/2`, `1.5e3`,
+    `50%` is 50), or None."""
+    if len(value) > 100:
         return None
-    m = _NUMBER.fullmatch(normalized)
+    m = _NUMBER.fullmatch(value)
     if m is None:
         return None
-    if m["fnum"] is not None:
-        numerator, denominator = Fraction(m["fsign"] + m["fnum"]), Fraction(m["fden"])
+    if m["whole"] is not None:  # a mixed number's fraction is proper: `2\frac{3}{2}` is a product
+        numerator, denominator = int(m["mnum"] or m["mnum2"]), int(m["mden"] or m["mden2"])
+        if not 0 < numerator < denominator:
+            return None
+        number = int(m["whole"]) + Fraction(numerator, denominator)
+    elif m["fnum"] is not None:
+        if Fraction(m["fden"]) == 0:
+            return None
+        number = Fraction(m["fsign"] + m["fnum"]) / Fraction(m["fden"])
     else:
-        numerator, denominator = Fraction(m["num"].replace(",", "")), Fraction(m["den"] or 1)
-    if denominator == 0:
-        return None
-    value = numerator / denominator
-    return -value if m["sign"] == "-" else value
-
-
-def canonical(normalized: str) -> str:
-    """A key equal for answers the fast path knows are equal: `"21"`, `"3/4"`, else the text."""
-    value = parse_number(normalized)
-    if value is None:
-        return "".join(normalized.split())
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+        number = Fraction(m["num"].replace(",", ""))
+        if m["den"] is not None:
+            if Fraction(m["den"]) == 0:
+                return None
+            number /= Fraction(m["den"])
+        exponent = m["exp"] or m["bexp"] or m["dexp"]
+        if exponent is not None:
+            if abs(int(exponent)) > 400:  # left to sympy's size guard
+                return None
+            number *= Fraction(10) ** int(exponent)
+    return -number if m["sign"] == "-" else number
 
 
 def numbers_equal(a: Fraction, b: Fraction, rel_tol: float) -> bool:
-    return a == b or math.isclose(float(a), float(b), rel_tol=rel_tol)
+    """Exact, or within `rel_tol` of the larger magnitude (in fractions: no float overflow)."""
+    return a == b or abs(a - b) <= Fraction(rel_tol) * max(abs(a), abs(b))
 
 
-# ------------------------------------------------ sympy (runs in a worker process)
+_DECIMAL = re.compile(r"\d?\.\d|\d[eE][-+]?\d")
 
 
-class _ParseError(ValueError):
-    pass
+def approximate(value: str) -> bool:
+    """Compared within `rel_tol`: a number that is not an integer (`7.000000001`, `1/3`), or an
+    expression written with decimals. Integers are exact (`1000000007` is not `1000000008`); a
+    plain number is judged by its value alone, so equal `canonical` keys get equal verdicts."""
+    number = parse_number(value)
+    if number is not None:
+        return number.denominator != 1
+    return bool(_DECIMAL.search(value))
 
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+(?:\.\d*)?|\.\d+)|(?P<cmd>\\[A-Za-z]+)|(?P<word>[A-Za-z]+)|(?P<op>\*\*|[-+*/^(){}\[\]!]))"
-)
-_FUNCTIONS = {"sqrt", "sin", "cos", "tan", "log", "ln", "exp"}
-_CONSTANTS = {"pi", "infty", "inf", "oo"}
-_GREEK = {"alpha", "beta", "gamma", "delta", "theta", "lambda", "mu", "sigma", "phi", "omega"}
+_CHOICE = re.compile(r"\(([A-Ja-j])\)|([A-Ja-j])\)?")
+_CHOICE_WITH_TEXT = re.compile(r"(?:\(([A-Ja-j])\)|([A-J])[.:)])\s*(.+)")
+_ANOTHER_CHOICE = re.compile(r"(?<![A-Za-z])\(?[A-J]\)?(?![A-Za-z])")
 
 
-def _tokenize(text: str) -> list[tuple[str, str]]:
-    tokens, pos, text = [], 0, text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise _ParseError(f"unexpected {text[pos:pos + 10]!r}")
-        pos = m.end()
-        kind = m.lastgroup or ""
-        value = m.group(kind)
-        if kind == "cmd":
-            kind, value = "word", value[1:]
-            if value in ("cdot", "times"):
-                kind, value = "op", "*"
-            elif value == "div":
-                kind, value = "op", "/"
-            elif value in _GREEK:
-                kind = "symbol"
-            elif value not in _FUNCTIONS | _CONSTANTS | {"frac"}:
-                raise _ParseError(f"unsupported \\{value}")
-        if kind == "word" and value not in _FUNCTIONS | _CONSTANTS | {"frac"}:
-            tokens.extend(("symbol", letter) for letter in value)  # `xy` is x*y
-        else:
-            tokens.append((kind, "^" if value == "**" else value))
-    return tokens
+def choice_letter(value: str, strict: bool = True) -> str | None:
+    """The letter a multiple-choice answer names: strict, only `C` and `(C)`; otherwise also `c`,
+    `C)`, `option C` and `(C) 24`, but never two letters (`C or D`, `(C) or (D)`)."""
+    if strict:
+        m = re.fullmatch(r"\(([A-J])\)|([A-J])", value)
+        return (m.group(1) or m.group(2)) if m else None
+    value = re.sub(r"(?i)^(?:option|choice)\s*", "", value).strip()
+    m = _CHOICE.fullmatch(value)
+    if m:
+        return (m.group(1) or m.group(2)).upper()
+    m = _CHOICE_WITH_TEXT.fullmatch(value)
+    if m and not _ANOTHER_CHOICE.search(m.group(3)):
+        return (m.group(1) or m.group(2)).upper()
+    return None
 
 
-class _Parser:
-    """expr := term (+|- term)*; term := unary ((*|/) unary | implicit power)*;
-    unary := (-|+) unary | power; power := postfix (^ unary)?; postfix := primary !*"""
-
-    def __init__(self, text: str) -> None:
-        import sympy
-
-        self.sp = sympy
-        self.tokens = _tokenize(text)
-        self.pos = 0
-
-    def parse(self) -> Any:
-        if not self.tokens:
-            raise _ParseError("empty")
-        expr = self.expr()
-        if self.pos != len(self.tokens):
-            raise _ParseError(f"unexpected {self.tokens[self.pos][1]!r}")
-        return expr
-
-    def peek(self) -> tuple[str, str]:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
-
-    def take(self, expected: str | None = None) -> tuple[str, str]:
-        token = self.peek()
-        if token[0] == "end" or (expected is not None and token[1] != expected):
-            raise _ParseError(f"expected {expected or 'more'}, got {token[1]!r}")
-        self.pos += 1
-        return token
-
-    def expr(self) -> Any:
-        value = self.term()
-        while self.peek()[1] in ("+", "-"):
-            op = self.take()[1]
-            value = value + self.term() if op == "+" else value - self.term()
-        return value
-
-    def term(self) -> Any:
-        value = self.unary()
-        while True:
-            kind, text = self.peek()
-            if text in ("*", "/"):
-                self.take()
-                value = value * self.unary() if text == "*" else value / self.unary()
-            elif kind in ("num", "symbol", "word") or text in ("(", "{", "["):
-                value = value * self.power()
-            else:
-                return value
-
-    def unary(self) -> Any:
-        if self.peek()[1] == "-":
-            self.take()
-            return -self.unary()
-        if self.peek()[1] == "+":
-            self.take()
-            return self.unary()
-        return self.power()
-
-    def power(self) -> Any:
-        base = self.postfix()
-        if self.peek()[1] == "^":
-            self.take()
-            return self.sp.Pow(base, self.unary())
-        return base
-
-    def postfix(self) -> Any:
-        value = self.primary()
-        while self.peek()[1] == "!":
-            self.take()
-            value = self.sp.factorial(value)
-        return value
-
-    def group(self) -> Any:
-        """A `{...}` argument, or a single primary (`\\sqrt x`)."""
-        if self.peek()[1] == "{":
-            self.take()
-            value = self.expr()
-            self.take("}")
-            return value
-        return self.primary()
-
-    def primary(self) -> Any:
-        sp = self.sp
-        kind, text = self.take()
-        if kind == "num":
-            return sp.Rational(text)
-        if kind == "symbol":
-            return sp.Symbol(text)
-        if text in ("(", "{", "["):
-            value = self.expr()
-            self.take({"(": ")", "{": "}", "[": "]"}[text])
-            return value
-        if text == "frac":
-            numerator = self.group()
-            return numerator / self.group()
-        if text == "sqrt":
-            if self.peek()[1] == "[":
-                self.take()
-                index = self.expr()
-                self.take("]")
-                return sp.root(self.group(), index)
-            return sp.sqrt(self.group())
-        if text in _FUNCTIONS:
-            function = {"sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "log": sp.log, "ln": sp.log, "exp": sp.exp}[text]
-            return function(self.group() if self.peek()[1] == "{" else self.power())
-        if text in _CONSTANTS:
-            return sp.pi if text == "pi" else sp.oo
-        raise _ParseError(f"unexpected {text!r}")
-
-
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split at `sep` outside brackets and braces."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and text[i + 1 : i + 2] in ("{", "}"):
-            depth += 1 if text[i + 1] == "{" else -1
-            i += 2
-            continue
-        if char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == sep and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return [part.strip() for part in parts]
-
-
-def _encloses(text: str) -> bool:
-    """True when the bracket opening `text` closes at its very end: `(1, 2)`, not `(1)+(2)`."""
-    depth = 0
-    for i, char in enumerate(text):
-        depth += char in "([{"
-        depth -= char in ")]}"
-        if depth == 0:
-            return i == len(text) - 1
-    return False
-
-
-def _structure(text: str) -> tuple[str, list[Any]]:
-    """`(kind, expressions)`: kind is `set` (any order), a bracket pair such as `()` or `[)`
-    (in order), `eq` (lhs - rhs, up to sign) or `expr`."""
-    if text.startswith("\\{") and text.endswith("\\}"):
-        return "set", [_Parser(part).parse() for part in _split_top(text[2:-2], ",")]
-    parts = _split_top(text, ",")
-    if len(parts) > 1:
-        return "set", [_Parser(part).parse() for part in parts]
-    if text[:1] in "([" and text[-1:] in ")]" and _encloses(text):
-        parts = _split_top(text[1:-1], ",")
-        if len(parts) > 1:
-            return text[0] + text[-1], [_Parser(part).parse() for part in parts]
-    sides = _split_top(text, "=")
-    if len(sides) == 2:
-        return "eq", [_Parser(sides[0]).parse() - _Parser(sides[1]).parse()]
-    return "expr", [_Parser(text).parse()]
-
-
-def _expressions_equal(a: Any, b: Any, rel_tol: float) -> bool:
-    import sympy
-
-    if a == b:
-        return True
-    if sympy.simplify(a - b) == 0:
-        return True
-    if a.is_number and b.is_number:
-        try:
-            return cmath.isclose(complex(a.evalf(30)), complex(b.evalf(30)), rel_tol=rel_tol)
-        except (TypeError, ValueError, OverflowError):
-            return False
-    return False
-
-
-def sympy_equal(job: tuple[str, str, float]) -> bool:
-    """Whether two normalized answers are equal by sympy. Runs in a watchdog worker."""
-    predicted, gold, rel_tol = job
-    try:
-        kind_a, exprs_a = _structure(predicted)
-        kind_b, exprs_b = _structure(gold)
-    except (_ParseError, ZeroDivisionError, TypeError, ValueError):
+def _is_text(value: str) -> bool:
+    """Words (`Tuesday`, `no solution`), not a product of letters (`xy`) or a function (`sin x`)."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z' -]*", value):
         return False
-    if kind_a != kind_b or len(exprs_a) != len(exprs_b):
+    return any(len(word) >= 3 and word.lower() not in _KNOWN_WORDS for word in re.findall(r"[A-Za-z]+", value))
+
+
+def _value_key(value: str) -> str:
+    letter = choice_letter(value)
+    if letter:
+        return letter
+    number = parse_number(value)
+    if number is not None:
+        return str(number.numerator) if number.denominator == 1 else f"{number.numerator}/{number.denominator}"
+    if _is_text(value):
+        return "".join(value.split()).casefold()
+    return re.sub(r"(?<![\w.])\s+|\s+(?![\w.])", "", value)  # keep the space of `2 3` (not 23)
+
+
+def _key(answer: Answer) -> str:
+    letter = f"{answer.letter}=" if answer.letter else ""
+    unit = f" {answer.unit}" if answer.unit else ""
+    return letter + _value_key(answer.value) + unit
+
+
+def canonical(text: str) -> str:
+    """The voting key of an answer (module docstring): `"21"`, `"3/4"`, `"x=5"`, `"7 kg"`, `"C"`."""
+    return _key(parse_answer(clean(text)))
+
+
+def _sympy_text(value: str) -> str:
+    number = parse_number(value)
+    return _value_key(value) if number is not None else value.replace("%", "")
+
+
+def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str, str, bool]:
+    """True or False when decided in this process, else the two texts for `sympy_compare` and
+    whether either is approximate (a decimal)."""
+    gold_choice = choice_letter(gold.value) if not (gold.letter or gold.unit) else None
+    if gold_choice:
+        return choice_letter(predicted.value, strict=False) == gold_choice
+    if predicted.letter and gold.letter and predicted.letter != gold.letter:
         return False
-    if kind_a == "eq":
-        return _expressions_equal(exprs_a[0], exprs_b[0], rel_tol) or _expressions_equal(exprs_a[0], -exprs_b[0], rel_tol)
-    if kind_a == "set":
-        unmatched = list(exprs_b)
-        for a in exprs_a:
-            match = next((i for i, b in enumerate(unmatched) if _expressions_equal(a, b, rel_tol)), None)
-            if match is None:
-                return False
-            unmatched.pop(match)
+    if predicted.unit and gold.unit and predicted.unit != gold.unit:
+        return False
+    if _value_key(predicted.value) == _value_key(gold.value):
         return True
-    return all(_expressions_equal(a, b, rel_tol) for a, b in zip(exprs_a, exprs_b))
+    a, b = parse_number(predicted.value), parse_number(gold.value)
+    if a is not None and b is not None:
+        exact = not (approximate(predicted.value) or approximate(gold.value))
+        return numbers_equal(a, b, 0.0 if exact else rel_tol)
+    if _is_text(predicted.value) or _is_text(gold.value):
+        return False
+    if not predicted.value or max(len(predicted.value), len(gold.value)) > MAX_SYMPY_CHARS:
+        return False
+    return _sympy_text(predicted.value), _sympy_text(gold.value), approximate(predicted.value) or approximate(gold.value)
 
 
 # ------------------------------------------------------------------ verifier
 
 
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 class MathVerifier(Verifier):
     """Reward 1.0 when the completion's final answer equals the gold `answer`, else 0.0.
 
-    extract: extraction methods in order (a list, or a comma-separated string).
-    rel_tol: relative tolerance for numbers.
+    extract: extraction methods in order (a list, or a string separated by commas, spaces or `|`),
+        some of boxed, hash, answer_is, dollars, last_number.
+    rel_tol: relative tolerance for numbers that are not both integers (integers are exact).
     timeout: seconds per sympy comparison; over it the sample gets 0.0 and `info["timeout"]`.
     workers: sympy worker processes (started on first need).
     memory_mb: address-space limit of each worker.
@@ -466,8 +502,8 @@ class MathVerifier(Verifier):
         workers: int = 2,
         memory_mb: int = 2048,
     ) -> None:
-        if isinstance(extract, str):
-            extract = [m.strip() for m in extract.split(",") if m.strip()]
+        if isinstance(extract, str):  # `|` too: `--verifier math:extract=boxed|hash` (commas split options there)
+            extract = [m for m in re.split(r"[\s,|]+", extract) if m]
         unknown = [m for m in extract if m not in EXTRACTORS]
         if unknown or not extract:
             raise ValueError(f"extract must list some of {list(EXTRACTORS)}, got {list(extract)}")
@@ -476,7 +512,7 @@ class MathVerifier(Verifier):
         self.timeout = float(timeout)
         self.workers = int(workers)
         self.memory_mb = int(memory_mb)
-        if not (self.rel_tol >= 0 and self.timeout > 0 and self.workers >= 1 and self.memory_mb > 0):
+        if not (0 <= self.rel_tol < math.inf and self.timeout > 0 and self.workers >= 1 and self.memory_mb > 0):
             raise ValueError("rel_tol must be >= 0, timeout > 0, workers >= 1 and memory_mb > 0")
         self._watchdog = Watchdog(self.workers, memory_mb=self.memory_mb, preload=("sympy",))  # starts workers on first use
 
@@ -484,39 +520,51 @@ class MathVerifier(Verifier):
         verdicts: list[Verdict] = []
         jobs: list[tuple[int, tuple[str, str, float]]] = []  # (verdict index, sympy job)
         for sample in samples:
-            completion = sample["completion"]
             if sample.get("answer") is None:
                 verdicts.append(Verdict(None, info={"reason": "the sample has no gold 'answer'"}))
                 continue
-            gold = normalize(extract_gold(str(sample["answer"]), self.extract))
-            found = extract_answer(str(completion), self.extract)
-            if found is None:
-                verdicts.append(Verdict(0.0, info={"extracted": None, "canonical": None, "gold": gold}))
-                continue
-            method, raw = found
-            predicted = normalize(raw)
-            info = {"extracted": raw, "canonical": canonical(predicted), "gold": gold, "method": method}
-            a, b = parse_number(predicted), parse_number(gold)
-            if a is not None and b is not None:
-                equal = numbers_equal(a, b, self.rel_tol)
-            elif predicted == gold:
-                equal = True
-            elif not predicted or len(predicted) > MAX_SYMPY_CHARS or len(gold) > MAX_SYMPY_CHARS:
-                equal = False
-            else:
-                jobs.append((len(verdicts), (predicted, gold, self.rel_tol)))
-                equal = False
-            verdicts.append(Verdict(1.0 if equal else 0.0, info=info))
+            verdict, job = self._judge(sample["completion"], sample["answer"])
+            if job is not None:
+                jobs.append((len(verdicts), job))
+            verdicts.append(verdict)
         if jobs:
-            outcomes = self._watchdog.map(sympy_equal, [job for _, job in jobs], self.timeout)
+            outcomes = self._watchdog.map(sympy_compare, [job for _, job in jobs], self.timeout)
             for (index, _), outcome in zip(jobs, outcomes):
-                verdict = verdicts[index]
+                info = verdicts[index].info
                 if outcome.ok:
-                    verdict.reward = 1.0 if outcome.value else 0.0
+                    equal, note = outcome.value
+                    verdicts[index].reward = 1.0 if equal else 0.0
+                    if note and note.startswith("refused"):
+                        info["refused"] = note
                 else:
-                    verdict.info["error"] = outcome.error
-                    verdict.info["timeout"] = outcome.timed_out
+                    info["error"] = outcome.error
+                    info["timeout"] = outcome.timed_out
         return verdicts
+
+    def _judge(self, completion: Any, answer: Any) -> tuple[Verdict, tuple[str, str, float] | None]:
+        """The verdict when decided here, else a zero verdict and the sympy job that decides it."""
+        text, sanitized = _as_text(completion)
+        text = text[-MAX_SEARCH_CHARS:]  # the answer is at the end; this bounds the work on megabytes
+        gold_text, _ = _as_text(answer)
+        gold_raw = extract_gold(gold_text, self.extract)
+        found = extract_answer(text, self.extract)
+        info: dict[str, Any] = {"extracted": None, "canonical": None, "gold": _short(gold_raw)}
+        if sanitized:
+            info["sanitized"] = True
+        if found is None:
+            return Verdict(0.0, info=info), None
+        method, raw = found
+        info.update(extracted=_short(raw), method=method)
+        if len(raw) > MAX_ANSWER_CHARS or len(gold_raw) > MAX_ANSWER_CHARS:
+            info["refused"] = f"answer or gold longer than {MAX_ANSWER_CHARS} characters"
+            return Verdict(0.0, info=info), None
+        predicted, gold = parse_answer(clean(raw)), parse_answer(clean(gold_raw))
+        info.update(canonical=_key(predicted), gold=_key(gold))
+        decided = decide(predicted, gold, self.rel_tol)
+        if isinstance(decided, tuple):
+            predicted_text, gold_text, approx = decided
+            return Verdict(0.0, info=info), (predicted_text, gold_text, self.rel_tol if approx else 0.0)
+        return Verdict(1.0 if decided else 0.0, info=info), None
 
     def close(self) -> None:
         self._watchdog.close()

@@ -1,0 +1,69 @@
+"""The `math` verifier against the project's labelled set, benchmarks/data/math_pairs.jsonl.
+
+Every row not marked `known_failure` must agree with its label; every row so marked must still
+disagree (when one starts to agree, remove its mark). benchmarks/math_checker.py prints the same
+figures beside Math-Verify's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from grpo_verifiers.math import MathVerifier
+
+DATA = Path(__file__).parents[1] / "benchmarks" / "data" / "math_pairs.jsonl"
+ROWS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+# The categories issue 4 lists, each of which needs right and wrong answers in the set.
+REQUIRED = {
+    "extraction", "gold_format", "thousands", "decimals", "fractions", "mixed_numbers", "percentages",
+    "scientific", "negatives", "radicals", "pi_e", "symbolic", "equations", "inequalities", "intervals",
+    "sets", "tuples", "matrices", "plus_minus", "infinity", "complex", "degrees", "units",
+    "multiple_choice", "text", "tolerance", "hostile",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def verdicts():
+    verifier = MathVerifier(timeout=3.0, workers=2)
+    try:
+        yield verifier.verify([{"completion": row["pred"], "answer": row["gold"]} for row in ROWS])
+    finally:
+        verifier.close()
+
+
+def test_the_set_covers_every_category_both_ways():
+    labels = defaultdict(set)
+    for row in ROWS:
+        assert set(row) <= {"gold", "pred", "label", "category", "note", "known_failure"}, row
+        labels[row["category"]].add(row["label"])
+    assert set(labels) == REQUIRED
+    assert all(found == {True, False} for found in labels.values()), labels
+    assert len(ROWS) >= 300
+
+
+def test_agreement_with_the_labels(verdicts):
+    wrong = [
+        (row["category"], row["gold"], row["pred"][:80], row["label"], verdict.info)
+        for row, verdict in zip(ROWS, verdicts)
+        if not row.get("known_failure") and (verdict.reward == 1.0) != row["label"]
+    ]
+    assert wrong == []
+
+
+def test_known_failures_still_fail(verdicts):
+    fixed = [row for row, verdict in zip(ROWS, verdicts) if row.get("known_failure") and (verdict.reward == 1.0) == row["label"]]
+    assert fixed == []
+
+
+def test_equal_keys_get_equal_verdicts(verdicts):
+    # `canonical` is maj@k's vote key: two answers with one key must be judged alike (same gold).
+    by_key = defaultdict(set)
+    for row, verdict in zip(ROWS, verdicts):
+        if verdict.info.get("canonical") is not None and "refused" not in verdict.info:
+            by_key[(row["gold"], verdict.info["canonical"])].add(verdict.reward)
+    assert all(len(rewards) == 1 for rewards in by_key.values())
+    assert sum(1 for row in ROWS if row["gold"] == "C") > 5  # groups with several answers exist
