@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import re
 import os
 import textwrap
 import types
@@ -506,18 +507,40 @@ def documented_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str
     return rows
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets and quotes, so `extract=[boxed,hash]` stays one item."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
 def parse_verifier_option(text: str) -> VerifierConfig:
     """`NAME[:key=value,...]` (the `--verifier` option): `weight`, `failure_value` and `hang_timeout`
-    set those fields; every other key becomes a verifier option (values parsed as YAML)."""
+    set those fields; every other key becomes a verifier option (values parsed as YAML, so a list is
+    `key=[a,b]`)."""
     name, _, rest = text.partition(":")
     if not name.strip():
         raise UserError(f"--verifier {text!r}: expected NAME[:key=value,...]")
     spec: dict[str, Any] = {"name": name.strip(), "options": {}}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
+    for item in filter(None, (s.strip() for s in _split_top_level(rest))):
         key, sep, raw = item.partition("=")
         if not sep:
             raise UserError(f"--verifier {text!r}: expected key=value, got {item!r}")
         value = yaml.safe_load(raw)
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value):
+            value = float(value)  # YAML 1.1 reads a bare 1e-4 as text
         if key in ("weight", "failure_value", "hang_timeout"):
             spec[key] = value
         else:

@@ -236,6 +236,9 @@ def test_parse_verifier_option():
     spec = parse_verifier_option("math:weight=0.5,timeout=3")
     assert spec == C.VerifierConfig(name="math", weight=0.5, options={"timeout": 3})
     assert parse_verifier_option("math") == C.VerifierConfig(name="math")
+    spec = parse_verifier_option("math:extract=[boxed, hash],rel_tol=1e-4,unit='a,b',hang_timeout=5")
+    assert spec.options == {"extract": ["boxed", "hash"], "rel_tol": 1e-4, "unit": "a,b"}
+    assert spec.hang_timeout == 5
     assert parse_verifier_option("code:failure_value=-1,all_or_nothing=true").options == {"all_or_nothing": True}
     with pytest.raises(UserError, match="expected key=value"):
         parse_verifier_option("math:weight")
