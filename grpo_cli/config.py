@@ -12,8 +12,8 @@ import dataclasses
 import difflib
 import inspect
 import math
-import re
 import os
+import re
 import textwrap
 import types
 import typing
