@@ -152,9 +152,9 @@ def wrap(model: Any, parallel: str) -> Any:
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
-    # No buffer broadcast: it is a collective in every forward, and sampling runs a different
-    # number of forwards on each rank (the model's buffers are constants anyway).
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    # No buffer sync in forward: it would be a collective in every forward, and the ranks run
+    # different numbers of them (sampling); the model's buffers are constants anyway.
+    return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
 
 
 def accumulate(model: Any, micro: list[Any]) -> Iterator[Any]:

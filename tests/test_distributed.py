@@ -29,8 +29,8 @@ DDP = ["train.beta=0.04", "train.mu=2", "train.ref_sync_every=2"]  # reference m
 FSDP = ["train.parallel=fsdp", "train.beta=0", "train.loss_aggregation=token", "train.save_every=1", "train.keep_last=3"]
 
 
-def _env(plugin_dir: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")]),
+def _env(plugins: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")]),
             "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
