@@ -17,7 +17,6 @@ The scheme, chosen so that N ranks compute what one process computes on the same
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -258,14 +257,3 @@ def restore_rng(state: dict[str, Any]) -> None:
     the new ranks rank 0's."""
     states = state.get("torch_rng_ranks") or [state["torch_rng"]]
     torch.set_rng_state(states[rank()] if rank() < len(states) else states[0])
-
-
-# ------------------------------------------------------------------------------------------ CLI
-
-
-def relaunch(nproc: int, argv: list[str]) -> int:
-    """Run `python -m grpo_cli ARGV` as `nproc` ranks of one machine under torchrun; its exit code."""
-    import subprocess
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "grpo_cli", *argv]
-    return subprocess.call(command)

@@ -114,3 +114,10 @@ def test_a_share_of_the_prompts_samples_what_the_whole_request_does(random_model
     share = sampler.generate(prompts[1:], SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=3, prompt_offset=1))
     assert [[c.token_ids for c in g] for g in whole[1:]] == [[c.token_ids for c in g] for g in share]
     assert len({tuple(c.token_ids) for g in whole for c in g}) > 3  # real sampling, not copies
+
+
+def test_nproc_checks_the_config_before_launching(tmp_path):
+    from test_cli import assert_user_error, grpo
+
+    proc = grpo("train", "--nproc", "2", "--set", "sampling.n=3", "--set", "train.batch_size=8", cwd=tmp_path, expect=None)
+    assert_user_error(proc, "train.batch_size=8", "sampling.n=3")

@@ -47,11 +47,10 @@ def train(
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return
-    from grpo_cli import distributed
-
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
         # The config was checked here once; each rank resolves the same arguments again.
-        raise typer.Exit(distributed.relaunch(nproc, _without_nproc(sys.argv[1:])))
+        raise typer.Exit(_relaunch(nproc, _without_nproc(sys.argv[1:])))
+    from grpo_cli import distributed
     from grpo_cli.report import Reporter
     from grpo_cli.trainer import train as run_training
 
@@ -95,3 +94,11 @@ def _without_nproc(args: list[str]) -> list[str]:
         elif not arg.startswith("--nproc="):
             out.append(arg)
     return out
+
+
+def _relaunch(nproc: int, args: list[str]) -> int:
+    """`python -m grpo_cli ARGS` as `nproc` ranks of this machine under torchrun; its exit code."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "grpo_cli", *args]
+    return subprocess.call(command)
