@@ -25,9 +25,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-PARALLEL = ("ddp", "fsdp")
-
-
 def world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
