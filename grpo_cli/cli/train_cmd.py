@@ -84,7 +84,8 @@ def train(
 
 
 def _without_nproc(args: list[str]) -> list[str]:
-    """The command line minus `--nproc N` / `--nproc=N` (the ranks must not relaunch themselves)."""
+    """The command line minus `--nproc N` / `--nproc=N`: torchrun's own parser would take `--nproc`
+    anywhere on its command line for an abbreviation of its `--nproc-per-node`."""
     out, skip = [], False
     for arg in args:
         if skip:
