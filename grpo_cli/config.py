@@ -217,6 +217,8 @@ class TrainConfig:
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
     """Held-out problems used for the before/after evaluation (0: all)."""
+    parallel: str = "ddp"
+    """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2: parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
 
     def __post_init__(self) -> None:
         _check_choice("train.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
@@ -225,6 +227,7 @@ class TrainConfig:
         _check_choice("train.loss_aggregation", self.loss_aggregation, ("sequence", "token", "constant"))
         _check_choice("train.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
         _check_choice("train.advantage", self.advantage, ("outcome", "process"))
+        _check_choice("train.parallel", self.parallel, ("ddp", "fsdp"))
         for name in ("steps", "batch_size", "micro_batch_size", "mu", "max_sampling_rounds", "keep_last"):
             if getattr(self, name) < 1:
                 raise UserError(f"config: train.{name} must be >= 1, got {getattr(self, name)}")

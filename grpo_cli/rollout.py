@@ -66,7 +66,7 @@ def render_prompts(problems: list[dict[str, Any]], tokenizer: Any, data: DataCon
     ]
 
 
-def sampling_params(cfg: Config, n: int | None = None, seed: int | None = None) -> SamplingParams:
+def sampling_params(cfg: Config, n: int | None = None, seed: int | None = None, prompt_offset: int = 0) -> SamplingParams:
     s = cfg.sampling
     return SamplingParams(
         n=n or s.n,
@@ -74,6 +74,7 @@ def sampling_params(cfg: Config, n: int | None = None, seed: int | None = None) 
         top_p=s.top_p,
         max_new_tokens=s.max_new_tokens,
         seed=cfg.seed if seed is None else seed,
+        prompt_offset=prompt_offset,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from grpo_cli import advantages as adv
+from grpo_cli import distributed
 from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
@@ -105,9 +106,13 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     if not resume and latest_checkpoint(run_dir) is not None:
         raise UserError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --out")
 
+    owns_group = distributed.setup(cfg.model.device)  # under torchrun: join the ranks
+    if not distributed.is_main():
+        report = Reporter()  # rank 0 speaks for all
     torch.manual_seed(cfg.seed)
     policy = load_policy(cfg, str(start_ckpt) if start_ckpt else None, trainable=True)
-    model = policy.model
+    distributed.split_threads(cfg.model.threads)
+    model = distributed.wrap(policy.model, t.parallel)  # DDP / FSDP2 under torchrun, else the model
     problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
     if cfg.algorithm == "sft":
         _check_solutions(problems, cfg)
@@ -122,23 +127,24 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
     if state:
-        optimizer.load_state_dict(state["optimizer"])
+        distributed.load_optimizer_state(model, optimizer, state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        order = DataOrder(len(problems), cfg.seed, **state["data_order"])
-        torch.set_rng_state(state["torch_rng"])
+        order = DataOrder(len(problems), cfg.seed, **state["data_order"])  # the same on every rank
+        distributed.restore_rng(state)
         start_step, before = state["step"], state.get("before")
         report.log(f"resuming from {start_ckpt} at step {start_step}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     metrics_path = run_dir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start_step)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        _truncate_metrics(metrics_path, start_step)
 
     eval_problems = _eval_problems(cfg) if t.eval_n else None
     if eval_problems is not None and before is None:
-        before = evaluate_policy(policy, eval_problems, cfg, report, "before")
+        before = _evaluate_on_main(policy, eval_problems, cfg, report, "before")
 
     last_ckpt = start_ckpt
-    tensorboard = _tensorboard(run_dir)
+    tensorboard = _tensorboard(run_dir) if distributed.is_main() else None
     with opened_verifiers(cfg.verifiers) as verifiers, report.progress("training", total=t.steps) as advance:
         advance(start_step)
         for step in range(start_step, t.steps):
@@ -148,10 +154,11 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             update = policy_update(model, ref_model, batch, cfg, optimizer, schedule) if batch.size else {"skipped": 1.0}
             t2 = time.perf_counter()
             if t.ref_sync_every and ref_model is not None and (step + 1) % t.ref_sync_every == 0:
-                ref_model.load_state_dict(model.state_dict())  # iterative RL: the reference catches up
+                ref_model.load_state_dict(distributed.full_state_dict(policy.model))  # iterative RL: the reference catches up
             row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
-            _append_metrics(metrics_path, row)
+            if distributed.is_main():
+                _append_metrics(metrics_path, row)
             if tensorboard is not None:
                 for key, value in row.items():
                     tensorboard.add_scalar(key, value, step + 1)
@@ -160,21 +167,27 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
                 state = {
                     "step": step + 1,
-                    "optimizer": optimizer.state_dict(),
+                    "optimizer": distributed.optimizer_state(model, optimizer),
                     "schedule": schedule.state_dict(),
                     "data_order": order.state(),
                     "torch_rng": torch.get_rng_state(),
+                    "torch_rng_ranks": distributed.rng_states(),
                     "before": before,
                     "initial_model": initial_model,
                 }
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
-                last_ckpt = _checkpoint(run_dir, step + 1, policy, cfg, state, synced, final=step + 1 == t.steps, report=report) or last_ckpt
+                savable = distributed.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
+                if distributed.is_main():
+                    last_ckpt = _checkpoint(run_dir, step + 1, savable, policy.tokenizer, cfg, state, synced, final=step + 1 == t.steps, report=report) or last_ckpt
+                last_ckpt = distributed.broadcast(last_ckpt)  # the other ranks wait for the checkpoint
 
     if tensorboard is not None:
         tensorboard.close()
-    after = evaluate_policy(policy, eval_problems, cfg, report, "after") if eval_problems is not None else None
-    if before is not None and after is not None:
+    after = _evaluate_on_main(policy, eval_problems, cfg, report, "after") if eval_problems is not None else None
+    if before is not None and after is not None and distributed.is_main():
         (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2), encoding="utf-8")
+    if owns_group:
+        distributed.teardown()
     return TrainResult(run_dir, before, after, last_ckpt, t.steps - start_step)
 
 
@@ -207,16 +220,19 @@ def collect_batch(
     for rnd in range(t.max_sampling_rounds if t.dynamic_sampling else 1):
         chosen = [problems[i] for i in order.take(wanted if rnd == 0 else wanted - len(kept))]
         t0 = time.perf_counter()
-        prompts = render_prompts(chosen, policy.tokenizer, cfg.data)
-        params = sampling_params(cfg, seed=_step_seed(cfg.seed, step, rnd))
-        completions = sampler.generate(prompts, params)
+        mine = distributed.shard(len(chosen))  # under torchrun each rank samples and scores a share of the groups
+        prompts = render_prompts(chosen[mine], policy.tokenizer, cfg.data)
+        params = sampling_params(cfg, seed=_step_seed(cfg.seed, step, rnd), prompt_offset=mine.start)
+        with distributed.full_weights(policy.model):
+            completions = sampler.generate(prompts, params)
         t1 = time.perf_counter()
-        scored, summary = score(to_records(chosen, completions, logprobs=False), verifiers)
+        scored, summary = score(to_records(chosen[mine], completions, logprobs=False), verifiers)
+        completions, scored, round_summaries = distributed.gather(completions, scored, [summary])  # the whole round, on every rank
         stats["sampling_time"] += t1 - t0
         stats["scoring_time"] += time.perf_counter() - t1
         stats["sampling_rounds"] += 1
         stats["prompts_sampled"] += len(chosen)
-        summaries.append(summary)
+        summaries += round_summaries
         all_scored += scored
         for g, (problem, comps) in enumerate(zip(chosen, completions)):
             group = scored[g * G : (g + 1) * G]
@@ -274,9 +290,12 @@ def policy_update(
         # Without a KL term a sequence whose advantage is 0 everywhere adds nothing to the gradient
         # (zero-variance groups, RFT's wrong samples): skip its forward and backward passes.
         rows = rows[batch.advantages.reshape(batch.size, -1).ne(0).any(dim=1)]
-    micro = [rows[i : i + t.micro_batch_size] for i in range(0, len(rows), t.micro_batch_size)]
     total_tokens = int(batch.loss_mask.sum())  # normalisers stay those of the whole batch
     stat_tokens = max(int(batch.loss_mask[rows].sum()), 1)
+    rows = rows[distributed.shard(len(rows))]  # under torchrun: this rank's share of the rows
+    micro = [rows[i : i + t.micro_batch_size] for i in range(0, len(rows), t.micro_batch_size)]
+    live = len(micro)
+    micro += distributed.padding(live)  # as many forward/backward passes on every rank
     device = next(model.parameters()).device
     with torch.no_grad():
         ref_logp = _logprobs(ref_model, batch, micro, temperature, device) if ref_model is not None else None
@@ -293,8 +312,9 @@ def policy_update(
     for epoch in range(t.mu):
         optimizer.zero_grad(set_to_none=True)
         entropy_sum = 0.0
-        for mb in micro:
+        for i, mb in enumerate(distributed.accumulate(model, micro)):  # gradients reduced over ranks on the last
             ids, attn, mask = batch.input_ids[mb].to(device), batch.attention_mask[mb].to(device), batch.loss_mask[mb].to(device)
+            mask &= i < live  # a padding micro-batch has no token: zero loss, zero gradient
             logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]  # [n, T, V]
             logp = selected_logprobs(logits, ids[:, 1:], temperature)  # [n, T]
             old = logp.detach() if t.mu == 1 else old_logp[mb].to(device)
@@ -306,7 +326,7 @@ def policy_update(
                 max_len=cfg.sampling.max_new_tokens, importance=t.importance,
             )
             w = micro_batch_weight(t.loss_aggregation, mask, batch.size, total_tokens)
-            (loss * w).backward()
+            (loss * w * distributed.grad_scale()).backward()
             tokens_w = float(mask.sum()) / stat_tokens  # token-weighted stats over the rows trained on
             if epoch == 0:
                 sums["loss"] += float(loss.detach()) * w
@@ -319,6 +339,7 @@ def policy_update(
         if epoch == 0:
             out["entropy"] = entropy_sum
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+        norm = distributed.local(norm)
         if not torch.isfinite(norm):
             optimizer.zero_grad(set_to_none=True)  # never let a NaN/inf gradient reach the weights
             skipped += 1
@@ -326,7 +347,7 @@ def policy_update(
         out.setdefault("grad_norm", float(norm))
         optimizer.step()
         schedule.step()
-    out.update(sums)
+    out.update(distributed.all_sum({**sums, "entropy": out["entropy"]}))  # each rank summed its share
     out["lr"] = schedule.get_last_lr()[0]
     out["skipped_updates"] = float(skipped)
     if ref_logp is None:
@@ -503,9 +524,9 @@ def _truncate_metrics(path: Path, keep_until: int) -> None:
     path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
-def _checkpoint(run_dir: Path, step: int, policy: Policy, cfg: Config, state: dict[str, Any], ref: Any, *, final: bool, report: Reporter) -> Path | None:
+def _checkpoint(run_dir: Path, step: int, model: Any, tokenizer: Any, cfg: Config, state: dict[str, Any], ref: Any, *, final: bool, report: Reporter) -> Path | None:
     try:
-        path = save_checkpoint(run_dir, step, model=policy.model, tokenizer=policy.tokenizer, cfg=cfg, state=state, ref_model=ref, keep_last=cfg.train.keep_last)
+        path = save_checkpoint(run_dir, step, model=model, tokenizer=tokenizer, cfg=cfg, state=state, ref_model=ref, keep_last=cfg.train.keep_last)
     except OSError as e:
         last = latest_checkpoint(run_dir)
         message = f"checkpoint at step {step} not written ({e.strerror or e}); last good checkpoint: {last or 'none'}"
@@ -530,3 +551,10 @@ def evaluate_policy(policy: Policy, problems: list[dict[str, Any]], cfg: Config,
     eval_cfg = copy.deepcopy(cfg)
     eval_cfg.eval.n, eval_cfg.eval.k = n, sorted({1, n})
     return evaluate.evaluate_policy(policy, problems, eval_cfg, report, f"eval ({label})").result
+
+
+def _evaluate_on_main(policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> dict[str, Any]:
+    """The held-out evaluation, run by rank 0 alone (the others wait for its result)."""
+    with distributed.full_weights(policy.model):
+        result = evaluate_policy(policy, problems, cfg, report, label) if distributed.is_main() else None
+    return distributed.broadcast(result)

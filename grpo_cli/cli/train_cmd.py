@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,6 +20,7 @@ def train(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the training curves to this PNG at the end.")] = None,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="Train with N processes on this machine: re-runs this command under torchrun (config: train.parallel).")] = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
@@ -44,9 +47,16 @@ def train(
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        # The config was checked here once; each rank resolves the same arguments again.
+        raise typer.Exit(_relaunch(nproc, _without_nproc(sys.argv[1:])))
+    from grpo_cli import distributed
     from grpo_cli.report import Reporter
     from grpo_cli.trainer import train as run_training
 
+    if not distributed.is_main():  # rank 0 reports for all
+        run_training(cfg, Reporter(), resume=resume is not None)
+        return
     report = Reporter.console(quiet)
     result = run_training(cfg, report, resume=resume is not None)
     if plot is not None:
@@ -71,3 +81,25 @@ def train(
         )
     else:
         report.summary(f"trained {result.steps_done} steps -> {result.last_checkpoint}")
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The command line minus `--nproc N` / `--nproc=N`: torchrun's own parser would take `--nproc`
+    anywhere on its command line for an abbreviation of its `--nproc-per-node`."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _relaunch(nproc: int, args: list[str]) -> int:
+    """`python -m grpo_cli ARGS` as `nproc` ranks of this machine under torchrun; its exit code."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "grpo_cli", *args]
+    return subprocess.call(command)

@@ -17,6 +17,10 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
+    prompt_offset: int = 0
+    """Index of the first prompt in the whole request, when a caller samples a share of it (one rank
+    of several): completion j of prompt i draws from a random stream seeded by (seed,
+    prompt_offset + i, j), so it does not depend on how the prompts are batched or shared out."""
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,15 @@ def _encode(tokenizer: Any, prompt: str) -> list[int]:
     return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
 
 
-def _sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick the next token of each row; return (tokens [B], their log-probs [B])."""
+def stream_seed(seed: int, prompt: int, copy: int) -> int:
+    """Seed of the random stream of completion `copy` of prompt `prompt` (see SamplingParams)."""
+    digest = hashlib.blake2b(f"{seed}:{prompt}:{copy}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # < 2**63: a valid manual_seed
+
+
+def _sample_next(logits: torch.Tensor, params: SamplingParams, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick the next token of each row by inverting its CDF at the row's own uniform draw [B];
+    return (tokens [B], their log-probs [B])."""
     logits = logits.float()  # [B, V]
     if params.temperature == 0:
         logp = torch.log_softmax(logits, dim=-1)
@@ -32,7 +40,9 @@ def _sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.
         drop = sorted_p.cumsum(dim=-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(1, order, sorted_p)
-    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    cdf = probs.cumsum(dim=-1)  # [B, V], non-decreasing; a zero-probability token is never the first above u
+    target = (uniform.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)  # [B, 1]
+    tokens = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
@@ -63,14 +73,14 @@ class HFSampler(Sampler):
         # Sequences are (prompt, copy) pairs; batching prompts of similar length keeps padding small.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         seqs = [(i, j) for i in order for j in range(params.n)]
-        generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         was_training = self.model.training
         self.model.eval()
         try:
             for start in range(0, len(seqs), self.batch_size):
                 chunk = seqs[start : start + self.batch_size]
-                outs = self._generate_batch([encoded[i] for i, _ in chunk], params, generator, progress)
+                seeds = [stream_seed(params.seed, params.prompt_offset + i, j) for i, j in chunk]
+                outs = self._generate_batch([encoded[i] for i, _ in chunk], params, seeds, progress)
                 for (i, j), (ids, logps, reason) in zip(chunk, outs):
                     text = self.tokenizer.decode([t for t in ids if t not in self.stop_ids], skip_special_tokens=True)
                     results[i][j] = Completion(text, encoded[i], ids, logps, reason)
@@ -82,10 +92,13 @@ class HFSampler(Sampler):
         self,
         prompts: list[list[int]],
         params: SamplingParams,
-        generator: torch.Generator,
+        seeds: list[int],
         progress: Callable[[int], None],
     ) -> list[tuple[list[int], list[float], str]]:
         from transformers import DynamicCache
+
+        # One uniform draw per sequence and position, from the sequence's own stream.
+        uniforms = torch.stack([torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
         device = self.model.device
         pad = self.tokenizer.pad_token_id
@@ -98,6 +111,7 @@ class HFSampler(Sampler):
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
         stop = torch.tensor(self.stop_ids, device=device)
+        uniforms = uniforms.to(device)  # [B, max_new_tokens]
 
         cache = DynamicCache()
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
@@ -108,7 +122,7 @@ class HFSampler(Sampler):
         logps: list[list[float]] = [[] for _ in prompts]
         reasons = ["length"] * len(prompts)
         for step in range(params.max_new_tokens):
-            tok, lp = _sample_next(out.logits[:, -1, :], params, generator)
+            tok, lp = _sample_next(out.logits[:, -1, :], params, uniforms[:, step])
             done = torch.isin(tok, stop)
             for seq, t, l in zip(active.tolist(), tok.tolist(), lp.tolist()):
                 tokens[seq].append(t)
@@ -125,7 +139,7 @@ class HFSampler(Sampler):
                     break
                 # Drop finished rows from the batch and the KV cache: no compute on them.
                 cache.batch_select_indices(keep)
-                active, tok, mask, next_pos = active[keep], tok[keep], mask[keep], next_pos[keep]
+                active, tok, mask, next_pos, uniforms = active[keep], tok[keep], mask[keep], next_pos[keep], uniforms[keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                              past_key_values=cache, use_cache=True)
