@@ -465,7 +465,8 @@ def _logprobs(model: Any, batch: Batch, micro: list[torch.Tensor], temperature: 
 
 
 def _reward_stats(scored: list[dict[str, Any]], summaries: list[ScoreSummary], G: int) -> dict[str, float]:
-    """Reward mean/std overall and per verifier, zero-std group fraction, lengths, failures."""
+    """Reward mean/std overall and per verifier, zero-std group fraction, lengths, failures and
+    timeouts (in total and per verifier)."""
     rewards = torch.tensor([r["reward"] for r in scored], dtype=torch.float64)
     out = {"samples_scored": float(len(scored)), "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False))}
     for name in scored[0]["rewards"] if scored else []:
@@ -480,6 +481,9 @@ def _reward_stats(scored: list[dict[str, Any]], summaries: list[ScoreSummary], G
     out["truncated_frac"] = float(sum(r["finish_reason"] == "length" for r in scored) / len(scored))
     out["verifier_failures"] = float(sum(c.failed for s in summaries for c in s.verifiers.values()))
     out["verifier_timeouts"] = float(sum(c.timed_out for s in summaries for c in s.verifiers.values()))
+    for name in summaries[0].verifiers if summaries else []:
+        out[f"failures/{name}"] = float(sum(s.verifiers[name].failed for s in summaries if name in s.verifiers))
+        out[f"timeouts/{name}"] = float(sum(s.verifiers[name].timed_out for s in summaries if name in s.verifiers))
     return out
 
 

@@ -131,6 +131,7 @@ def test_nan_rewards_cost_only_their_samples(random_model_dir, plugin_dir, tmp_p
     result = train(cfg, Reporter())
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["verifier_failures"] == 8  # every sample of the nan verifier, counted
+    assert (row["failures/nanny"], row["failures/digits"], row["timeouts/nanny"]) == (8, 0, 0)
     assert all(torch.isfinite(v).all() for v in weights(result.last_checkpoint).values())
 
 
