@@ -189,8 +189,8 @@ def test_missing_vllm_is_a_one_line_user_error(monkeypatch):
 def test_cli_without_vllm_says_how_to_install(tmp_path):
     from test_cli import assert_user_error, grpo
 
-    proc = grpo("sample", "--set", "sampling.backend=vllm", "--n", "1", "--limit", "1",
-                "--output", str(tmp_path / "s.jsonl"), cwd=tmp_path, expect=None)
+    proc = grpo("sample", "--set", "sampling.backend=vllm", "--n", "1", "--set", "data.limit=1",
+                "--out", str(tmp_path / "s.jsonl"), cwd=tmp_path, expect=None)
     assert_user_error(proc, "vLLM is not installed", "grpo-cli[vllm]")
 
 
