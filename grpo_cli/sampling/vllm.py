@@ -45,6 +45,7 @@ def engine_kwargs(model: Any, batch_size: int, overrides: dict[str, Any]) -> dic
     kwargs: dict[str, Any] = {
         "model": str(model.name_or_path),
         "dtype": str(model.dtype).removeprefix("torch."),
+        "skip_tokenizer_init": True,  # token ids in and out; the trainer's tokenizer does the text
         "logprobs_mode": "processed_logprobs",  # after temperature, as the transformers backend
         "max_num_seqs": batch_size,
         "seed": 0,  # every request carries its own seed
@@ -56,13 +57,13 @@ def engine_kwargs(model: Any, batch_size: int, overrides: dict[str, Any]) -> dic
         kwargs["gpu_memory_utilization"] = 0.3
     else:
         # CUDA graphs and torch.compile don't apply on CPU; size the KV cache for one full batch
-        # instead of vLLM's default share of the machine's memory.
+        # (within 64 MiB..4 GiB; vLLM queues what does not fit) instead of a share of the memory.
         kwargs["enforce_eager"] = True
         layers = config.num_hidden_layers
         kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         per_token = 2 * layers * kv_heads * head_dim * model.dtype.itemsize
-        kwargs["kv_cache_memory_bytes"] = max(per_token * batch_size * (max_len or 2048), 64 << 20)
+        kwargs["kv_cache_memory_bytes"] = min(max(per_token * batch_size * (max_len or 2048), 64 << 20), 4 << 30)
     kwargs.update(overrides)
     return kwargs
 
