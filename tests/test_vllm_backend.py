@@ -154,6 +154,15 @@ def test_prompt_longer_than_the_engine_is_one_line(samplers):
 
 
 @needs_vllm
+def test_unknown_engine_argument_is_one_line(tiny):
+    from grpo_cli.sampling.vllm import VLLMSampler
+
+    model, tokenizer = tiny
+    with pytest.raises(UserError, match="sampling.vllm_kwargs: .*'max_num_seq'"):
+        VLLMSampler(model, tokenizer, eos_token_ids(model, tokenizer), vllm_kwargs={"max_num_seq": 8})
+
+
+@needs_vllm
 def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
     """Two steps with mu = 2, so the loss's old log-probs are vLLM's: at the first update of each
     step the ratio is 1 only if vLLM sampled from the current weights (synced after step 1) and
