@@ -49,6 +49,7 @@ def engine_kwargs(model: Any, batch_size: int, overrides: dict[str, Any]) -> dic
         "logprobs_mode": "processed_logprobs",  # after temperature, as the transformers backend
         "max_num_seqs": batch_size,
         "seed": 0,  # every request carries its own seed
+        "use_tqdm_on_load": False,  # our progress bars only
     }
     if max_len:
         kwargs["max_model_len"] = max_len
