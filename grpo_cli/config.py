@@ -87,7 +87,7 @@ class DataConfig:
 @dataclass
 class SamplingConfig:
     backend: str = "hf"
-    """Sampling backend: hf (transformers)."""
+    """Sampling backend: hf (transformers) or vllm (an in-process vLLM engine; install the vllm extra)."""
     n: int = 8
     """Completions per prompt (G, the group size)."""
     temperature: float = 1.0
@@ -98,9 +98,11 @@ class SamplingConfig:
     """Longest completion in tokens; longer ones stop with finish_reason `length`."""
     batch_size: int = 256
     """Sequences generated together (prompts x completions)."""
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict)
+    """backend vllm: extra `vllm.LLM` arguments over grpo's defaults (e.g. gpu_memory_utilization: 0.5, kv_cache_memory_bytes)."""
 
     def __post_init__(self) -> None:
-        _check_choice("sampling.backend", self.backend, ("hf",))
+        _check_choice("sampling.backend", self.backend, ("hf", "vllm"))
         for name in ("n", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"config: sampling.{name} must be >= 1, got {getattr(self, name)}")

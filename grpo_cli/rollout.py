@@ -26,9 +26,15 @@ class Policy:
 def make_sampler(model: Any, tokenizer: Any, cfg: Config) -> Sampler:
     """The configured sampling backend, generating from `model`."""
     from grpo_cli.modeling import eos_token_ids
+
+    s = cfg.sampling
+    if s.backend == "vllm":
+        from grpo_cli.sampling.vllm import VLLMSampler
+
+        return VLLMSampler(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=s.batch_size, vllm_kwargs=s.vllm_kwargs)
     from grpo_cli.sampling.hf import HFSampler
 
-    return HFSampler(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=cfg.sampling.batch_size)
+    return HFSampler(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=s.batch_size)
 
 
 def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool = False) -> Policy:
