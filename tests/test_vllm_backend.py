@@ -110,8 +110,8 @@ def test_sampled_logprobs_are_the_policys_at_the_temperature(tiny, samplers, tem
 def test_seeds_are_honoured(samplers):
     _, vl = samplers
 
-    def ids(seed: int, prompts=PROMPTS[:4]) -> list[list[list[int]]]:
-        params = SamplingParams(n=4, temperature=1.0, max_new_tokens=24, seed=seed)
+    def ids(seed: int, prompts=PROMPTS[:4], offset: int = 0) -> list[list[list[int]]]:
+        params = SamplingParams(n=4, temperature=1.0, max_new_tokens=24, seed=seed, prompt_offset=offset)
         return [[c.token_ids for c in g] for g in vl.generate(prompts, params)]
 
     first = ids(5)
@@ -119,6 +119,7 @@ def test_seeds_are_honoured(samplers):
     assert ids(6) != first
     assert any(len({tuple(t) for t in group}) > 1 for group in first)  # copies of a prompt differ
     assert ids(5, PROMPTS[:2]) == first[:2]  # a sequence's draw does not depend on the batch
+    assert ids(5, PROMPTS[2:4], offset=2) == first[2:]  # nor on which rank samples which prompts
 
 
 @needs_vllm

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from grpo_cli.errors import UserError
 from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
-from grpo_cli.sampling.hf import _encode
+from grpo_cli.sampling.hf import _encode, stream_seed
 
 INSTALL_HINT = "pip install 'grpo-cli[vllm]' on GPU, or the CPU build as the README's vLLM section shows"
 
@@ -97,14 +97,15 @@ class VLLMSampler(Sampler):
                     f"prompt {i} has {len(ids)} tokens; with max_new_tokens={params.max_new_tokens} it exceeds "
                     f"the engine's {self.max_positions} positions"
                 )
-        # One request per sequence, copy j of prompt i seeded with seed + i * n + j: each draws from
-        # its own generator, so the result does not depend on batching (and greedy allows n = 1 only).
+        # One request per sequence, copy j of prompt i seeded with the transformers backend's stream
+        # seed: each draws from its own generator, so the result depends neither on batching nor on
+        # how prompts are shared among ranks (and greedy allows n = 1 only).
         requests = [
             self.vllm.SamplingParams(
                 temperature=params.temperature,
                 top_p=params.top_p,
                 max_tokens=params.max_new_tokens,
-                seed=(params.seed + i * params.n + j) % 2**63,
+                seed=stream_seed(params.seed, params.prompt_offset + i, j),
                 stop_token_ids=self.stop_ids,
                 ignore_eos=True,  # stop on our stop ids only, as the transformers backend does
                 logprobs=0,  # the chosen token's log-prob only
