@@ -260,7 +260,7 @@ def policy_update(
         # Without a KL term a sequence whose advantage is 0 everywhere adds nothing to the gradient
         # (zero-variance groups, RFT's wrong samples): skip its forward and backward passes.
         rows = rows[batch.advantages.reshape(batch.size, -1).ne(0).any(dim=1)]
-    micro = [rows[i : i + t.micro_batch_size] for i in range(0, len(rows), t.micro_batch_size)]
+    micro = _micro_batches(batch, rows, t.micro_batch_size, t.micro_batch_tokens)
     total_tokens = int(batch.loss_mask.sum())  # normalisers stay those of the whole batch
     stat_tokens = max(int(batch.loss_mask[rows].sum()), 1)
     device = next(model.parameters()).device
@@ -279,15 +279,17 @@ def policy_update(
     for epoch in range(t.mu):
         optimizer.zero_grad(set_to_none=True)
         entropy_sum = 0.0
-        for mb in micro:
-            ids, attn, mask = batch.input_ids[mb].to(device), batch.attention_mask[mb].to(device), batch.loss_mask[mb].to(device)
+        for mb, width in micro:
+            cols = slice(0, width - 1)  # this micro-batch's target positions: its own padding only
+            ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, cols].to(device)
             logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]  # [n, T, V]
             logp = selected_logprobs(logits, ids[:, 1:], temperature)  # [n, T]
-            old = logp.detach() if t.mu == 1 else old_logp[mb].to(device)
+            old = logp.detach() if t.mu == 1 else old_logp[mb, cols].to(device)
+            advantages = batch.advantages[mb] if batch.advantages.dim() == 1 else batch.advantages[mb, cols]
             loss, st = policy_loss(
-                logp, old, batch.advantages[mb].to(device), mask,
+                logp, old, advantages.to(device), mask,
                 eps_low=t.eps_low, eps_high=t.eps_high, beta=t.beta,
-                ref_logp=ref_logp[mb].to(device) if ref_logp is not None else None,
+                ref_logp=ref_logp[mb, cols].to(device) if ref_logp is not None else None,
                 kl=t.kl_estimator, aggregation=t.loss_aggregation,
                 max_len=cfg.sampling.max_new_tokens, importance=t.importance,
             )
@@ -419,13 +421,22 @@ def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Bat
     return Batch(ids, attn, loss_mask, None, torch.ones(len(comps)), stats)
 
 
-def _logprobs(model: Any, batch: Batch, micro: list[torch.Tensor], temperature: float, device: Any) -> torch.Tensor:
+def _micro_batches(batch: Batch, rows: torch.Tensor, max_rows: int, max_tokens: int) -> list[tuple[torch.Tensor, int]]:
+    """(row indices, padded width) of each micro-batch: rows grouped by length (grpo_cli.batching)."""
+    from grpo_cli.batching import plan_micro_batches
+
+    lengths = batch.attention_mask[rows].sum(dim=1).tolist()  # right-padded: real length per row
+    plan = plan_micro_batches(lengths, max_rows, max_tokens)
+    return [(rows[mb], max(lengths[i] for i in mb)) for mb in plan]
+
+
+def _logprobs(model: Any, batch: Batch, micro: list[tuple[torch.Tensor, int]], temperature: float, device: Any) -> torch.Tensor:
     """Log-probs [N, T] of the batch's tokens under `model`, filled in on the rows of `micro`."""
     out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
-    for mb in micro:
-        ids = batch.input_ids[mb].to(device)
-        logits = model(input_ids=ids, attention_mask=batch.attention_mask[mb].to(device)).logits[:, :-1]
-        out[mb] = selected_logprobs(logits, ids[:, 1:], temperature).cpu()
+    for mb, width in micro:
+        ids = batch.input_ids[mb, :width].to(device)
+        logits = model(input_ids=ids, attention_mask=batch.attention_mask[mb, :width].to(device)).logits[:, :-1]
+        out[mb, : width - 1] = selected_logprobs(logits, ids[:, 1:], temperature).cpu()
     return out
 
 
