@@ -31,13 +31,12 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("sampling", "scoring", "logprobs", "fwd_bwd", "optimizer", "step")
+PHASES = ("sampling", "scoring", "logprobs", "fwd_bwd", "optimizer", "other", "step")
 LARGE_SHAPE = {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 6, "num_attention_heads": 8,
                "num_key_value_heads": 8, "vocab_size": 65536}
 
@@ -69,14 +68,22 @@ def peak_rss_mb() -> float:
     return _status_kb("VmHWM") / 1024
 
 
+def clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): with one torch thread on a shared machine the
+    CPU time is the steadier measure of work, the wall time what a user waits."""
+    return time.perf_counter(), time.process_time()
+
+
 class Timers:
-    """Accumulated seconds per phase name for the current step."""
+    """Accumulated wall (`name`) and CPU (`name_cpu`) seconds per phase for the current step."""
 
     def __init__(self) -> None:
         self.now: dict[str, float] = {}
 
-    def add(self, name: str, seconds: float) -> None:
-        self.now[name] = self.now.get(name, 0.0) + seconds
+    def add(self, name: str, start: tuple[float, float]) -> None:
+        wall, cpu = clock()
+        self.now[name] = self.now.get(name, 0.0) + wall - start[0]
+        self.now[name + "_cpu"] = self.now.get(name + "_cpu", 0.0) + cpu - start[1]
 
     def wrap(self, obj: Any, attr: str, name: str, when: Any = None) -> None:
         """Time every call of obj.attr under `name` (only when `when()` is true, if given)."""
@@ -85,11 +92,11 @@ class Timers:
         def timed(*args: Any, **kwargs: Any) -> Any:
             if when is not None and not when():
                 return inner(*args, **kwargs)
-            t0 = time.perf_counter()
+            start = clock()
             try:
                 return inner(*args, **kwargs)
             finally:
-                self.add(name, time.perf_counter() - t0)
+                self.add(name, start)
 
         setattr(obj, attr, timed)
 
@@ -175,6 +182,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     cfg.check_training()
     torch.manual_seed(0)
     policy = load_policy(cfg, trainable=True)
+    if getattr(cfg.train, "gradient_checkpointing", False):  # as trainer.train does
+        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not args.natural:
         policy.sampler.stop_ids = []  # every completion runs to max_new_tokens (see the module doc)
     ref = trainer._load_frozen(cfg, policy.model_dir) if cfg.train.beta > 0 else None
@@ -186,6 +195,9 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     order._perm = list(range(len(problems)))  # the same prompts in the same order as TRL's side
 
     timers = Timers()
+    timers.wrap(policy.sampler, "generate", "sampling")
+    timers.wrap(trainer, "score", "scoring")
+    timers.wrap(trainer, "policy_update", "update")
     timers.wrap(trainer, "_logprobs", "logprobs")
     timers.wrap(optimizer, "step", "optimizer")
     timers.wrap(torch.nn.utils, "clip_grad_norm_", "optimizer")
@@ -194,17 +206,11 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         for step in range(steps):
             if step == 1:
                 reset_peak_rss()
-            t0 = time.perf_counter()
+            start = clock()
             batch = trainer.collect_batch(step, cfg, policy, None, problems, order, verifiers)
-            t1 = time.perf_counter()
             trainer.policy_update(policy.model, ref, batch, cfg, optimizer, schedule)
-            t2 = time.perf_counter()
-            ph = timers.take()
-            row = {"sampling": batch.stats["sampling_time"], "scoring": batch.stats["scoring_time"],
-                   "logprobs": ph.get("logprobs", 0.0), "optimizer": ph.get("optimizer", 0.0), "step": t2 - t0,
-                   "tokens": batch.stats["sampled_tokens"]}
-            row["fwd_bwd"] = (t2 - t1) - row["logprobs"] - row["optimizer"]
-            rows.append(row)
+            timers.add("step", start)
+            rows.append(phase_row(timers.take(), "update", batch.stats["sampled_tokens"]))
     return {"rows": rows[1:], "peak_rss_mb": peak_rss_mb(), "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"], "threads": torch.get_num_threads()}
 
 
@@ -274,22 +280,23 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 
         class StepTimer(TrainerCallback):
             def on_step_begin(self, *a: Any, **k: Any) -> None:
-                self.t0 = time.perf_counter()
+                self.start = clock()
 
             def on_pre_optimizer_step(self, *a: Any, **k: Any) -> None:
-                self.o0 = time.perf_counter()
+                self.opt_start = clock()
 
             def on_optimizer_step(self, *a: Any, **k: Any) -> None:
-                timers.add("optimizer", time.perf_counter() - self.o0)
+                timers.add("optimizer", self.opt_start)
 
             def on_step_end(self, args_: Any, state: Any, *a: Any, **k: Any) -> None:
+                timers.add("step", self.start)
                 ph = timers.take()
-                row = {"sampling": ph.get("sampling", 0.0), "scoring": ph.get("scoring", 0.0),
-                       "logprobs": ph.get("logprobs", 0.0), "optimizer": ph.get("optimizer", 0.0),
-                       "step": time.perf_counter() - self.t0, "tokens": float(generated["tokens"])}
-                row["fwd_bwd"] = ph.get("training_step", 0.0) - ph.get("prepare", 0.0)
+                for suffix in ("", "_cpu"):
+                    # The update: training_step without the batch preparation it triggers (sampling,
+                    # scoring, the no-grad log-prob passes), plus those log-prob passes and the optimizer.
+                    ph["update" + suffix] = sum(ph.get(k + suffix, 0.0) for k in ("training_step", "logprobs", "optimizer")) - ph.get("prepare" + suffix, 0.0)
+                rows.append(phase_row(ph, "update", float(generated["tokens"])))
                 generated["tokens"] = 0
-                rows.append(row)
                 if state.global_step == args.mu:  # the warm-up (first sampled batch) is done
                     reset_peak_rss()
 
@@ -298,6 +305,18 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     # Fold TRL's mu optimizer steps per sampled batch into one of our steps.
     merged = [{k: sum(r[k] for r in rows[i : i + args.mu]) for k in rows[0]} for i in range(0, len(rows), args.mu)]
     return {"rows": merged[1:], "peak_rss_mb": peak_rss_mb(), "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"], "threads": torch.get_num_threads()}
+
+
+def phase_row(ph: dict[str, float], update: str, tokens: float) -> dict[str, float]:
+    """One step's phases, wall and CPU; forward+backward = the update minus its log-prob passes
+    (reference, old policy) and the optimizer."""
+    row = {"tokens": tokens}
+    for suffix in ("", "_cpu"):
+        for key in ("sampling", "scoring", "logprobs", "optimizer", "step"):
+            row[key + suffix] = ph.get(key + suffix, 0.0)
+        row["fwd_bwd" + suffix] = ph.get(update + suffix, 0.0) - row["logprobs" + suffix] - row["optimizer" + suffix]
+        row["other" + suffix] = row["step" + suffix] - sum(row[k + suffix] for k in ("sampling", "scoring", "logprobs", "fwd_bwd", "optimizer"))
+    return row
 
 
 # ----------------------------------------------------------------------------------- orchestration
@@ -319,7 +338,7 @@ def run_side(side: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
     for item in args.set if side == "ours" else []:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{side} on {model} failed:\n{proc.stderr[-4000:]}")
     return json.loads(result.read_text())
@@ -327,8 +346,10 @@ def run_side(side: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
     rows = [r for run in runs for r in run["rows"]]
-    out = {k: statistics.median(r[k] for r in rows) for k in (*PHASES, "tokens")}
+    out = {k: statistics.median(r[k] for r in rows) for k in (*PHASES, *(p + "_cpu" for p in PHASES), "tokens")}
     out["tokens_per_s"] = statistics.median(r["tokens"] / r["step"] for r in rows)
+    out["tokens_per_cpu_s"] = statistics.median(r["tokens"] / r["step_cpu"] for r in rows)
+    out["sampling_share_cpu"] = out["sampling_cpu"] / out["step_cpu"]
     out["peak_rss_mb"] = statistics.median(run["peak_rss_mb"] for run in runs)
     out["step_mem_mb"] = statistics.median(run["step_mem_mb"] for run in runs)
     out["sampling_share"] = out["sampling"] / out["step"]
@@ -338,14 +359,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
 def print_table(model: str, sides: dict[str, dict[str, float]]) -> None:
     names = list(sides)
     print(f"\n== {model}: medians per step ({', '.join(names)})")
-    header = f"{'':<16}" + "".join(f"{n:>12}" for n in names) + (f"{'ours/TRL':>12}" if len(names) == 2 else "")
+    header = f"{'':<22}" + "".join(f"{n:>12}" for n in names) + (f"{'ours/TRL':>12}" if len(names) == 2 else "")
     print(header)
-    for key, label in (("sampling", "sampling s"), ("scoring", "scoring s"), ("logprobs", "ref/old logp s"),
-                       ("fwd_bwd", "fwd+bwd s"), ("optimizer", "optimizer s"), ("step", "step s"),
-                       ("tokens", "gen. tokens"), ("tokens_per_s", "tokens/s"), ("sampling_share", "sampling share"),
-                       ("peak_rss_mb", "peak RSS MB"), ("step_mem_mb", "step mem MB")):
+    rows = [(p + suffix, f"{label} {unit}") for suffix, unit in (("_cpu", "cpu s"), ("", "wall s"))
+            for p, label in zip(PHASES, ("sampling", "scoring", "ref/old logp", "fwd+bwd", "optimizer", "other", "step"))]
+    rows += [("tokens", "gen. tokens"), ("tokens_per_cpu_s", "tokens/cpu s"), ("tokens_per_s", "tokens/wall s"),
+             ("sampling_share_cpu", "sampling share cpu"), ("sampling_share", "sampling share wall"),
+             ("peak_rss_mb", "peak RSS MB"), ("step_mem_mb", "step mem MB")]
+    for key, label in rows:
         vals = [sides[n][key] for n in names]
-        line = f"{label:<16}" + "".join(f"{v:>12.3f}" if v < 100 else f"{v:>12.0f}" for v in vals)
+        line = f"{label:<22}" + "".join(f"{v:>12.3f}" if v < 100 else f"{v:>12.0f}" for v in vals)
         if len(vals) == 2 and vals[1]:
             line += f"{vals[0] / vals[1]:>12.2f}"
         print(line)
@@ -382,7 +405,7 @@ def main() -> None:
         for r in range(args.repeats):
             for side in sides:  # alternate, so slow phases of a shared machine hit both sides
                 runs[side].append(run_side(side, model, args))
-                print(f"{model} run {r + 1} {side}: step {statistics.median(x['step'] for x in runs[side][-1]['rows']):.2f}s "
+                print(f"{model} run {r + 1} {side}: step {statistics.median(x['step_cpu'] for x in runs[side][-1]['rows']):.2f} cpu s "
                       f"peak {runs[side][-1]['peak_rss_mb']:.0f} MB", flush=True)
         summaries[model] = {s: summarize(runs[s]) for s in sides}
         print_table(model, summaries[model])

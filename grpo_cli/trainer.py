@@ -22,7 +22,8 @@ from grpo_cli import advantages as adv
 from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
-from grpo_cli.loss import micro_batch_weight, policy_loss, selected_logprobs, token_entropy
+from grpo_cli.logprobs import sequence_logprobs
+from grpo_cli.loss import micro_batch_weight, policy_loss
 from grpo_cli.report import Reporter
 from grpo_cli.rollout import Policy, load_policy, make_sampler, problems_from, render_prompts, sampling_params, to_records
 from grpo_cli.sampling.base import Completion, Sampler
@@ -107,6 +108,8 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     torch.manual_seed(cfg.seed)
     policy = load_policy(cfg, str(start_ckpt) if start_ckpt else None, trainable=True)
     model = policy.model
+    if t.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
     if cfg.algorithm == "sft":
         _check_solutions(problems, cfg)
@@ -282,8 +285,7 @@ def policy_update(
         for mb, width in micro:
             cols = slice(0, width - 1)  # this micro-batch's target positions: its own padding only
             ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, cols].to(device)
-            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]  # [n, T, V]
-            logp = selected_logprobs(logits, ids[:, 1:], temperature)  # [n, T]
+            logp, entropy = sequence_logprobs(model, ids, attn, mask, temperature, entropy=epoch == 0)  # [n, T]
             old = logp.detach() if t.mu == 1 else old_logp[mb, cols].to(device)
             advantages = batch.advantages[mb] if batch.advantages.dim() == 1 else batch.advantages[mb, cols]
             loss, st = policy_loss(
@@ -303,7 +305,7 @@ def policy_update(
                 sums["clip_high"] += float(st.clip_high) * tokens_w
                 sums["clip_frac"] += float(st.clip_total) * tokens_w
                 sums["ratio_mean"] += float(st.ratio_mean) * tokens_w
-                entropy_sum += float(token_entropy(logits.detach() / temperature, mask)) * tokens_w
+                entropy_sum += float(entropy) * tokens_w
         if epoch == 0:
             out["entropy"] = entropy_sum
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
@@ -434,9 +436,8 @@ def _logprobs(model: Any, batch: Batch, micro: list[tuple[torch.Tensor, int]], t
     """Log-probs [N, T] of the batch's tokens under `model`, filled in on the rows of `micro`."""
     out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
     for mb, width in micro:
-        ids = batch.input_ids[mb, :width].to(device)
-        logits = model(input_ids=ids, attention_mask=batch.attention_mask[mb, :width].to(device)).logits[:, :-1]
-        out[mb, : width - 1] = selected_logprobs(logits, ids[:, 1:], temperature).cpu()
+        ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, : width - 1].to(device)
+        out[mb, : width - 1] = sequence_logprobs(model, ids, attn, mask, temperature)[0].cpu()
     return out
 
 

@@ -297,3 +297,14 @@ def test_skipping_zero_advantage_rows_changes_nothing(random_model_dir):
     for name in results[0]:
         torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-5, atol=1e-7)
     assert any(not torch.equal(results[0][k], base.state_dict()[k]) for k in results[0])
+
+
+def test_gradient_checkpointing_and_token_budget_give_the_same_run(random_model_dir, plugin_dir, tmp_path):
+    runs = {}
+    for name, extra in {"plain": [], "lean": ["train.gradient_checkpointing=true", "train.micro_batch_tokens=40"]}.items():
+        cfg = small_config(random_model_dir, tmp_path / name, "train.steps=2", *extra)
+        result = train(cfg, Reporter())
+        runs[name] = weights(result.last_checkpoint)
+    assert runs["plain"].keys() == runs["lean"].keys()
+    for key in runs["plain"]:
+        torch.testing.assert_close(runs["plain"][key], runs["lean"][key], rtol=1e-4, atol=1e-6)

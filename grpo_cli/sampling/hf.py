@@ -89,10 +89,18 @@ class HFSampler(Sampler):
 
         device = self.model.device
         pad = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding
+        # The n copies of a prompt sit side by side: run each distinct prompt once and share its KV
+        # cache among its copies (prefill costs 1/n of running every copy).
+        unique: list[list[int]] = []
+        owner: list[int] = []  # row -> its prompt in `unique`
+        for ids in prompts:
+            if not unique or ids != unique[-1]:
+                unique.append(ids)
+            owner.append(len(unique) - 1)
+        width = max(len(p) for p in unique)
+        input_ids = torch.full((len(unique), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for row, ids in enumerate(unique):  # left padding
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             mask[row, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
@@ -102,13 +110,17 @@ class HFSampler(Sampler):
         cache = DynamicCache()
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+        rows = torch.tensor(owner, device=device)
+        if len(unique) < len(prompts):
+            cache.batch_select_indices(rows)
+        logits, mask, positions = out.logits[rows, -1, :], mask[rows], positions[rows]  # [B, V], [B, P], [B, P]
         active = torch.arange(len(prompts), device=device)  # batch row -> sequence index
         next_pos = positions[:, -1:] + 1  # [B, 1]
         tokens: list[list[int]] = [[] for _ in prompts]
         logps: list[list[float]] = [[] for _ in prompts]
         reasons = ["length"] * len(prompts)
         for step in range(params.max_new_tokens):
-            tok, lp = _sample_next(out.logits[:, -1, :], params, generator)
+            tok, lp = _sample_next(logits, params, generator)
             done = torch.isin(tok, stop)
             for seq, t, l in zip(active.tolist(), tok.tolist(), lp.tolist()):
                 tokens[seq].append(t)
@@ -129,5 +141,6 @@ class HFSampler(Sampler):
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                              past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         return [(t, l, r) for t, l, r in zip(tokens, logps, reasons)]
