@@ -180,6 +180,12 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         "train.lr=1e-6", "train.warmup_steps=0", "train.max_grad_norm=1.0", "data.limit=0", *args.set,
     ])
     cfg.check_training()
+    if "fused_head" in args.ablate:
+        import grpo_cli.logprobs
+
+        grpo_cli.logprobs.fusable = lambda model: False
+    if "fused_adam" in args.ablate:
+        trainer._fused_adam = lambda model: False
     torch.manual_seed(0)
     policy = load_policy(cfg, trainable=True)
     if getattr(cfg.train, "gradient_checkpointing", False):  # as trainer.train does
@@ -188,7 +194,9 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         policy.sampler.stop_ids = []  # every completion runs to max_new_tokens (see the module doc)
     ref = trainer._load_frozen(cfg, policy.model_dir) if cfg.train.beta > 0 else None
     t = cfg.train
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=0.0)
+    # As trainer.train builds it (fused where the trainer has _fused_adam).
+    fused = trainer._fused_adam(policy.model) if hasattr(trainer, "_fused_adam") else None
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=0.0, fused=fused)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
     problems = prompts_for(args.batch_size // args.n, steps)
     order = trainer.DataOrder(len(problems), 0)
@@ -337,6 +345,8 @@ def run_side(side: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd += ["--natural"] if args.natural else []
     for item in args.set if side == "ours" else []:
         cmd += ["--set", item]
+    for item in args.ablate if side == "ours" else []:
+        cmd += ["--ablate", item]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -390,6 +400,8 @@ def main() -> None:
     p.add_argument("--aggregation", default="sequence", choices=("sequence", "token", "constant"))
     p.add_argument("--natural", action="store_true", help="let completions stop at eos (token counts then differ)")
     p.add_argument("--set", action="append", default=[], help="extra config item for our side only, e.g. train.micro_batch_tokens=0")
+    p.add_argument("--ablate", action="append", default=[], choices=("fused_head", "fused_adam"),
+                   help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), fused_adam")
     p.add_argument("--json", type=Path, help="also write the summaries here")
     p.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
