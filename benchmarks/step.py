@@ -189,7 +189,9 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     policy = load_policy(cfg, trainable=True)
     if getattr(cfg.train, "gradient_checkpointing", False):  # as trainer.train does
-        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        from grpo_cli.modeling import enable_activation_checkpointing
+
+        enable_activation_checkpointing(policy.model)
     if not args.natural:
         policy.sampler.stop_ids = []  # every completion runs to max_new_tokens (see the module doc)
     ref = trainer._load_frozen(cfg, policy.model_dir) if cfg.train.beta > 0 else None
@@ -337,9 +339,12 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run_side(side: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
-    result = ROOT / "runs" / "bench-step" / f"{side}-{model}-{os.getpid()}.json"
+    result = ROOT / "runs" / "bench-step" / f"{side}-{Path(model).name}-{os.getpid()}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, __file__, "--worker", side, "--model-dir", str(model_dir(model)), "--result", str(result)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    if side == "before":  # our worker importing grpo_cli from an older source tree
+        env["PYTHONPATH"] = os.pathsep.join([str(args.before), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, __file__, "--worker", "trl" if side == "trl" else "ours", "--model-dir", str(model_dir(model)), "--result", str(result)]
     for key in ("steps", "threads", "n", "batch_size", "micro_batch", "max_new_tokens", "beta", "mu", "aggregation"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--natural"] if args.natural else []
@@ -347,7 +352,6 @@ def run_side(side: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--set", item]
     for item in args.ablate if side == "ours" else []:
         cmd += ["--ablate", item]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{side} on {model} failed:\n{proc.stderr[-4000:]}")
@@ -369,7 +373,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
 def print_table(model: str, sides: dict[str, dict[str, float]]) -> None:
     names = list(sides)
     print(f"\n== {model}: medians per step ({', '.join(names)})")
-    header = f"{'':<22}" + "".join(f"{n:>12}" for n in names) + (f"{'ours/TRL':>12}" if len(names) == 2 else "")
+    ratios = [(a, b) for a, b in (("ours", "trl"), ("ours", "before")) if a in names and b in names]
+    header = f"{'':<22}" + "".join(f"{n:>12}" for n in names) + "".join(f"{a + '/' + b:>12}" for a, b in ratios)
     print(header)
     rows = [(p + suffix, f"{label} {unit}") for suffix, unit in (("_cpu", "cpu s"), ("", "wall s"))
             for p, label in zip(PHASES, ("sampling", "scoring", "ref/old logp", "fwd+bwd", "optimizer", "other", "step"))]
@@ -379,8 +384,7 @@ def print_table(model: str, sides: dict[str, dict[str, float]]) -> None:
     for key, label in rows:
         vals = [sides[n][key] for n in names]
         line = f"{label:<22}" + "".join(f"{v:>12.3f}" if v < 100 else f"{v:>12.0f}" for v in vals)
-        if len(vals) == 2 and vals[1]:
-            line += f"{vals[0] / vals[1]:>12.2f}"
+        line += "".join(f"{sides[a][key] / sides[b][key]:>12.2f}" if sides[b][key] else f"{'-':>12}" for a, b in ratios)
         print(line)
 
 
@@ -402,6 +406,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="extra config item for our side only, e.g. train.micro_batch_tokens=0")
     p.add_argument("--ablate", action="append", default=[], choices=("fused_head", "fused_adam"),
                    help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), fused_adam")
+    p.add_argument("--before", type=Path, help="also run our side from this older source tree (its grpo_cli on PYTHONPATH)")
     p.add_argument("--json", type=Path, help="also write the summaries here")
     p.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -410,7 +415,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    sides = ["ours", "trl"] if args.vs_trl else ["ours"]
+    sides = ["ours"] + (["before"] if args.before else []) + (["trl"] if args.vs_trl else [])
     summaries = {}
     for model in args.models.split(","):
         runs: dict[str, list] = {s: [] for s in sides}

@@ -23,6 +23,7 @@ from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
 from grpo_cli.logprobs import sequence_logprobs
+from grpo_cli.modeling import enable_activation_checkpointing
 from grpo_cli.loss import micro_batch_weight, policy_loss
 from grpo_cli.report import Reporter
 from grpo_cli.rollout import Policy, load_policy, make_sampler, problems_from, render_prompts, sampling_params, to_records
@@ -109,7 +110,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     policy = load_policy(cfg, str(start_ckpt) if start_ckpt else None, trainable=True)
     model = policy.model
     if t.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
     if cfg.algorithm == "sft":
         _check_solutions(problems, cfg)
