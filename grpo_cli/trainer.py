@@ -23,8 +23,8 @@ from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
 from grpo_cli.logprobs import sequence_logprobs
-from grpo_cli.modeling import enable_activation_checkpointing
 from grpo_cli.loss import micro_batch_weight, policy_loss
+from grpo_cli.modeling import enable_activation_checkpointing
 from grpo_cli.report import Reporter
 from grpo_cli.rollout import Policy, load_policy, make_sampler, problems_from, render_prompts, sampling_params, to_records
 from grpo_cli.sampling.base import Completion, Sampler
