@@ -20,8 +20,8 @@ from torch import Tensor
 
 from grpo_cli.loss import selected_logprobs, token_entropy
 
-BLOCK_ELEMENTS = 1 << 24
-"""Logit elements per block (64 MiB in float32): rows per block = BLOCK_ELEMENTS // V."""
+BLOCK_ELEMENTS = 1 << 22
+"""Logit elements per block (16 MiB in float32; two blocks live at a time): rows = BLOCK_ELEMENTS // V."""
 
 _HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
@@ -40,8 +40,8 @@ class _HeadLogprobs(torch.autograd.Function):
             z = _block_logits(hidden[i : i + rows], weight, bias, temperature)  # [r, V]
             lse[i : i + rows] = torch.logsumexp(z, dim=-1)
             logp[i : i + rows] = z.gather(1, tokens[i : i + rows, None]).squeeze(1) - lse[i : i + rows]
-            p = torch.exp(z - lse[i : i + rows, None])
-            entropy[i : i + rows] = lse[i : i + rows] - (p * z).sum(-1)  # H = lse - E_p[z]
+            p_z = torch.sub(z, lse[i : i + rows, None]).exp_().mul_(z)  # p * z, one more block
+            entropy[i : i + rows] = lse[i : i + rows] - p_z.sum(-1)  # H = lse - E_p[z]
         ctx.save_for_backward(hidden, weight, bias, tokens, lse)
         ctx.temperature, ctx.rows = temperature, rows
         ctx.mark_non_differentiable(entropy)
@@ -58,7 +58,7 @@ class _HeadLogprobs(torch.autograd.Function):
             h, g = hidden[i : i + rows], grad_logp[i : i + rows].to(lse.dtype)
             z = _block_logits(h, weight, bias, temperature)  # [r, V], recomputed
             # d logp(token) / d z = onehot(token) - softmax(z); chain through z = logits / T.
-            dz = torch.exp(z - lse[i : i + rows, None]).mul_(-g[:, None])
+            dz = z.sub_(lse[i : i + rows, None]).exp_().mul_(-g[:, None])  # in place: one block
             dz.scatter_add_(1, tokens[i : i + rows, None], g[:, None])
             dz = dz.div_(temperature).to(hidden.dtype)
             if grad_hidden is not None:
