@@ -135,9 +135,10 @@ def test_nan_rewards_cost_only_their_samples(random_model_dir, plugin_dir, tmp_p
 
 
 def test_dynamic_sampling_is_counted(random_model_dir, plugin_dir, tmp_path):
-    # With the math verifier a random model is never right: every group has zero reward variance,
-    # so dynamic sampling drops them all, tries its bounded rounds, and skips the update.
-    cfg = small_config(random_model_dir, tmp_path / "run", "verifiers=[{name: math}]", "train.dynamic_sampling=true",
+    # A verifier weighted 0 gives every sample reward 0 whatever the model writes (a random model is
+    # right by chance now and then): every group has zero reward variance, so dynamic sampling drops
+    # them all, tries its bounded rounds, and skips the update.
+    cfg = small_config(random_model_dir, tmp_path / "run", "verifiers=[{name: math, weight: 0.0}]", "train.dynamic_sampling=true",
                        "train.max_sampling_rounds=2", "train.steps=1")
     train(cfg, Reporter())
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
