@@ -14,7 +14,8 @@ from grpo_cli.logprobs import fusable, head_logprobs, sequence_logprobs
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_head_logprobs_equal_log_softmax_values_and_gradients(temperature, with_bias):
+@pytest.mark.parametrize("keep", [0, 1 << 20])  # recompute the head in backward, or keep the probabilities
+def test_head_logprobs_equal_log_softmax_values_and_gradients(temperature, with_bias, keep):
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(10, 6, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(13, 6, generator=g, dtype=torch.float64, requires_grad=True)
@@ -23,7 +24,7 @@ def test_head_logprobs_equal_log_softmax_values_and_gradients(temperature, with_
     upstream = torch.randn(10, generator=g, dtype=torch.float64)
 
     # block_elements 39 = 3 rows of 13: four blocks, the last one short.
-    logp, entropy = head_logprobs(hidden, weight, bias, tokens, temperature, block_elements=39)
+    logp, entropy = head_logprobs(hidden, weight, bias, tokens, temperature, block_elements=39, keep_elements=keep)
     (logp * upstream).sum().backward()
     got = [hidden.grad, weight.grad] + ([bias.grad] if with_bias else [])
     for t in [hidden, weight] + ([bias] if with_bias else []):
