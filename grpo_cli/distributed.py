@@ -53,6 +53,7 @@ def setup(device: str) -> bool:
 
 def teardown() -> None:
     if dist.is_initialized():
+        dist.barrier()  # no rank closes its connections while another is still talking to it
         dist.destroy_process_group()
 
 

@@ -24,7 +24,9 @@ from grpo_cli import distributed
 from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
-from grpo_cli.loss import micro_batch_weight, policy_loss, selected_logprobs, token_entropy
+from grpo_cli.logprobs import sequence_logprobs
+from grpo_cli.loss import micro_batch_weight, policy_loss
+from grpo_cli.modeling import enable_activation_checkpointing
 from grpo_cli.report import Reporter
 from grpo_cli.rollout import Policy, load_policy, make_sampler, problems_from, render_prompts, sampling_params, to_records
 from grpo_cli.sampling.base import Completion, Sampler
@@ -112,6 +114,8 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     torch.manual_seed(cfg.seed)
     policy = load_policy(cfg, str(start_ckpt) if start_ckpt else None, trainable=True)
     distributed.split_threads(cfg.model.threads)
+    if t.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
+        enable_activation_checkpointing(policy.model)
     model = distributed.wrap(policy.model, t.parallel)  # DDP / FSDP2 under torchrun, else the model
     problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
     if cfg.algorithm == "sft":
@@ -121,7 +125,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     ref_source = start_ckpt / "ref" if start_ckpt is not None and (start_ckpt / "ref").is_dir() else initial_model
     ref_model = _load_frozen(cfg, ref_source) if t.beta > 0 else None
     rft_sampler = _rft_sampler(cfg, policy, initial_model) if cfg.algorithm == "rft" else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=_fused_adam(model))
     total = t.steps * t.mu
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_multiplier(i, t.warmup_steps, total, t.lr_schedule))
     order = DataOrder(len(problems), cfg.seed)
@@ -295,9 +299,9 @@ def policy_update(
     total_tokens = int(batch.loss_mask.sum())  # normalisers stay those of the whole batch
     stat_tokens = max(int(batch.loss_mask[rows].sum()), 1)
     rows = rows[distributed.shard(len(rows))]  # under torchrun: this rank's share of the rows
-    micro = [rows[i : i + t.micro_batch_size] for i in range(0, len(rows), t.micro_batch_size)]
+    micro = _micro_batches(batch, rows, t.micro_batch_size, t.micro_batch_tokens)
     live = len(micro)
-    micro += distributed.padding(live)  # as many forward/backward passes on every rank
+    micro += [(mb, 2) for mb in distributed.padding(live)]  # as many forward/backward passes on every rank
     device = next(model.parameters()).device
     with torch.no_grad():
         ref_logp = _logprobs(ref_model, batch, micro, temperature, device) if ref_model is not None else None
@@ -314,16 +318,17 @@ def policy_update(
     for epoch in range(t.mu):
         optimizer.zero_grad(set_to_none=True)
         entropy_sum = 0.0
-        for i, mb in enumerate(distributed.accumulate(model, micro)):  # gradients reduced over ranks on the last
-            ids, attn, mask = batch.input_ids[mb].to(device), batch.attention_mask[mb].to(device), batch.loss_mask[mb].to(device)
+        for i, (mb, width) in enumerate(distributed.accumulate(model, micro)):  # gradients reduced over ranks on the last
+            cols = slice(0, width - 1)  # this micro-batch's target positions: its own padding only
+            ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, cols].to(device)
             mask &= i < live  # a padding micro-batch has no token: zero loss, zero gradient
-            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]  # [n, T, V]
-            logp = selected_logprobs(logits, ids[:, 1:], temperature)  # [n, T]
-            old = logp.detach() if t.mu == 1 else old_logp[mb].to(device)
+            logp, entropy = sequence_logprobs(model, ids, attn, mask, temperature, entropy=epoch == 0)  # [n, T]
+            old = logp.detach() if t.mu == 1 else old_logp[mb, cols].to(device)
+            advantages = batch.advantages[mb] if batch.advantages.dim() == 1 else batch.advantages[mb, cols]
             loss, st = policy_loss(
-                logp, old, batch.advantages[mb].to(device), mask,
+                logp, old, advantages.to(device), mask,
                 eps_low=t.eps_low, eps_high=t.eps_high, beta=t.beta,
-                ref_logp=ref_logp[mb].to(device) if ref_logp is not None else None,
+                ref_logp=ref_logp[mb, cols].to(device) if ref_logp is not None else None,
                 kl=t.kl_estimator, aggregation=t.loss_aggregation,
                 max_len=cfg.sampling.max_new_tokens, importance=t.importance,
             )
@@ -337,7 +342,7 @@ def policy_update(
                 sums["clip_high"] += float(st.clip_high) * tokens_w
                 sums["clip_frac"] += float(st.clip_total) * tokens_w
                 sums["ratio_mean"] += float(st.ratio_mean) * tokens_w
-                entropy_sum += float(token_entropy(logits.detach() / temperature, mask)) * tokens_w
+                entropy_sum += float(entropy) * tokens_w
         if epoch == 0:
             out["entropy"] = entropy_sum
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
@@ -456,13 +461,28 @@ def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Bat
     return Batch(ids, attn, loss_mask, None, torch.ones(len(comps)), stats)
 
 
-def _logprobs(model: Any, batch: Batch, micro: list[torch.Tensor], temperature: float, device: Any) -> torch.Tensor:
+def _fused_adam(model: Any) -> bool:
+    """AdamW's fused kernel (one pass over each parameter, ~3x faster than foreach on CPU) where
+    torch has it for these parameters; the update is the same."""
+    params = list(model.parameters())
+    return all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) for p in params)
+
+
+def _micro_batches(batch: Batch, rows: torch.Tensor, max_rows: int, max_tokens: int) -> list[tuple[torch.Tensor, int]]:
+    """(row indices, padded width) of each micro-batch: rows grouped by length (grpo_cli.batching)."""
+    from grpo_cli.batching import plan_micro_batches
+
+    lengths = batch.attention_mask[rows].sum(dim=1).tolist()  # right-padded: real length per row
+    plan = plan_micro_batches(lengths, max_rows, max_tokens)
+    return [(rows[mb], max(lengths[i] for i in mb)) for mb in plan]
+
+
+def _logprobs(model: Any, batch: Batch, micro: list[tuple[torch.Tensor, int]], temperature: float, device: Any) -> torch.Tensor:
     """Log-probs [N, T] of the batch's tokens under `model`, filled in on the rows of `micro`."""
     out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
-    for mb in micro:
-        ids = batch.input_ids[mb].to(device)
-        logits = model(input_ids=ids, attention_mask=batch.attention_mask[mb].to(device)).logits[:, :-1]
-        out[mb] = selected_logprobs(logits, ids[:, 1:], temperature).cpu()
+    for mb, width in micro:
+        ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, : width - 1].to(device)
+        out[mb, : width - 1] = sequence_logprobs(model, ids, attn, mask, temperature)[0].cpu()
     return out
 
 

@@ -136,9 +136,10 @@ def test_nan_rewards_cost_only_their_samples(random_model_dir, plugin_dir, tmp_p
 
 
 def test_dynamic_sampling_is_counted(random_model_dir, plugin_dir, tmp_path):
-    # With the math verifier a random model is never right: every group has zero reward variance,
-    # so dynamic sampling drops them all, tries its bounded rounds, and skips the update.
-    cfg = small_config(random_model_dir, tmp_path / "run", "verifiers=[{name: math}]", "train.dynamic_sampling=true",
+    # A verifier weighted 0 gives every sample reward 0 whatever the model writes (a random model is
+    # right by chance now and then): every group has zero reward variance, so dynamic sampling drops
+    # them all, tries its bounded rounds, and skips the update.
+    cfg = small_config(random_model_dir, tmp_path / "run", "verifiers=[{name: math, weight: 0.0}]", "train.dynamic_sampling=true",
                        "train.max_sampling_rounds=2", "train.steps=1")
     train(cfg, Reporter())
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
@@ -311,3 +312,14 @@ def test_lr_multiplier_warmup_then_schedules():
     assert cos[:3] == [0.5, 1.0, 1.0]
     assert cos[3:] == pytest.approx([0.853553, 0.5, 0.146447], abs=1e-6)
     assert lr_multiplier(0, 0, 4, "linear") == 1.0
+
+
+def test_gradient_checkpointing_and_token_budget_give_the_same_run(random_model_dir, plugin_dir, tmp_path):
+    runs = {}
+    for name, extra in {"plain": [], "lean": ["train.gradient_checkpointing=true", "train.micro_batch_tokens=40"]}.items():
+        cfg = small_config(random_model_dir, tmp_path / name, "train.steps=2", *extra)
+        result = train(cfg, Reporter())
+        runs[name] = weights(result.last_checkpoint)
+    assert runs["plain"].keys() == runs["lean"].keys()
+    for key in runs["plain"]:
+        torch.testing.assert_close(runs["plain"][key], runs["lean"][key], rtol=1e-4, atol=1e-6)

