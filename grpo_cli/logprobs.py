@@ -101,13 +101,11 @@ def fusable(model: Any) -> bool:
         return False
     # A DDP wrapper has no get_output_embeddings: it takes the plain path, whose forward syncs gradients.
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear):
+        return False
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     extras = [getattr(config, name, None) for name in _HEAD_EXTRAS]
-    return (
-        isinstance(head, torch.nn.Linear)
-        and getattr(model, "base_model", model) is not model
-        and all(v is None or v == 1.0 for v in extras)
-    )
+    return getattr(model, "base_model", model) is not model and all(v is None or v == 1.0 for v in extras)
 
 
 def _is_fsdp(model: Any) -> bool:
