@@ -19,6 +19,19 @@ def _encode(tokenizer: Any, prompt: str) -> list[int]:
     return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
 
 
+def encode_prompts(tokenizer: Any, prompts: list[str], max_new_tokens: int, max_positions: int | None, where: str) -> list[list[int]]:
+    """Token ids of each prompt; a prompt that leaves no room for `max_new_tokens` within
+    `max_positions` (`where`: "the model's", "the engine's") is a one-line error."""
+    encoded = [_encode(tokenizer, p) for p in prompts]
+    for i, ids in enumerate(encoded):
+        if max_positions and len(ids) + max_new_tokens > max_positions:
+            raise UserError(
+                f"prompt {i} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} it exceeds "
+                f"{where} {max_positions} positions"
+            )
+    return encoded
+
+
 def stream_seed(seed: int, prompt: int, copy: int) -> int:
     """Seed of the random stream of completion `copy` of prompt `prompt` (see SamplingParams)."""
     digest = hashlib.blake2b(f"{seed}:{prompt}:{copy}".encode(), digest_size=8).digest()
@@ -73,13 +86,7 @@ class HFSampler(Sampler):
         params: SamplingParams,
         progress: Callable[[int], None] = lambda n: None,
     ) -> list[list[Completion]]:
-        encoded = [_encode(self.tokenizer, p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if self.max_positions and len(ids) + params.max_new_tokens > self.max_positions:
-                raise UserError(
-                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={params.max_new_tokens} it exceeds "
-                    f"the model's {self.max_positions} positions"
-                )
+        encoded = encode_prompts(self.tokenizer, prompts, params.max_new_tokens, self.max_positions, "the model's")
         # Sequences are (prompt, copy) pairs; batching prompts of similar length keeps padding small.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         seqs = [(i, j) for i in order for j in range(params.n)]

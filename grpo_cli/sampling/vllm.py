@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from grpo_cli.errors import UserError
 from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
-from grpo_cli.sampling.hf import _encode, stream_seed
+from grpo_cli.sampling.hf import encode_prompts, stream_seed
 
 INSTALL_HINT = "pip install 'grpo-cli[vllm]' on GPU, or the CPU build as the README's vLLM section shows"
 
@@ -90,13 +90,7 @@ class VLLMSampler(Sampler):
     ) -> list[list[Completion]]:
         from vllm.inputs import TokensPrompt
 
-        encoded = [_encode(self.tokenizer, p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if self.max_positions and len(ids) + params.max_new_tokens > self.max_positions:
-                raise UserError(
-                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={params.max_new_tokens} it exceeds "
-                    f"the engine's {self.max_positions} positions"
-                )
+        encoded = encode_prompts(self.tokenizer, prompts, params.max_new_tokens, self.max_positions, "the engine's")
         # One request per sequence, copy j of prompt i seeded with the transformers backend's stream
         # seed: each draws from its own generator, so the result depends neither on batching nor on
         # how prompts are shared among ranks (and greedy allows n = 1 only).
