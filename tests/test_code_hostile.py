@@ -14,25 +14,14 @@ from pathlib import Path
 
 import pytest
 from grpo_verifiers.code import CodeVerifier
+from test_code_verifier import ADD, ASSERTS, UNITTEST
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
 UID_BASE = 1_950_000_000  # this module's runs' uids (as root): a leftover process is easy to spot
 MARKER = f"grpo-hostile-{secrets.token_hex(6)}"
-ADD = "def add(a, b):\n    return a + b\n"
 LOOP = "def add(a, b):\n    while True:\n        pass\n"
 ZERO = "def add(a, b):\n    return 0\n"  # right only for add(0, 0)
-ASSERTS = "assert add(1, 2) == 3\nassert add(2, 2) == 4\nassert add(0, 0) == 0\nassert add(-1, 5) == 4\n"
-UNITTEST = """import unittest
-class TestAdd(unittest.TestCase):
-    def test_small(self):
-        self.assertEqual(add(1, 2), 3)
-    def test_square(self):
-        self.assertEqual(add(2, 2), 4)
-    def test_raises(self):
-        with self.assertRaises(TypeError):
-            add(1, None)
-"""
 PYTEST = "import pytest\ndef test_small():\n    assert add(1, 2) == 3\ndef test_raises():\n    with pytest.raises(TypeError):\n        add(1, None)\n"
 IO = [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "4\n"}]
 

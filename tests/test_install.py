@@ -28,6 +28,11 @@ def installed(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("install")
     source, target = base / "src", base / "target"
     shutil.copytree(ROOT, source, ignore=_ignore)
+    return pip_install_to(source, target)
+
+
+def pip_install_to(source: Path, target: Path) -> Path:
+    """`pip install --target` of a source folder, offline and without dependencies; returns target."""
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-compile",
          "--disable-pip-version-check", "--no-index", "--quiet", "--target", str(target), str(source)],

@@ -18,6 +18,7 @@ from grpo_verifiers import Verdict, Verifier
 from grpo_verifiers.math import MathVerifier
 from grpo_verifiers.prm import PRMVerifier
 from grpo_verifiers.testing import CHECKS, SAMPLES, VerifierContract, check_verifier
+from test_install import pip_install_to
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "plugin"
@@ -220,13 +221,7 @@ def installed_example(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("example-plugin")
     source, target = base / "src", base / "target"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "build"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-compile",
-         "--disable-pip-version-check", "--no-index", "--quiet", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return target
+    return pip_install_to(source, target)
 
 
 def test_example_plugin_is_listed(installed_example, tmp_path):
