@@ -271,3 +271,15 @@ def test_grpo_score_verifier_code_end_to_end(tmp_path):
     scored = [json.loads(line) for line in (tmp_path / "sc.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["rewards"]["code"] for r in scored] == [1.0, 0.5, 1.0, 0.0]
     assert scored[1]["info"]["code"]["passed"] == 2
+
+
+def test_a_python_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
+    # A CI checkout's virtualenv may live under /tmp, which the sandbox replaces with a tmpfs: the
+    # interpreter must be bound after that, or bwrap cannot exec it and every sample scores 0.
+    from grpo_verifiers import _sandbox
+
+    monkeypatch.setattr(_sandbox, "_python_dirs", lambda: ["/tmp/ci/.venv"])
+    cmd = _sandbox.bwrap_command({}, 8, ())
+    pairs = list(zip(cmd, cmd[1:]))
+    assert pairs.index(("--tmpfs", "/tmp")) < pairs.index(("--ro-bind", "/tmp/ci/.venv"))
+    assert ("--dir", "/tmp/ci") in pairs and ("--dir", "/tmp") not in pairs

@@ -97,7 +97,9 @@ def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) ->
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
             bound.append(path)
-    made: set[str] = set()
+    # /tmp before the Python installation: a virtualenv under /tmp (a CI checkout) must stay visible
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
     for path in _python_dirs():
         if any(_inside(path, b) for b in bound):
             continue
@@ -114,7 +116,6 @@ def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) ->
         path = os.path.realpath(path)
         if os.path.isdir(path) and any(_inside(path, b) for b in bound):
             cmd += ["--tmpfs", path]
-    cmd += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     cmd += ["--perms", "0777", "--size", str(work_mb * 2**20), "--tmpfs", WORK]
     for name, fd in files.items():
         cmd += ["--perms", "0444", "--file", str(fd), f"{WORK}/{name}"]
