@@ -171,15 +171,19 @@ def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     args = [
         "train", "--out", "run", "--steps", "2", "--threads", "1",
-        "--set", "sampling.backend=vllm", "--set", "sampling.n=4", "--set", "sampling.max_new_tokens=24",
-        "--set", "sampling.temperature=0.8", "--set", "train.batch_size=16", "--set", "train.mu=2",
+        "--set", "sampling.backend=vllm", "--set", "sampling.n=4", "--set", "sampling.max_new_tokens=64",
+        "--set", "sampling.temperature=0.8", "--set", "train.batch_size=32", "--set", "train.mu=2",
         "--set", "train.lr=1e-3", "--set", "train.warmup_steps=0", "--set", "train.eval_n=0",
+        # beta > 0 trains on every row, so the ratio is measured whatever the rewards; 8 prompts with
+        # room for whole solutions make some group's rewards differ, so step 1 moves the weights
+        "--set", "train.beta=0.04",
     ]
     proc = subprocess.run([sys.executable, "-m", "grpo_cli", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["zero_std_frac"] < 1.0  # a learning signal: without the sync step 2's ratio would move
     for row in rows:
         assert row["ratio_mean"] == pytest.approx(1.0, abs=1e-4), row
         assert row["clip_frac"] == 0.0, row
