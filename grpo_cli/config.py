@@ -279,6 +279,9 @@ class Config:
             raise UserError(
                 f"config: train.batch_size={self.train.batch_size} must be a multiple of sampling.n={self.sampling.n} (whole groups)"
             )
+        if self.sampling.backend == "vllm" and self.train.parallel == "fsdp":
+            # the engine reloads whole weights from the policy, which FSDP keeps sharded
+            raise UserError("config: sampling.backend=vllm does not work with train.parallel=fsdp; use ddp or the hf backend")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -157,7 +157,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             t1 = time.perf_counter()
             update = policy_update(model, ref_model, batch, cfg, optimizer, schedule) if batch.size else {"skipped": 1.0}
             if batch.size:
-                policy.sampler.sync_weights(model)  # a backend with its own copy of the weights (vLLM) reloads them
+                policy.sampler.sync_weights(policy.model)  # a backend with its own copy (vLLM) reloads them; unwrapped: no DDP `module.` prefix
             t2 = time.perf_counter()
             if t.ref_sync_every and ref_model is not None and (step + 1) % t.ref_sync_every == 0:
                 ref_model.load_state_dict(distributed.full_state_dict(policy.model))  # iterative RL: the reference catches up

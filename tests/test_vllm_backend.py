@@ -216,6 +216,8 @@ def test_config_accepts_the_vllm_backend_and_its_kwargs():
     assert cfg.sampling.vllm_kwargs == {"gpu_memory_utilization": 0.5}
     with pytest.raises(UserError, match="sampling.backend must be one of hf, vllm"):
         load_config(sets=["sampling.backend=sglang"])
+    with pytest.raises(UserError, match="does not work with train.parallel=fsdp"):
+        load_config(sets=["sampling.backend=vllm", "train.parallel=fsdp"]).check_training()
 
 
 def test_engine_kwargs_follow_the_model_and_config_overrides(tiny):
