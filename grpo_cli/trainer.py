@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from grpo_cli import advantages as adv
-from grpo_cli import distributed
+from grpo_cli import distributed, heap
 from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
@@ -320,6 +320,7 @@ def policy_update(
         entropy_sum = 0.0
         for i, (mb, width) in enumerate(distributed.accumulate(model, micro)):  # gradients reduced over ranks on the last
             cols = slice(0, width - 1)  # this micro-batch's target positions: its own padding only
+            heap.trim()  # the step's peak is this micro-batch's: drop earlier phases' free pages first
             ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, cols].to(device)
             mask &= i < live  # a padding micro-batch has no token: zero loss, zero gradient
             logp, entropy = sequence_logprobs(model, ids, attn, mask, temperature, entropy=epoch == 0)  # [n, T]

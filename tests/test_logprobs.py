@@ -78,3 +78,43 @@ def test_model_path_equals_full_logits_path(random_model_dir, monkeypatch):
     torch.testing.assert_close(ea, eb, rtol=1e-5, atol=1e-6)
     for name in ga:
         torch.testing.assert_close(ga[name], gb[name], rtol=1e-4, atol=1e-6)
+
+
+def test_in_place_weight_gradients_accumulate_like_autograd(random_model_dir, monkeypatch):
+    """Two micro-batches' backward passes into a tied embedding/head (pad tokens in the rows) leave
+    the same .grad as torch's own accumulation on the plain path; a gradient hook on the weight
+    still sees its gradient (that weight then takes torch's path)."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(random_model_dir))
+    embed = base.get_input_embeddings()
+    assert embed.padding_idx is not None and base.get_output_embeddings().weight is embed.weight
+    g = torch.Generator().manual_seed(5)
+    batches = []
+    for width in (7, 10):
+        ids = torch.randint(3, 200, (2, width), generator=g)
+        ids[0, width - 2 :] = embed.padding_idx  # right padding, as the trainer's batches have
+        attn = (ids != embed.padding_idx).long()
+        ids[1, 3] = embed.padding_idx  # a pad id inside a row: nn.Embedding gives its row no gradient
+        mask = attn[:, 1:].bool()
+        mask[:, :2] = False  # the prompt
+        batches.append((ids, attn, mask))
+
+    def grads(model):
+        for ids, attn, mask in batches:
+            logp, _ = sequence_logprobs(model, ids, attn, mask)
+            (logp * mask).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    in_place = grads(copy.deepcopy(base))
+    seen = []
+    hooked = copy.deepcopy(base)
+    hooked.get_input_embeddings().weight.register_hook(lambda grad: seen.append(grad.shape))
+    via_hook = grads(hooked)
+    monkeypatch.setattr(logprobs, "fusable", lambda m: False)
+    plain = grads(copy.deepcopy(base))
+    assert seen, "the hook never ran"
+    for name in plain:
+        torch.testing.assert_close(in_place[name], plain[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(via_hook[name], plain[name], rtol=1e-4, atol=1e-6)
+    assert plain["model.embed_tokens.weight"][embed.padding_idx].abs().sum() > 0  # the head's share
