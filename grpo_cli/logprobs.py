@@ -7,6 +7,7 @@ hidden states and one log-sum-exp per position, plus the probabilities only whil
 `KEEP_ELEMENTS`; otherwise backward recomputes each block's logits. Only the positions that enter
 the loss (the completion tokens) are projected at all. The head's memory is then bounded by
 constants (`KEEP_ELEMENTS` + two blocks), whatever the batch, sequence length and vocabulary.
+Rows that share a prompt (a group's G completions) run it once (grpo_cli.shared_prefix).
 
 Models whose head does more than a linear map (logit soft-capping, logit scaling) take the plain
 path through `model(...).logits`.
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from grpo_cli import shared_prefix
 from grpo_cli.loss import selected_logprobs, token_entropy
 
 BLOCK_ELEMENTS = 1 << 22
@@ -26,6 +28,10 @@ BLOCK_ELEMENTS = 1 << 22
 KEEP_ELEMENTS = 1 << 24
 """When all M x V probabilities fit in this many elements (64 MiB in float32), forward keeps them for
 backward instead of recomputing the head's matmul there (a quarter of the head's work)."""
+
+SHARE_PREFIXES = True
+"""Run each prompt shared by several rows once (grpo_cli.shared_prefix) where that applies; off
+only to measure what it saves (benchmarks/step.py --ablate prefix)."""
 
 _HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
@@ -125,10 +131,12 @@ def sequence_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mas
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [n, T, V]
         logp = selected_logprobs(logits, input_ids[:, 1:], temperature)
         return logp, token_entropy(logits.detach() / temperature, mask) if entropy else None
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]  # [n, T, H]
-    head = model.get_output_embeddings()
     where = mask.nonzero(as_tuple=True)
-    picked, ent = head_logprobs(hidden[where], head.weight, head.bias, input_ids[:, 1:][where], temperature)  # [M]
+    hidden = shared_prefix.target_hidden(model, input_ids, attention_mask, mask) if SHARE_PREFIXES and shared_prefix.shareable(model) else None
+    if hidden is None:
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1][where]  # [M, H]
+    head = model.get_output_embeddings()
+    picked, ent = head_logprobs(hidden, head.weight, head.bias, input_ids[:, 1:][where], temperature)  # [M]
     logp = picked.new_zeros(mask.shape).index_put(where, picked)  # [n, T]
     mean_entropy = (ent.sum() / max(int(mask.sum()), 1)).detach() if entropy else None
     return logp, mean_entropy
