@@ -72,6 +72,8 @@ def target_hidden(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: T
         return None
     live = mask.any(1)
     rows = live.nonzero().squeeze(1)  # rows with a target
+    if len(rows) < 2:
+        return None
     first = mask.int().argmax(1)[rows]  # [r] first target; prefix length = first + 1
     ids_cpu = input_ids[rows].tolist()
     owner: list[int] = []  # row -> its distinct prefix
@@ -84,9 +86,7 @@ def target_hidden(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: T
     prefixes = list(index)
     plen = torch.tensor([len(p) for p in prefixes], device=device)
     width = int(plen.max())
-    prefix_ids = input_ids.new_full((len(prefixes), width), prefixes[0][0])
-    for u, p in enumerate(prefixes):  # right padding, as the full rows
-        prefix_ids[u, : len(p)] = torch.tensor(p, device=device)
+    prefix_ids = torch.tensor([list(p) + [p[0]] * (width - len(p)) for p in prefixes], device=device)  # right-padded
     prefix_mask = (torch.arange(width, device=device) < plen[:, None]).to(attention_mask.dtype)
     cache = DynamicCache()
     out = model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, past_key_values=cache, use_cache=True)
