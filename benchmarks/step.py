@@ -184,6 +184,10 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         import grpo_cli.logprobs
 
         grpo_cli.logprobs.fusable = lambda model: False
+    if "prefix" in args.ablate:
+        import grpo_cli.logprobs
+
+        grpo_cli.logprobs.SHARE_PREFIXES = False
     if "fused_adam" in args.ablate:
         trainer._fused_adam = lambda model: False
     torch.manual_seed(0)
@@ -404,8 +408,9 @@ def main() -> None:
     p.add_argument("--aggregation", default="sequence", choices=("sequence", "token", "constant"))
     p.add_argument("--natural", action="store_true", help="let completions stop at eos (token counts then differ)")
     p.add_argument("--set", action="append", default=[], help="extra config item for our side only, e.g. train.micro_batch_tokens=0")
-    p.add_argument("--ablate", action="append", default=[], choices=("fused_head", "fused_adam"),
-                   help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), fused_adam")
+    p.add_argument("--ablate", action="append", default=[], choices=("fused_head", "fused_adam", "prefix"),
+                   help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), fused_adam, "
+                        "prefix (every row runs its own prompt)")
     p.add_argument("--before", type=Path, help="also run our side from this older source tree (its grpo_cli on PYTHONPATH)")
     p.add_argument("--json", type=Path, help="also write the summaries here")
     p.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)

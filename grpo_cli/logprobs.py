@@ -7,11 +7,10 @@ hidden states and one log-sum-exp per position, plus the probabilities only whil
 `KEEP_ELEMENTS`; otherwise backward recomputes each block's logits. Only the positions that enter
 the loss (the completion tokens) are projected at all. The head's memory is then bounded by
 constants (`KEEP_ELEMENTS` + two blocks), whatever the batch, sequence length and vocabulary.
+Rows that share a prompt (a group's G completions) run it once (grpo_cli.shared_prefix).
 
-Where a weight is a plain leaf parameter (one process, no hooks), the head's and the input
-embedding's backward add their weight gradient straight into `weight.grad`, as torch's gradient
-accumulation would, but without the `[V, H]` temporary each one allocates first: with a tied 65k x
-512 embedding that is two 134 MB buffers per micro-batch (benchmarks/README.md).
+The head's and the input embedding's weight gradients go straight into `.grad`
+(grpo_cli.grad_in_place).
 
 Models whose head does more than a linear map (logit soft-capping, logit scaling) take the plain
 path through `model(...).logits`.
@@ -24,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from grpo_cli import shared_prefix
+from grpo_cli.grad_in_place import accumulates_in_place, backbone_inputs, grad_buffer
 from grpo_cli.loss import selected_logprobs, token_entropy
 
 BLOCK_ELEMENTS = 1 << 22
@@ -31,6 +32,10 @@ BLOCK_ELEMENTS = 1 << 22
 KEEP_ELEMENTS = 1 << 24
 """When all M x V probabilities fit in this many elements (64 MiB in float32), forward keeps them for
 backward instead of recomputing the head's matmul there (a quarter of the head's work)."""
+
+SHARE_PREFIXES = True
+"""Run each prompt shared by several rows once (grpo_cli.shared_prefix) where that applies; off
+only to measure what it saves (benchmarks/step.py --ablate prefix)."""
 
 _HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
@@ -55,7 +60,7 @@ class _HeadLogprobs(torch.autograd.Function):
             entropy[i : i + rows] = lse[i : i + rows] - (p * z).sum(-1)  # H = lse - E_p[z]
         ctx.save_for_backward(hidden, weight, bias, tokens, lse, probs)
         ctx.temperature, ctx.rows = temperature, rows
-        ctx.param = weight if _accumulates_in_place(weight) else None
+        ctx.param = weight if accumulates_in_place(weight) else None
         ctx.mark_non_differentiable(entropy)
         return logp, entropy
 
@@ -64,7 +69,7 @@ class _HeadLogprobs(torch.autograd.Function):
         hidden, weight, bias, tokens, lse, probs = ctx.saved_tensors
         temperature, rows = ctx.temperature, ctx.rows
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = (_grad_buffer(ctx.param) if ctx.param is not None else torch.zeros_like(weight)) if ctx.needs_input_grad[1] else None
+        grad_weight = (grad_buffer(ctx.param) if ctx.param is not None else torch.zeros_like(weight)) if ctx.needs_input_grad[1] else None
         grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
         for i in range(0, hidden.shape[0], rows):
             h, g = hidden[i : i + rows], grad_logp[i : i + rows].to(lse.dtype)
@@ -85,50 +90,6 @@ class _HeadLogprobs(torch.autograd.Function):
         if ctx.param is not None:
             grad_weight = None  # already in ctx.param.grad
         return grad_hidden, grad_weight, grad_bias, None, None, None, None
-
-
-class _EmbeddingLookup(torch.autograd.Function):
-    """`weight[ids]` whose backward adds into `weight.grad` rows in place (no dense `[V, H]` gradient)."""
-
-    @staticmethod
-    def forward(ctx: Any, ids: Tensor, weight: Tensor, padding_idx: int | None) -> Tensor:
-        ctx.save_for_backward(ids)
-        ctx.param, ctx.padding_idx = weight, padding_idx
-        return torch.nn.functional.embedding(ids, weight)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[None, None, None]:
-        (ids,) = ctx.saved_tensors
-        flat, rows = ids.reshape(-1), grad_out.reshape(-1, grad_out.shape[-1])
-        if ctx.padding_idx is not None:  # nn.Embedding never updates its padding row
-            keep = flat != ctx.padding_idx
-            flat, rows = flat[keep], rows[keep]
-        grad = _grad_buffer(ctx.param)
-        grad.index_add_(0, flat, rows.to(grad.dtype))
-        return None, None, None
-
-
-def _accumulates_in_place(weight: Tensor) -> bool:
-    """A leaf parameter without gradient hooks: adding into its .grad is all autograd would do."""
-    return (weight.is_leaf and weight.requires_grad and not getattr(weight, "_backward_hooks", None)
-            and not getattr(weight, "_post_accumulate_grad_hooks", None))
-
-
-def _grad_buffer(param: Tensor) -> Tensor:
-    if param.grad is None:
-        param.grad = torch.zeros_like(param)
-    return param.grad
-
-
-def input_embeddings(model: Any, input_ids: Tensor) -> Tensor | None:
-    """The input embeddings through `_EmbeddingLookup` when a backward will follow and the
-    model's embedding is a plain `nn.Embedding` (no scaling subclass, max_norm or sparse gradient);
-    None to let the model embed `input_ids` itself."""
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if (not torch.is_grad_enabled() or type(embed) is not torch.nn.Embedding or embed.max_norm is not None
-            or embed.sparse or embed.scale_grad_by_freq or not _accumulates_in_place(embed.weight)):
-        return None
-    return _EmbeddingLookup.apply(input_ids, embed.weight, embed.padding_idx)
 
 
 def _block_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
@@ -177,12 +138,12 @@ def sequence_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mas
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [n, T, V]
         logp = selected_logprobs(logits, input_ids[:, 1:], temperature)
         return logp, token_entropy(logits.detach() / temperature, mask) if entropy else None
-    embeds = input_embeddings(model, input_ids)
-    inputs = {"input_ids": input_ids} if embeds is None else {"inputs_embeds": embeds}
-    hidden = model.base_model(**inputs, attention_mask=attention_mask).last_hidden_state[:, :-1]  # [n, T, H]
-    head = model.get_output_embeddings()
     where = mask.nonzero(as_tuple=True)
-    picked, ent = head_logprobs(hidden[where], head.weight, head.bias, input_ids[:, 1:][where], temperature)  # [M]
+    hidden = shared_prefix.target_hidden(model, input_ids, attention_mask, mask) if SHARE_PREFIXES and shared_prefix.shareable(model) else None
+    if hidden is None:
+        hidden = model.base_model(**backbone_inputs(model, input_ids), attention_mask=attention_mask).last_hidden_state[:, :-1][where]  # [M, H]
+    head = model.get_output_embeddings()
+    picked, ent = head_logprobs(hidden, head.weight, head.bias, input_ids[:, 1:][where], temperature)  # [M]
     logp = picked.new_zeros(mask.shape).index_put(where, picked)  # [n, T]
     mean_entropy = (ent.sum() / max(int(mask.sum()), 1)).detach() if entropy else None
     return logp, mean_entropy

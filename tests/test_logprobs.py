@@ -118,3 +118,133 @@ def test_in_place_weight_gradients_accumulate_like_autograd(random_model_dir, mo
         torch.testing.assert_close(in_place[name], plain[name], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(via_hook[name], plain[name], rtol=1e-4, atol=1e-6)
     assert plain["model.embed_tokens.weight"][embed.padding_idx].abs().sum() > 0  # the head's share
+
+
+def _prompt_batch(prompt_lengths, completion_lengths, seed=0):
+    """Right-padded rows: every prompt x every completion length (distinct random tokens), as the
+    trainer packs them; mask[i, t] true where input_ids[i, t+1] is a completion token."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for p in prompt_lengths:
+        prompt = torch.randint(3, 250, (p,), generator=g).tolist()
+        rows += [(prompt, torch.randint(3, 250, (c,), generator=g).tolist()) for c in completion_lengths]
+    width = max(len(p) + len(c) for p, c in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    attn = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width - 1, dtype=torch.bool)
+    for i, (p, c) in enumerate(rows):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        attn[i, : len(p) + len(c)] = 1
+        mask[i, len(p) - 1 : len(p) - 1 + len(c)] = True
+    return ids, attn, mask
+
+
+def _shared_vs_full(model, ids, attn, mask, monkeypatch, temperature=0.8):
+    """(values, entropy, gradients) with prefix sharing and without, and whether the shared path
+    was taken."""
+    taken = []
+    target_hidden = logprobs.shared_prefix.target_hidden
+
+    def spy(*args):
+        out = target_hidden(*args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(logprobs.shared_prefix, "target_hidden", spy)
+    weights = torch.linspace(0.5, 2.0, mask.shape[1])  # a loss that weighs every position differently
+    results = []
+    for share in (True, False):
+        m = copy.deepcopy(model)
+        monkeypatch.setattr(logprobs, "SHARE_PREFIXES", share)
+        logp, entropy = sequence_logprobs(m, ids, attn, mask, temperature, entropy=True)
+        (logp * weights).sum().backward()
+        results.append((logp.detach(), entropy, {n: p.grad for n, p in m.named_parameters()}))
+    return results, taken
+
+
+def _assert_same(results):
+    (a, ea, ga), (b, eb, gb) = results
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ea, eb, rtol=1e-5, atol=1e-6)
+    for name in gb:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.fixture
+def policy(random_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(random_model_dir)).train()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompts_give_the_same_logprobs_and_gradients(policy, monkeypatch, attention):
+    policy.set_attn_implementation(attention)
+    # Three prompts of different lengths x four completions of different lengths (one of a single
+    # token: predicted by the prompt pass alone); rows of one prompt not adjacent.
+    ids, attn, mask = _prompt_batch([5, 9, 3], [4, 1, 7, 2])
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(1))
+    ids, attn, mask = ids[order], attn[order], mask[order]
+    assert logprobs.shared_prefix.shareable(policy)
+    results, taken = _shared_vs_full(policy, ids, attn, mask, monkeypatch)
+    assert taken == [True]
+    _assert_same(results)
+    assert (results[0][0] != 0).sum() == mask.sum()  # every target has its log-prob, nothing else
+
+
+def test_masked_out_rows_and_completion_gaps_stay_equal(policy, monkeypatch):
+    ids, attn, mask = _prompt_batch([4, 6], [3, 5, 2])
+    mask[1] = False  # a truncated completion: no target at all
+    mask[4, 6] = False  # a gap inside a completion (the first target still marks the prompt's end)
+    results, taken = _shared_vs_full(policy, ids, attn, mask, monkeypatch)
+    assert taken == [True]
+    _assert_same(results)
+    assert not results[0][0][1].any()
+
+
+def test_no_shared_prompt_takes_the_full_pass(policy, monkeypatch):
+    ids, attn, mask = _prompt_batch([4, 6, 5], [3])  # one completion per prompt
+    results, taken = _shared_vs_full(policy, ids, attn, mask, monkeypatch)
+    assert taken == [False]
+    _assert_same(results)
+
+
+def test_left_padding_takes_the_full_pass(policy, monkeypatch):
+    ids, attn, mask = _prompt_batch([4], [3, 5])
+    ids[0], attn[0], mask[0] = ids[0].roll(2), attn[0].roll(2), mask[0].roll(2)  # row 0 left-padded
+    results, taken = _shared_vs_full(policy, ids, attn, mask, monkeypatch)
+    assert taken == [False]
+    _assert_same(results)
+
+
+def test_activation_checkpointing_takes_the_full_pass(policy, monkeypatch):
+    from grpo_cli.modeling import enable_activation_checkpointing
+
+    enable_activation_checkpointing(policy)
+    assert not logprobs.shared_prefix.shareable(policy)
+    ids, attn, mask = _prompt_batch([5, 3], [2, 4])
+    results, taken = _shared_vs_full(policy, ids, attn, mask, monkeypatch)
+    assert taken == []
+    _assert_same(results)
+
+
+def test_sliding_window_models_are_not_shared(policy):
+    policy.config.layer_types = ["sliding_attention", "full_attention"]
+    assert not logprobs.shared_prefix.shareable(policy)
+
+
+@pytest.mark.parametrize("config_class", ["LlamaConfig", "Qwen3Config"])
+def test_other_shared_architectures_with_grouped_query_attention(config_class, monkeypatch):
+    import transformers
+
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(
+        vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+    )
+    model = transformers.AutoModelForCausalLM.from_config(config).train()
+    assert logprobs.shared_prefix.shareable(model)
+    ids, attn, mask = _prompt_batch([6, 2], [3, 5, 1])
+    results, taken = _shared_vs_full(model, ids, attn, mask, monkeypatch, temperature=1.0)
+    assert taken == [True]
+    _assert_same(results)
