@@ -303,6 +303,7 @@ def policy_update(
     live = len(micro)
     micro += [(mb, 2) for mb in distributed.padding(live)]  # as many forward/backward passes on every rank
     device = next(model.parameters()).device
+    heap.trim()  # sampling's free pages, before the reference pass
     with torch.no_grad():
         ref_logp = _logprobs(ref_model, batch, micro, temperature, device) if ref_model is not None else None
         # With mu = 1 the ratio is exactly 1 (old = current, detached): no extra forward pass. With
@@ -354,6 +355,7 @@ def policy_update(
             continue
         out.setdefault("grad_norm", float(norm))
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # free the gradients now: sampling and the reference pass don't need them
         schedule.step()
     out.update(distributed.all_sum({**sums, "entropy": out["entropy"]}))  # each rank summed its share
     out["lr"] = schedule.get_last_lr()[0]
