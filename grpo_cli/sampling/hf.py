@@ -112,7 +112,7 @@ class HFSampler(Sampler):
         seeds: list[int],
         progress: Callable[[int], None],
     ) -> list[tuple[list[int], list[float], str]]:
-        from transformers import DynamicCache
+        from grpo_cli.sampling.kvcache import SlotCache
 
         # One uniform draw per sequence and position, from the sequence's own stream.
         uniforms = torch.stack([torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -128,40 +128,42 @@ class HFSampler(Sampler):
                 unique.append(ids)
             owner.append(len(unique) - 1)
         width = max(len(p) for p in unique)
+        total = width + params.max_new_tokens
         input_ids = torch.full((len(unique), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        # The attention mask of the whole generation, allocated once: left padding, then ones.
+        mask = torch.ones((len(unique), total), dtype=torch.long)
         for row, ids in enumerate(unique):  # left padding
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            mask[row, width - len(ids) :] = 1
+            mask[row, : width - len(ids)] = 0
         input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
-        stop = torch.tensor(self.stop_ids, device=device)
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        stop = torch.tensor(self.stop_ids, dtype=torch.long, device=device)
         uniforms = uniforms.to(device)  # [B, max_new_tokens]
 
-        cache = DynamicCache()
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+        # Keys/values go into buffers sized for the whole generation (no per-step concatenation).
+        cache = SlotCache(total)
+        out = self.model(input_ids=input_ids, attention_mask=mask[:, :width], position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         rows = torch.tensor(owner, device=device)
         if len(unique) < len(prompts):
             cache.batch_select_indices(rows)
-        logits, mask, positions = out.logits[rows, -1, :], mask[rows], positions[rows]  # [B, V], [B, P], [B, P]
+        logits, mask = out.logits[rows, -1, :], mask[rows]  # [B, V], [B, P + max_new_tokens]
         active = torch.arange(len(prompts), device=device)  # batch row -> sequence index
-        next_pos = positions[:, -1:] + 1  # [B, 1]
-        tokens: list[list[int]] = [[] for _ in prompts]
-        logps: list[list[float]] = [[] for _ in prompts]
-        reasons = ["length"] * len(prompts)
+        next_pos = positions[rows, -1:] + 1  # [B, 1]
+        # Sampled tokens and log-probs land here; converted to lists once at the end.
+        tokens = torch.zeros((len(prompts), params.max_new_tokens), dtype=torch.long, device=device)
+        logps = torch.zeros((len(prompts), params.max_new_tokens), dtype=torch.float32, device=device)
+        lengths = torch.full((len(prompts),), params.max_new_tokens, dtype=torch.long, device=device)
         for step in range(params.max_new_tokens):
             tok, lp = _sample_next(logits, params, uniforms[:, step])
-            done = torch.isin(tok, stop)
-            for seq, t, l in zip(active.tolist(), tok.tolist(), lp.tolist()):
-                tokens[seq].append(t)
-                logps[seq].append(l)
-            for seq in active[done].tolist():
-                reasons[seq] = "stop"
+            tokens[active, step] = tok
+            logps[active, step] = lp
             if step == params.max_new_tokens - 1:
                 progress(len(active))
                 break
-            if done.any():
+            done = torch.isin(tok, stop) if len(self.stop_ids) else None
+            if done is not None and done.any():
+                lengths[active[done]] = step + 1
                 progress(int(done.sum()))
                 keep = (~done).nonzero().squeeze(1)
                 if keep.numel() == 0:
@@ -169,9 +171,16 @@ class HFSampler(Sampler):
                 # Drop finished rows from the batch and the KV cache: no compute on them.
                 cache.batch_select_indices(keep)
                 active, tok, mask, next_pos, uniforms = active[keep], tok[keep], mask[keep], next_pos[keep], uniforms[keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
+            out = self.model(input_ids=tok[:, None], attention_mask=mask[:, : width + step + 1], position_ids=next_pos,
                              past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
-        return [(t, l, r) for t, l, r in zip(tokens, logps, reasons)]
+        if len(self.stop_ids):  # a sequence ends with a stop token iff it stopped (the last step included)
+            last = tokens.gather(1, (lengths - 1)[:, None]).squeeze(1)
+            stopped = torch.isin(last, stop).tolist()
+        else:
+            stopped = [False] * len(prompts)
+        return [
+            (t[:n], l[:n], "stop" if s else "length")
+            for t, l, n, s in zip(tokens.tolist(), logps.tolist(), lengths.tolist(), stopped)
+        ]
