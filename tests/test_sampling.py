@@ -1,5 +1,6 @@
 """The transformers sampler against plain transformers: greedy parity with `generate`, log-probs
-equal to a full forward pass, stop/length bookkeeping, seeding, batching invariance."""
+equal to a full forward pass, stop/length bookkeeping, seeding, batching invariance, and cached,
+batched decoding with early stops equal to recomputing each sequence from scratch."""
 
 from __future__ import annotations
 

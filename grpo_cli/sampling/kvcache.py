@@ -16,7 +16,10 @@ from transformers.cache_utils import DynamicLayer
 
 
 class SlotLayer(DynamicLayer):
-    """A `DynamicLayer` whose keys/values are views of `[B, heads, capacity, head_dim]` buffers."""
+    """A `DynamicLayer` whose keys/values are views of `[B, heads, capacity, head_dim]` buffers.
+    Supports what the sampler uses: `update` and `batch_select_indices`."""
+
+    is_croppable = False
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
