@@ -1,5 +1,6 @@
 """The transformers sampler against plain transformers: greedy parity with `generate`, log-probs
-equal to a full forward pass, stop/length bookkeeping, seeding, batching invariance."""
+equal to a full forward pass, stop/length bookkeeping, seeding, batching invariance, and cached,
+batched decoding with early stops equal to recomputing each sequence from scratch."""
 
 from __future__ import annotations
 
@@ -166,3 +167,60 @@ def test_draw_follows_the_probabilities_and_never_picks_a_zero():
     # the row's uniform picks its token: u = 0 the first non-zero entry, u just below 1 the last
     edges = draw(probs[:2], torch.tensor([0.0, 0.999999]))
     assert edges.tolist() == [0, 3]
+
+
+@pytest.fixture(scope="module")
+def peaked_policy(random_model_dir):
+    """The random model's shape with larger initial weights: peaked, prompt-dependent next-token
+    distributions, so greedy decoding varies and stop tokens end rows at different steps."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(random_model_dir)
+    config.initializer_range = 0.5
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval(), load_tokenizer(random_model_dir)
+    torch.set_num_threads(threads)
+
+
+def _full_recompute(model, prompt_ids, params, seed, stop_ids):
+    """Reference decoding of one sequence: no KV cache, no padding, no batch; the whole sequence is
+    run again for every token. Same per-sequence uniforms as the sampler (see SamplingParams)."""
+    from grpo_cli.sampling.hf import _sample_next
+
+    uniforms = torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(seed))
+    ids, logps = [], []
+    for step in range(params.max_new_tokens):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt_ids + ids])).logits[:, -1]
+        tok, lp = _sample_next(logits, params, uniforms[step : step + 1])
+        ids.append(int(tok))
+        logps.append(float(lp))
+        if ids[-1] in stop_ids:
+            return ids, logps, "stop"
+    return ids, logps, "length"
+
+
+@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (1.0, 0.9)])
+def test_cached_batched_decoding_equals_full_recompute(peaked_policy, monkeypatch, temperature, top_p):
+    from grpo_cli.sampling import hf
+
+    model, tokenizer = peaked_policy
+    stop_ids = set(range(3, 259, 9))  # about 1 token in 9: rows stop at different steps, some never
+    params = SamplingParams(n=4, temperature=temperature, top_p=top_p, max_new_tokens=12, seed=7)
+    expected = [
+        [_full_recompute(model, tokenizer(p)["input_ids"], params, hf.stream_seed(params.seed, i, j), stop_ids) for j in range(params.n)]
+        for i, p in enumerate(PROMPTS)
+    ]
+    outcomes = {(reason, len(ids)) for group in expected for ids, _, reason in group}
+    assert {r for r, _ in outcomes} == {"stop", "length"} and len(outcomes) > 3, "the test needs mixed early stops"
+    # Finished rows leave the batch at every stop (0), in groups (the default), or never (1);
+    # batch_size 7 splits the copies of a prompt across batches.
+    for drop_fraction in (0.0, hf.DROP_FRACTION, 1.0):
+        monkeypatch.setattr(hf, "DROP_FRACTION", drop_fraction)
+        results = HFSampler(model, tokenizer, stop_ids, batch_size=7).generate(PROMPTS, params)
+        for group, expected_group in zip(results, expected):
+            for c, (ids, logps, reason) in zip(group, expected_group):
+                assert (c.token_ids, c.finish_reason) == (ids, reason), drop_fraction
+                torch.testing.assert_close(torch.tensor(c.logprobs), torch.tensor(logps), atol=1e-4, rtol=0)

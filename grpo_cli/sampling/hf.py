@@ -49,13 +49,14 @@ def _sample_next(logits: torch.Tensor, params: SamplingParams, uniform: torch.Te
     if params.temperature != 1.0:
         logits = logits / params.temperature
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # [B, 1]
-    probs = torch.exp(logits - lse)  # [B, V]
+    # In place where possible: at a 65k vocabulary, allocating fresh [B, V] buffers (page faults)
+    # costs more than the arithmetic. Same values as the out-of-place ops.
+    probs = (logits - lse).exp_()  # [B, V]
     if params.top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_p.cumsum(dim=-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(1, order, sorted_p)
-    tokens = draw(probs, uniform)
+        drop = sorted_p.cumsum(dim=-1).sub_(sorted_p) > params.top_p  # keep the smallest set reaching top_p
+        probs.zero_().scatter_(1, order, sorted_p.masked_fill_(drop, 0.0))
+    tokens = _invert_cdf(probs.cumsum_(dim=-1), uniform)
     return tokens, (logits.gather(1, tokens[:, None]) - lse).squeeze(1)
 
 
@@ -64,9 +65,20 @@ def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     probability proportional to its entry by inverting the row's CDF at its uniform number in
     `uniform` [B]. Over a 65k vocabulary on CPU this is ~20x faster than torch.multinomial. Zero
     entries are never drawn; the float32 running sum moves an entry's chance by at most ~1e-7."""
-    cdf = probs.float().cumsum(dim=-1)  # [B, V], non-decreasing
+    return _invert_cdf(probs.float().cumsum(dim=-1), uniform)
+
+
+def _invert_cdf(cdf: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """The index where each row of `cdf` [B, V] (non-decreasing) first exceeds its uniform [B]
+    times the row's total."""
     u = uniform.to(cdf.dtype).unsqueeze(1) * cdf[:, -1:]  # [B, 1]
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1).squeeze(1)  # [B]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(1)  # [B]
+
+
+# Finished sequences leave the batch once they are this share of it: each drop copies the KV cache,
+# each finished row kept costs a row of compute per step. 1/4 measured ~10% faster than dropping
+# at every finish on the tiny model (256 sequences, natural stops).
+DROP_FRACTION = 0.25
 
 
 class HFSampler(Sampler):
@@ -112,7 +124,7 @@ class HFSampler(Sampler):
         seeds: list[int],
         progress: Callable[[int], None],
     ) -> list[tuple[list[int], list[float], str]]:
-        from transformers import DynamicCache
+        from grpo_cli.sampling.kvcache import SlotCache
 
         # One uniform draw per sequence and position, from the sequence's own stream.
         uniforms = torch.stack([torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -128,50 +140,62 @@ class HFSampler(Sampler):
                 unique.append(ids)
             owner.append(len(unique) - 1)
         width = max(len(p) for p in unique)
+        total = width + params.max_new_tokens
         input_ids = torch.full((len(unique), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        # The attention mask of the whole generation, allocated once: left padding, then ones.
+        mask = torch.ones((len(unique), total), dtype=torch.long)
         for row, ids in enumerate(unique):  # left padding
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            mask[row, width - len(ids) :] = 1
+            mask[row, : width - len(ids)] = 0
         input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
-        stop = torch.tensor(self.stop_ids, device=device)
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        stop = torch.tensor(self.stop_ids, dtype=torch.long, device=device)
         uniforms = uniforms.to(device)  # [B, max_new_tokens]
 
-        cache = DynamicCache()
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+        # Keys/values go into buffers sized for the whole generation (no per-step concatenation).
+        cache = SlotCache(total)
+        out = self.model(input_ids=input_ids, attention_mask=mask[:, :width], position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         rows = torch.tensor(owner, device=device)
         if len(unique) < len(prompts):
             cache.batch_select_indices(rows)
-        logits, mask, positions = out.logits[rows, -1, :], mask[rows], positions[rows]  # [B, V], [B, P], [B, P]
+        logits, mask = out.logits[rows, -1, :], mask[rows]  # [B, V], [B, P + max_new_tokens]
         active = torch.arange(len(prompts), device=device)  # batch row -> sequence index
-        next_pos = positions[:, -1:] + 1  # [B, 1]
-        tokens: list[list[int]] = [[] for _ in prompts]
-        logps: list[list[float]] = [[] for _ in prompts]
-        reasons = ["length"] * len(prompts)
+        next_pos = positions[rows, -1:] + 1  # [B, 1]
+        # Per sequence: sampled tokens and log-probs (converted to lists once, at the end), length, stop.
+        tokens = torch.zeros((len(prompts), params.max_new_tokens), dtype=torch.long, device=device)
+        logps = torch.zeros((len(prompts), params.max_new_tokens), dtype=torch.float32, device=device)
+        lengths = torch.full((len(prompts),), params.max_new_tokens, dtype=torch.long, device=device)
+        stopped = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        alive = torch.ones(len(prompts), dtype=torch.bool, device=device)  # batch row -> still generating
         for step in range(params.max_new_tokens):
             tok, lp = _sample_next(logits, params, uniforms[:, step])
-            done = torch.isin(tok, stop)
-            for seq, t, l in zip(active.tolist(), tok.tolist(), lp.tolist()):
-                tokens[seq].append(t)
-                logps[seq].append(l)
-            for seq in active[done].tolist():
-                reasons[seq] = "stop"
+            # Finished rows still in the batch write past their length: cut off below.
+            tokens[active, step] = tok
+            logps[active, step] = lp
+            done = alive & torch.isin(tok, stop)
+            stopped[active[done]] = True
             if step == params.max_new_tokens - 1:
-                progress(len(active))
+                progress(int(alive.sum()))
                 break
             if done.any():
+                lengths[active[done]] = step + 1
                 progress(int(done.sum()))
-                keep = (~done).nonzero().squeeze(1)
-                if keep.numel() == 0:
+                alive &= ~done
+                finished = len(active) - int(alive.sum())
+                if finished == len(active):
                     break
-                # Drop finished rows from the batch and the KV cache: no compute on them.
-                cache.batch_select_indices(keep)
-                active, tok, mask, next_pos, uniforms = active[keep], tok[keep], mask[keep], next_pos[keep], uniforms[keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
+                if finished >= DROP_FRACTION * len(active):
+                    # Drop finished rows from the batch and the KV cache: no more compute on them.
+                    keep = alive.nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    active, tok, mask, next_pos, uniforms, alive = (
+                        active[keep], tok[keep], mask[keep], next_pos[keep], uniforms[keep], alive[keep])
+            out = self.model(input_ids=tok[:, None], attention_mask=mask[:, : width + step + 1], position_ids=next_pos,
                              past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
-        return [(t, l, r) for t, l, r in zip(tokens, logps, reasons)]
+        return [
+            (t[:n], l[:n], "stop" if s else "length")
+            for t, l, n, s in zip(tokens.tolist(), logps.tolist(), lengths.tolist(), stopped.tolist())
+        ]
