@@ -48,16 +48,28 @@ class _HeadLogprobs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: Tensor, temperature: float, rows: int,
-                keep: bool) -> tuple[Tensor, Tensor]:
+                keep: bool, with_entropy: bool) -> tuple[Tensor, Tensor]:
         m, dtype = hidden.shape[0], torch.promote_types(hidden.dtype, torch.float32)  # bf16/fp16 -> fp32
-        logp, entropy, lse = (hidden.new_empty(m, dtype=dtype) for _ in range(3))
+        logp, lse = (hidden.new_empty(m, dtype=dtype) for _ in range(2))
+        entropy = hidden.new_zeros(m, dtype=dtype)
         probs = hidden.new_empty(m, weight.shape[0], dtype=dtype) if keep else None  # [M, V]
+        # Block buffers reused for the whole call: fresh [r, V] temporaries per block fragment the
+        # heap (tens of MB of free but resident blocks per micro-batch at a 65k vocabulary).
+        z_buf = hidden.new_empty(min(rows, m), weight.shape[0], dtype=dtype)
+        p_buf = None if keep else torch.empty_like(z_buf)
         for i in range(0, m, rows):
-            z = _block_logits(hidden[i : i + rows], weight, bias, temperature)  # [r, V]
-            lse[i : i + rows] = torch.logsumexp(z, dim=-1)
-            logp[i : i + rows] = z.gather(1, tokens[i : i + rows, None]).squeeze(1) - lse[i : i + rows]
-            p = torch.sub(z, lse[i : i + rows, None], out=probs[i : i + rows] if keep else None).exp_()
-            entropy[i : i + rows] = lse[i : i + rows] - (p * z).sum(-1)  # H = lse - E_p[z]
+            r = min(rows, m - i)
+            z = _block_logits(hidden[i : i + r], weight, bias, temperature, out=z_buf[:r])  # [r, V]
+            # log-sum-exp by hand: torch.logsumexp would allocate an [r, V] temporary of its own.
+            top = z.amax(dim=-1, keepdim=True)  # [r, 1]
+            p = torch.sub(z, top, out=probs[i : i + r] if keep else p_buf[:r]).exp_()  # unnormalised
+            total = p.sum(dim=-1, keepdim=True)  # [r, 1]
+            lse[i : i + r] = (top + total.log()).squeeze(1)
+            logp[i : i + r] = z.gather(1, tokens[i : i + r, None]).squeeze(1) - lse[i : i + r]
+            if keep or with_entropy:
+                p.div_(total)  # softmax(z): backward's, and the entropy's weights
+            if with_entropy:
+                entropy[i : i + r] = lse[i : i + r] - torch.bmm(p[:, None, :], z[:, :, None]).view(r)  # H = lse - E_p[z]
         ctx.save_for_backward(hidden, weight, bias, tokens, lse, probs)
         ctx.temperature, ctx.rows = temperature, rows
         ctx.param = weight if accumulates_in_place(weight) else None
@@ -71,12 +83,13 @@ class _HeadLogprobs(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = (grad_buffer(ctx.param) if ctx.param is not None else torch.zeros_like(weight)) if ctx.needs_input_grad[1] else None
         grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        z_buf = None if probs is not None else hidden.new_empty(min(rows, hidden.shape[0]), weight.shape[0], dtype=lse.dtype)
         for i in range(0, hidden.shape[0], rows):
             h, g = hidden[i : i + rows], grad_logp[i : i + rows].to(lse.dtype)
             if probs is not None:
                 p = probs[i : i + rows]  # kept by forward; backward runs once, so it may be overwritten
             else:
-                p = _block_logits(h, weight, bias, temperature).sub_(lse[i : i + rows, None]).exp_()  # recomputed
+                p = _block_logits(h, weight, bias, temperature, out=z_buf[: h.shape[0]]).sub_(lse[i : i + rows, None]).exp_()  # recomputed
             # d logp(token) / d z = onehot(token) - softmax(z); chain through z = logits / T.
             dz = p.mul_(-g[:, None])  # in place: no new block
             dz.scatter_add_(1, tokens[i : i + rows, None], g[:, None])
@@ -89,22 +102,27 @@ class _HeadLogprobs(torch.autograd.Function):
                 grad_bias += dz.sum(0)
         if ctx.param is not None:
             grad_weight = None  # already in ctx.param.grad
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
 
 
-def _block_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
-    z = torch.nn.functional.linear(hidden, weight, bias)  # [r, V]
-    z = z.to(torch.promote_types(z.dtype, torch.float32))
-    return z / temperature if temperature != 1.0 else z
+def _block_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, out: Tensor) -> Tensor:
+    """Float32 (or wider) logits `[r, V]` / temperature, written into `out` when the matmul's own dtype
+    is already `out`'s; a bf16/fp16 model's logits are computed then upcast into it."""
+    if hidden.dtype == out.dtype and weight.dtype == out.dtype:
+        z = torch.addmm(bias, hidden, weight.t(), out=out) if bias is not None else torch.mm(hidden, weight.t(), out=out)
+    else:
+        z = out.copy_(torch.nn.functional.linear(hidden, weight, bias))
+    return z.div_(temperature) if temperature != 1.0 else z
 
 
 def head_logprobs(hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: Tensor, temperature: float = 1.0,
-                  block_elements: int = BLOCK_ELEMENTS, keep_elements: int = KEEP_ELEMENTS) -> tuple[Tensor, Tensor]:
-    """Log-probs `[M]` of `tokens` `[M]` and the entropies `[M]` (no gradient) of the next-token
-    distributions, from hidden states `[M, H]` through the linear head `weight [V, H]`, `bias`."""
+                  block_elements: int = BLOCK_ELEMENTS, keep_elements: int = KEEP_ELEMENTS, *, entropy: bool = True) -> tuple[Tensor, Tensor]:
+    """Log-probs `[M]` of `tokens` `[M]` and the entropies `[M]` (no gradient; zeros unless
+    `entropy`) of the next-token distributions, from hidden states `[M, H]` through the linear head
+    `weight [V, H]`, `bias`."""
     rows = max(1, block_elements // weight.shape[0])
     keep = torch.is_grad_enabled() and hidden.shape[0] * weight.shape[0] <= keep_elements
-    return _HeadLogprobs.apply(hidden, weight, bias, tokens, temperature, rows, keep)
+    return _HeadLogprobs.apply(hidden, weight, bias, tokens, temperature, rows, keep, entropy)
 
 
 def fusable(model: Any) -> bool:
@@ -143,7 +161,7 @@ def sequence_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mas
     if hidden is None:
         hidden = model.base_model(**backbone_inputs(model, input_ids), attention_mask=attention_mask).last_hidden_state[:, :-1][where]  # [M, H]
     head = model.get_output_embeddings()
-    picked, ent = head_logprobs(hidden, head.weight, head.bias, input_ids[:, 1:][where], temperature)  # [M]
+    picked, ent = head_logprobs(hidden, head.weight, head.bias, input_ids[:, 1:][where], temperature, entropy=entropy)  # [M]
     logp = picked.new_zeros(mask.shape).index_put(where, picked)  # [n, T]
     mean_entropy = (ent.sum() / max(int(mask.sum()), 1)).detach() if entropy else None
     return logp, mean_entropy

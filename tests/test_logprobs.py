@@ -248,3 +248,15 @@ def test_other_shared_architectures_with_grouped_query_attention(config_class, m
     results, taken = _shared_vs_full(model, ids, attn, mask, monkeypatch, temperature=1.0)
     assert taken == [True]
     _assert_same(results)
+
+
+def test_head_logprobs_without_entropy_under_no_grad():
+    """The reference pass asks for log-probs only: the same values, no entropy work."""
+    g = torch.Generator().manual_seed(1)
+    hidden, weight = torch.randn(7, 5, generator=g), torch.randn(11, 5, generator=g)
+    tokens = torch.randint(0, 11, (7,), generator=g)
+    with torch.no_grad():
+        logp, entropy = head_logprobs(hidden, weight, None, tokens, 0.9, block_elements=22, entropy=False)
+    want = torch.log_softmax(hidden @ weight.T / 0.9, dim=-1).gather(1, tokens[:, None]).squeeze(1)
+    torch.testing.assert_close(logp, want, rtol=1e-5, atol=1e-6)
+    assert not entropy.any()
