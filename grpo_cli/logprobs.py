@@ -84,6 +84,10 @@ class _HeadLogprobs(torch.autograd.Function):
         grad_weight = (grad_buffer(ctx.param) if ctx.param is not None else torch.zeros_like(weight)) if ctx.needs_input_grad[1] else None
         grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
         z_buf = None if probs is not None else hidden.new_empty(min(rows, hidden.shape[0]), weight.shape[0], dtype=lse.dtype)
+        if probs is not None:
+            # Kept probabilities: one block, so the [V, H] weight gradient is read and written once
+            # instead of once per block (at 65k x 512 that is 268 MB of memory traffic per block).
+            rows = hidden.shape[0]
         for i in range(0, hidden.shape[0], rows):
             h, g = hidden[i : i + rows], grad_logp[i : i + rows].to(lse.dtype)
             if probs is not None:
