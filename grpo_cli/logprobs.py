@@ -55,14 +55,16 @@ class _HeadLogprobs(torch.autograd.Function):
         probs = hidden.new_empty(m, weight.shape[0], dtype=dtype) if keep else None  # [M, V]
         # Block buffers reused for the whole call: fresh [r, V] temporaries per block fragment the
         # heap (tens of MB of free but resident blocks per micro-batch at a 65k vocabulary).
-        z_buf = hidden.new_empty(min(rows, m), weight.shape[0], dtype=dtype)
-        p_buf = None if keep else torch.empty_like(z_buf)
+        p_buf = hidden.new_empty(min(rows, m), weight.shape[0], dtype=dtype)
+        z_buf = None if keep else torch.empty_like(p_buf)
+        if keep:  # all logits in one matmul, into the buffer each block's probabilities then replace
+            _block_logits(hidden, weight, bias, temperature, out=probs)
         for i in range(0, m, rows):
             r = min(rows, m - i)
-            z = _block_logits(hidden[i : i + r], weight, bias, temperature, out=z_buf[:r])  # [r, V]
+            z = probs[i : i + r] if keep else _block_logits(hidden[i : i + r], weight, bias, temperature, out=z_buf[:r])  # [r, V]
             # log-sum-exp by hand: torch.logsumexp would allocate an [r, V] temporary of its own.
             top = z.amax(dim=-1, keepdim=True)  # [r, 1]
-            p = torch.sub(z, top, out=probs[i : i + r] if keep else p_buf[:r]).exp_()  # unnormalised
+            p = torch.sub(z, top, out=p_buf[:r]).exp_()  # unnormalised
             total = p.sum(dim=-1, keepdim=True)  # [r, 1]
             lse[i : i + r] = (top + total.log()).squeeze(1)
             logp[i : i + r] = z.gather(1, tokens[i : i + r, None]).squeeze(1) - lse[i : i + r]
@@ -70,6 +72,8 @@ class _HeadLogprobs(torch.autograd.Function):
                 p.div_(total)  # softmax(z): backward's, and the entropy's weights
             if with_entropy:
                 entropy[i : i + r] = lse[i : i + r] - torch.bmm(p[:, None, :], z[:, :, None]).view(r)  # H = lse - E_p[z]
+            if keep:
+                z.copy_(p)  # the logits' place in probs now holds the probabilities backward needs
         ctx.save_for_backward(hidden, weight, bias, tokens, lse, probs)
         ctx.temperature, ctx.rows = temperature, rows
         ctx.param = weight if accumulates_in_place(weight) else None
