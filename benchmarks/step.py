@@ -190,6 +190,15 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         grpo_cli.logprobs.SHARE_PREFIXES = False
     if "fused_adam" in args.ablate:
         trainer._fused_adam = lambda model: False
+    if "inplace_grads" in args.ablate:
+        import grpo_cli.grad_in_place
+        import grpo_cli.logprobs
+
+        grpo_cli.grad_in_place.accumulates_in_place = grpo_cli.logprobs.accumulates_in_place = lambda weight: False
+    if "trim" in args.ablate:
+        import grpo_cli.heap
+
+        grpo_cli.heap.trim = lambda *a, **k: False
     torch.manual_seed(0)
     policy = load_policy(cfg, trainable=True)
     if getattr(cfg.train, "gradient_checkpointing", False):  # as trainer.train does
@@ -408,9 +417,10 @@ def main() -> None:
     p.add_argument("--aggregation", default="sequence", choices=("sequence", "token", "constant"))
     p.add_argument("--natural", action="store_true", help="let completions stop at eos (token counts then differ)")
     p.add_argument("--set", action="append", default=[], help="extra config item for our side only, e.g. train.micro_batch_tokens=0")
-    p.add_argument("--ablate", action="append", default=[], choices=("fused_head", "fused_adam", "prefix"),
+    p.add_argument("--ablate", action="append", default=[], choices=("fused_head", "fused_adam", "prefix", "inplace_grads", "trim"),
                    help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), fused_adam, "
-                        "prefix (every row runs its own prompt)")
+                        "prefix (every row runs its own prompt), inplace_grads (autograd's [V, H] gradient temporaries for the "
+                        "LM head and embedding), trim (no heap trim between phases)")
     p.add_argument("--before", type=Path, help="also run our side from this older source tree (its grpo_cli on PYTHONPATH)")
     p.add_argument("--json", type=Path, help="also write the summaries here")
     p.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)

@@ -303,7 +303,9 @@ def policy_update(
     live = len(micro)
     micro += [(mb, 2) for mb in distributed.padding(live)]  # as many forward/backward passes on every rank
     device = next(model.parameters()).device
-    heap.trim()  # sampling's free pages, before the reference pass
+    trim = heap.worth_trimming(model)
+    if trim:
+        heap.trim()  # sampling's free pages, before the reference pass
     with torch.no_grad():
         ref_logp = _logprobs(ref_model, batch, micro, temperature, device) if ref_model is not None else None
         # With mu = 1 the ratio is exactly 1 (old = current, detached): no extra forward pass. With
@@ -321,7 +323,8 @@ def policy_update(
         entropy_sum = 0.0
         for i, (mb, width) in enumerate(distributed.accumulate(model, micro)):  # gradients reduced over ranks on the last
             cols = slice(0, width - 1)  # this micro-batch's target positions: its own padding only
-            heap.trim()  # the step's peak is this micro-batch's: drop earlier phases' free pages first
+            if trim:
+                heap.trim()  # the step's peak is this micro-batch's: drop earlier phases' free pages first
             ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, cols].to(device)
             mask &= i < live  # a padding micro-batch has no token: zero loss, zero gradient
             logp, entropy = sequence_logprobs(model, ids, attn, mask, temperature, entropy=epoch == 0)  # [n, T]

@@ -37,3 +37,10 @@ def _rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def test_only_models_of_64_mib_or_more_are_worth_trimming():
+    import torch
+
+    assert not heap.worth_trimming(torch.nn.Linear(1024, 1024))  # 4 MiB
+    assert heap.worth_trimming(torch.nn.Linear(4096, 4096))  # 64 MiB
