@@ -44,6 +44,7 @@ def accumulates_in_place(weight: Tensor) -> bool:
 
 
 def grad_buffer(param: Tensor) -> Tensor:
+    """`param.grad`, created as zeros on first use (after `zero_grad(set_to_none=True)`)."""
     if param.grad is None:
         param.grad = torch.zeros_like(param)
     return param.grad
