@@ -181,6 +181,7 @@ def test_micro_batches_equal_one_big_batch(random_model_dir, aggregation):
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
         stats = policy_update(model, ref, _batch(random_model_dir), cfg, opt, sched)
+        assert all(p.grad is None for p in model.parameters())  # freed after the step, not held until the next
         results.append((model.state_dict(), stats))
     (big, big_stats), (small, small_stats) = results
     for name in big:
