@@ -189,7 +189,9 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
         grpo_cli.logprobs.SHARE_PREFIXES = False
     if "fused_adam" in args.ablate:
-        trainer._fused_adam = lambda model: False
+        import grpo_cli.optim
+
+        grpo_cli.optim._FUSED_DTYPES = ()  # AdamW's per-parameter path
     if "inplace_grads" in args.ablate:
         import grpo_cli.grad_in_place
         import grpo_cli.logprobs
@@ -209,10 +211,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         policy.sampler.stop_ids = []  # every completion runs to max_new_tokens (see the module doc)
     ref = trainer._load_frozen(cfg, policy.model_dir) if cfg.train.beta > 0 else None
     t = cfg.train
-    # As trainer.train builds it (fused where the trainer has _fused_adam).
-    fused = trainer._fused_adam(policy.model) if hasattr(trainer, "_fused_adam") else None
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=0.0, fused=fused)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    optimizer, schedule = make_optimizer(policy.model, t)
     problems = prompts_for(args.batch_size // args.n, steps)
     order = trainer.DataOrder(len(problems), 0)
     order._perm = list(range(len(problems)))  # the same prompts in the same order as TRL's side
@@ -235,6 +234,21 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             timers.add("step", start)
             rows.append(phase_row(timers.take(), "update", batch.stats["sampled_tokens"]))
     return {"rows": rows[1:], "peak_rss_mb": peak_rss_mb(), "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"], "threads": torch.get_num_threads()}
+
+
+def make_optimizer(model: Any, t: Any) -> tuple[Any, Any]:
+    """As trainer.train builds them, at a constant learning rate; a `--before` tree older than
+    grpo_cli.optim gets torch's fused AdamW, as it did then."""
+    import torch
+
+    from grpo_cli import trainer
+
+    if hasattr(trainer, "_fused_adam"):  # before grpo_cli.optim
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=0.0, fused=trainer._fused_adam(model))
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    from grpo_cli import optim
+
+    return optim.build(model, t.lr, tuple(t.adam_betas), 0.0, lambda i: 1.0)
 
 
 # ------------------------------------------------------------------------------------- TRL's side

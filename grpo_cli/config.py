@@ -46,9 +46,12 @@ class ModelConfig:
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     threads: int = 0
     """Torch CPU threads; 0 uses every core available to the process."""
+    impl: str = "auto"
+    """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto (native where it supports the model)."""
 
     def __post_init__(self) -> None:
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _check_choice("model.impl", self.impl, ("auto", "native", "transformers"))
         if self.threads < 0:
             raise UserError(f"config: model.threads must be >= 0, got {self.threads}")
 

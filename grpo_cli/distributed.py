@@ -17,6 +17,7 @@ The scheme, chosen so that N ranks compute what one process computes on the same
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -127,10 +128,11 @@ def grad_scale() -> float:
 # ------------------------------------------------------------------------------- model wrapping
 
 
-def _is_fsdp(model: Any) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
+def is_fsdp(model: Any) -> bool:
+    """Whether FSDP2 manages `model`. Never imports FSDP: it pulls in torch.distributed.tensor and
+    sympy (about 45 MB resident), and a model can't be sharded before that import anyway."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(model, getattr(fsdp, "FSDPModule", ()))
 
 
 def wrap(model: Any, parallel: str) -> Any:
@@ -165,7 +167,7 @@ def accumulate(model: Any, micro: list[Any]) -> Iterator[Any]:
             with model.no_sync():
                 yield mb
             continue
-        if _is_fsdp(model):
+        if is_fsdp(model):
             model.set_requires_gradient_sync(last)
         yield mb
 
@@ -174,7 +176,7 @@ def accumulate(model: Any, micro: list[Any]) -> Iterator[Any]:
 def full_weights(model: Any) -> Iterator[None]:
     """FSDP2: whole weights on every rank for the duration (collective on entry and exit), so each
     rank can generate or evaluate on its own, running as many forwards as it needs. Others: no-op."""
-    if world() == 1 or not _is_fsdp(model):
+    if world() == 1 or not is_fsdp(model):
         yield
         return
     from torch.distributed.fsdp import FSDPModule
@@ -194,7 +196,7 @@ def full_weights(model: Any) -> Iterator[None]:
 def full_state_dict(model: Any, *, main_only: bool = False) -> dict[str, torch.Tensor]:
     """The whole model's state dict (collective under FSDP: gathered on every rank, or with
     `main_only` on rank 0's CPU and empty elsewhere)."""
-    if world() == 1 or not _is_fsdp(model):
+    if world() == 1 or not is_fsdp(model):
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -206,7 +208,7 @@ class Savable:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.state = full_state_dict(model, main_only=True) if world() > 1 and _is_fsdp(model) else None
+        self.state = full_state_dict(model, main_only=True) if world() > 1 and is_fsdp(model) else None
         if self.state:
             # Tied parameters (lm_head = embeddings) come back as separate copies: make them one
             # tensor again, so save_pretrained stores them once, as it does for the plain model.
@@ -223,7 +225,7 @@ class Savable:
 def optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The optimizer state to checkpoint: FSDP2's shards gathered into one (collective), else as is
     (DDP ranks hold identical copies, in the single-process format)."""
-    if world() == 1 or not _is_fsdp(model):
+    if world() == 1 or not is_fsdp(model):
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -234,7 +236,7 @@ def load_optimizer_state(model: Any, optimizer: torch.optim.Optimizer, state: di
     from grpo_cli.errors import UserError
 
     sharded = any(isinstance(k, str) for k in state.get("state", {}))  # FSDP's form keys by parameter name
-    if sharded != (world() > 1 and _is_fsdp(model)):
+    if sharded != (world() > 1 and is_fsdp(model)):
         written = "train.parallel=fsdp under torchrun" if sharded else "one process or train.parallel=ddp"
         raise UserError(f"--resume: this checkpoint's optimizer state was written with {written}; resume the same way")
     if not sharded:

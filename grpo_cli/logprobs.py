@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from grpo_cli import shared_prefix
+from grpo_cli.distributed import is_fsdp
 from grpo_cli.grad_in_place import accumulates_in_place, backbone_inputs, grad_buffer
 from grpo_cli.loss import selected_logprobs, token_entropy
 
@@ -136,7 +137,7 @@ def head_logprobs(hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: T
 def fusable(model: Any) -> bool:
     """Whether the model's logits are exactly `linear(last hidden state)`: a Linear output
     embedding, a backbone under `base_model`, and no soft-capping or scaling in its config."""
-    if _is_fsdp(model):  # FSDP2 gathers the root's weights in its forward hook; base_model() would skip it
+    if is_fsdp(model):  # FSDP2 gathers the root's weights in its forward hook; base_model() would skip it
         return False
     # A DDP wrapper has no get_output_embeddings: it takes the plain path, whose forward syncs gradients.
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -145,14 +146,6 @@ def fusable(model: Any) -> bool:
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     extras = [getattr(config, name, None) for name in _HEAD_EXTRAS]
     return getattr(model, "base_model", model) is not model and all(v is None or v == 1.0 for v in extras)
-
-
-def _is_fsdp(model: Any) -> bool:
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # a torch without FSDP2
-        return False
-    return isinstance(model, FSDPModule)
 
 
 def sequence_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: Tensor, temperature: float = 1.0,

@@ -67,12 +67,25 @@ def load_tokenizer(model_dir: Path) -> Any:
 
 
 def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) -> Any:
+    """The causal LM in `model_dir`: grpo's own implementation (grpo_cli.native) where `cfg.impl`
+    allows and it supports the model, else transformers'."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, cfg.dtype)
+    model: Any = None
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+        if cfg.impl != "transformers":
+            from grpo_cli import native
+
+            model = native.load(model_dir, dtype)
+            if isinstance(model, str):
+                if cfg.impl == "native":
+                    raise UserError(f"{model_dir}: model.impl=native does not support this model: {model}; use model.impl=auto or transformers")
+                model = None
+        if model is None:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
     except (OSError, ValueError) as e:
         raise UserError(f"{model_dir}: could not load model ({str(e).splitlines()[0]})") from None
     model.to(resolve_device(cfg.device))

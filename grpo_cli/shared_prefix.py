@@ -33,6 +33,10 @@ _ROPE = frozenset({"default", "linear", "llama3", "yarn"})
 
 def shareable(model: Any) -> bool:
     """Whether `model` (already known to be fusable) may run prefixes and completions apart."""
+    from grpo_cli.native import CausalLM
+
+    if isinstance(model, CausalLM):  # full attention and a position-only RoPE (native.unsupported)
+        return not _checkpointed(model)
     config = model.config
     if getattr(config, "model_type", None) not in MODEL_TYPES or getattr(config, "is_encoder_decoder", False):
         return False

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from grpo_cli import advantages as adv
-from grpo_cli import distributed, heap
+from grpo_cli import distributed, heap, optim
 from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
@@ -125,9 +125,9 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     ref_source = start_ckpt / "ref" if start_ckpt is not None and (start_ckpt / "ref").is_dir() else initial_model
     ref_model = _load_frozen(cfg, ref_source) if t.beta > 0 else None
     rft_sampler = _rft_sampler(cfg, policy, initial_model) if cfg.algorithm == "rft" else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=_fused_adam(model))
     total = t.steps * t.mu
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_multiplier(i, t.warmup_steps, total, t.lr_schedule))
+    optimizer, schedule = optim.build(model, t.lr, tuple(t.adam_betas), t.weight_decay,
+                                      lambda i: lr_multiplier(i, t.warmup_steps, total, t.lr_schedule))
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
     if state:
@@ -285,7 +285,7 @@ def lr_multiplier(i: int, warmup: int, total: int, schedule: str) -> float:
 
 
 def policy_update(
-    model: Any, ref_model: Any, batch: Batch, cfg: Config, optimizer: torch.optim.Optimizer, schedule: Any
+    model: Any, ref_model: Any, batch: Batch, cfg: Config, optimizer: Any, schedule: Any
 ) -> dict[str, float]:
     """`mu` optimizer steps over the batch, each accumulating gradients over micro-batches so the
     result equals one step on the whole batch."""
@@ -465,13 +465,6 @@ def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Bat
     ids, attn, loss_mask, _ = _pack(comps, tokenizer.pad_token_id)
     stats = {"sampled_tokens": float(sum(len(c.token_ids) for c in comps)), "completion_len_mean": float(sum(len(c.token_ids) for c in comps) / len(comps))}
     return Batch(ids, attn, loss_mask, None, torch.ones(len(comps)), stats)
-
-
-def _fused_adam(model: Any) -> bool:
-    """AdamW's fused kernel (one pass over each parameter, ~3x faster than foreach on CPU) where
-    torch has it for these parameters; the update is the same."""
-    params = list(model.parameters())
-    return all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) for p in params)
 
 
 def _micro_batches(batch: Batch, rows: torch.Tensor, max_rows: int, max_tokens: int) -> list[tuple[torch.Tensor, int]]:

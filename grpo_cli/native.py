@@ -1,0 +1,372 @@
+"""grpo's own implementation of the Llama-family decoder (Llama, Qwen2, Qwen3, Mistral).
+
+Why: importing transformers' modeling code pulls in torch._dynamo and sympy (about 95 MB of
+resident memory before any weight is loaded), and its per-call work (mask builders, kwargs
+plumbing, output classes) is most of a decode step's time on a small model. This module is the
+same architecture in plain torch: the same parameter names (checkpoints, vLLM weight sync and
+FSDP see no difference), the same arithmetic (tests compare logits, gradients and samples against
+transformers), and the subset of the transformers call interface grpo uses (`forward` with
+`attention_mask`, `position_ids`, `past_key_values`, `inputs_embeds`, `logits_to_keep`;
+`base_model`, `get_input_embeddings`, `save_pretrained`, `gradient_checkpointing_enable`).
+
+`unsupported(...)` names why a model folder needs transformers instead (another architecture,
+sliding-window layers, a position-dependent RoPE variant, weights not in safetensors, ...);
+`model.impl: auto` then loads it with transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
+_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
+"""RoPE variants whose frequencies depend on the position alone (not on the sequence's length)."""
+_IGNORED_KEYS = ("rotary_emb.inv_freq",)
+"""Buffers some older checkpoints store; recomputed here."""
+
+
+@dataclass
+class Output:
+    """What the callers read from a transformers model's output."""
+
+    last_hidden_state: Tensor | None = None
+    logits: Tensor | None = None
+    past_key_values: Any = None
+
+
+def _rope_parameters(config: Any) -> dict[str, Any]:
+    return dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+
+
+def unsupported(config: Any, model_dir: Path) -> str | None:
+    """Why this model can't run on the native implementation, or None when it can."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in MODEL_TYPES:
+        return f"model_type {model_type!r} (native: {', '.join(sorted(MODEL_TYPES))})"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"hidden_act {config.hidden_act!r} (native: silu)"
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and any(t != "full_attention" for t in layer_types):
+        return "sliding-window attention layers"
+    if layer_types is None and getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
+        return "sliding-window attention"
+    rope_type = _rope_parameters(config).get("rope_type", _rope_parameters(config).get("type", "default"))
+    if rope_type not in _ROPE_TYPES:
+        return f"RoPE type {rope_type!r} (native: {', '.join(sorted(_ROPE_TYPES))})"
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return "pretraining_tp != 1"
+    if getattr(config, "quantization_config", None) is not None:
+        return "quantized weights"
+    if not _weight_files(model_dir):
+        return "weights not in safetensors (model.safetensors or its index)"
+    return None
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [model_dir / s for s in shards]
+    return []
+
+
+# ------------------------------------------------------------------------------------- modules
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # torch's fused kernel: same values
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        # As transformers: normalise in float32, scale in the input's dtype.
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype)
+
+
+def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x * cos + rotate_half(x) * sin, with the sign of rotate_half already in `sin`'s first half
+    (rotate_half(x) = (-x2, x1) = roll(x) * (-1, 1)): one op fewer each way than transformers' form."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: Any, layer_idx: int) -> None:
+        super().__init__()
+        hidden = config.hidden_size
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or hidden // self.heads
+        self.layer_idx = layer_idx
+        qkv_bias = config.model_type == "qwen2" or bool(getattr(config, "attention_bias", False))
+        out_bias = config.model_type == "llama" and bool(getattr(config, "attention_bias", False))
+        self.q_proj = nn.Linear(hidden, self.heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=out_bias)
+        if config.model_type == "qwen3":  # per-head norms of queries and keys, before RoPE
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any) -> Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, -1, self.head_dim)
+        k = self.k_proj(x).view(b, t, -1, self.head_dim)
+        v = self.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, heads, T, D]
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        if t == 1:
+            out = self._one_query(q, k, v, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.head_dim**-0.5,
+                                                 enable_gqa=self.kv_heads != self.heads)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+    def _one_query(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Attention of one new token per row (decoding) as two batched matmuls over (row, kv head):
+        a third less time than scaled_dot_product_attention's CPU kernel, which tiles for long queries.
+        The query heads sharing a kv head are that matmul's rows, so grouped-query attention needs
+        no repeated keys. q: [B, heads, 1, D]; k, v: [B, kv_heads, K, D] (views of the cache are fine)."""
+        b, _, _, d = q.shape
+        n = b * self.kv_heads
+        keys = k.shape[2]
+        scores = torch.bmm(q.reshape(n, -1, d), k.reshape(n, keys, d).transpose(1, 2)).mul_(d**-0.5)  # [B*kv, group, K]
+        if mask is not None:  # [B, 1, 1, K] bool
+            scores.view(b, -1, keys).masked_fill_(~mask.view(b, 1, keys), float("-inf"))
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        return torch.bmm(weights, v.reshape(n, keys, d)).view(b, self.heads, 1, d)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        bias = bool(getattr(config, "mlp_bias", False))
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: Any, layer_idx: int) -> None:
+        super().__init__()
+        self.self_attn = Attention(config, layer_idx)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any) -> Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self._forward, x, cos, sin, mask, causal, cache, use_reentrant=False)
+        return self._forward(x, cos, sin, mask, causal, cache)
+
+    def _forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.padding_idx = getattr(config, "pad_token_id", None)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        inv_freq, self.rope_scaling = _inv_freq(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                past_key_values: Any = None, inputs_embeds: Tensor | None = None, use_cache: bool | None = None,
+                **_: Any) -> Output:
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        b, t = x.shape[:2]
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + t, device=x.device)[None]
+        freqs = position_ids[..., None].float() * self.inv_freq.float()  # [B|1, T, D/2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B|1, 1, T, D]
+        cos, sin = (emb.cos() * self.rope_scaling).to(x.dtype), (emb.sin() * self.rope_scaling).to(x.dtype)
+        sin[..., : sin.shape[-1] // 2].neg_()  # rotate_half's sign (see _rope)
+        mask, causal = _attention_mask(attention_mask, b, t, past, x.device)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, causal, past_key_values)
+        return Output(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+
+
+def _attention_mask(attention_mask: Tensor | None, b: int, t: int, past: int, device: torch.device) -> tuple[Tensor | None, bool]:
+    """(boolean mask `[B|1, 1, T, past+T]` or None, is_causal) for scaled_dot_product_attention.
+
+    Query i (cache position past+i) sees the unpadded keys at positions <= past+i. Without a cache
+    and with right padding only, plain causal attention gives the real positions the same values
+    (padding comes after them), so the fast causal kernel runs. A query always sees itself, so a
+    padding query never has an empty row (NaN); its output is never used.
+    """
+    valid = None if attention_mask is None else attention_mask.bool()
+    if valid is not None and past == 0 and bool((valid[:, :-1] >= valid[:, 1:]).all()):  # right padding only
+        valid = None
+    if valid is None or bool(valid.all()):
+        if past == 0 or t == 1:
+            return None, t > 1
+        valid = None
+    keys = torch.arange(past + t, device=device)
+    queries = keys[past:, None]  # [T, 1]
+    allowed = keys <= queries  # [T, K]
+    if valid is None:
+        return allowed[None, None], False
+    allowed = (allowed & valid[:, None, :]) | (keys == queries)  # [B, T, K]
+    return allowed[:, None], False
+
+
+def _inv_freq(config: Any) -> tuple[Tensor, float]:
+    rope = _rope_parameters(config)
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "default":
+        theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # no modeling import
+
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config)
+    return inv_freq.float(), float(scaling)
+
+
+class CausalLM(nn.Module):
+    """A Llama-family causal LM with transformers' parameter names and call interface."""
+
+    base_model_prefix = "model"
+    _no_split_modules = ["DecoderLayer"]  # FSDP2 shards each block (grpo_cli.distributed.wrap)
+
+    def __init__(self, config: Any, generation_config: Any = None) -> None:
+        super().__init__()
+        self.config = config
+        self.generation_config = generation_config
+        self.name_or_path = str(getattr(config, "_name_or_path", ""))
+        self.model = Backbone(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if self.tied:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @property
+    def tied(self) -> bool:
+        return bool(getattr(self.config, "tie_word_embeddings", False))
+
+    @property
+    def base_model(self) -> Backbone:
+        return self.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                past_key_values: Any = None, inputs_embeds: Tensor | None = None, use_cache: bool | None = None,
+                logits_to_keep: int = 0, **_: Any) -> Output:
+        out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds)
+        hidden = out.last_hidden_state
+        out.logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        return out
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        """Recompute each layer in backward (always non-reentrant here)."""
+        for layer in self.model.layers:
+            layer.gradient_checkpointing = True
+
+    def save_pretrained(self, path: str | Path, state_dict: dict[str, Tensor] | None = None, **_: Any) -> None:
+        """`config.json`, `generation_config.json` and `model.safetensors`, as transformers writes them."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = dict(state_dict if state_dict is not None else self.state_dict())
+        if self.tied:  # stored once, under the embedding's name, as transformers does
+            state.pop("lm_head.weight", None)
+        self.config.dtype = self.dtype
+        self.config.save_pretrained(path)
+        if self.generation_config is not None:
+            self.generation_config.save_pretrained(path)
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+@contextmanager
+def _no_init() -> Iterator[None]:
+    """Build modules without initialising weights that loading replaces. (Not the meta device:
+    initialising on it imports torch._dynamo, the ~70 MB this module exists to avoid.)"""
+    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
+    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved  # type: ignore[method-assign]
+
+
+def load(model_dir: Path, dtype: torch.dtype) -> CausalLM | str:
+    """The model in `model_dir` on the CPU in `dtype`, or the reason it needs transformers."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, GenerationConfig
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    reason = unsupported(config, model_dir)
+    if reason is not None:
+        return reason
+    try:
+        generation = GenerationConfig.from_pretrained(str(model_dir))
+    except OSError:  # no generation_config.json: derived from the model's config, as transformers does
+        generation = GenerationConfig.from_model_config(config)
+    with _no_init():
+        model = CausalLM(config, generation)
+    expected = {k for k in model.state_dict() if not (model.tied and k == "lm_head.weight")}
+    state: dict[str, Tensor] = {}
+    for file in _weight_files(model_dir):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                if key.endswith(_IGNORED_KEYS) or (model.tied and key == "lm_head.weight"):
+                    continue
+                state[key] = f.get_tensor(key).to(dtype)
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        return f"weights do not match the architecture (missing {missing[:3]}, unexpected {extra[:3]})"
+    model.load_state_dict(state, strict=False, assign=True)
+    if model.tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    inv_freq, _ = _inv_freq(config)
+    model.model.inv_freq = inv_freq
+    return model
