@@ -116,7 +116,7 @@ class Attention(nn.Module):
         self.head_dim = getattr(config, "head_dim", None) or hidden // self.heads
         self.layer_idx = layer_idx
         qkv_bias = config.model_type == "qwen2" or bool(getattr(config, "attention_bias", False))
-        out_bias = config.model_type == "llama" and bool(getattr(config, "attention_bias", False))
+        out_bias = config.model_type in ("llama", "qwen3") and bool(getattr(config, "attention_bias", False))
         self.q_proj = nn.Linear(hidden, self.heads * self.head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=qkv_bias)

@@ -17,6 +17,9 @@ import torch
 from torch import Tensor
 
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_TORCH_FLAGS = {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+                "fused": True, "decoupled_weight_decay": True}
+"""torch.optim.AdamW's options for this update, written into the state dict so torch's AdamW loads it as the same optimizer."""
 
 
 class AdamW:
@@ -65,7 +68,7 @@ class AdamW:
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's format: per-parameter state keyed by the parameter's index."""
         params = self.param_groups[0]["params"]
-        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        group = {**_TORCH_FLAGS, **{k: v for k, v in self.param_groups[0].items() if k != "params"}}
         return {"state": {i: dict(self.state[p]) for i, p in enumerate(params) if p in self.state},
                 "param_groups": [{**group, "params": list(range(len(params)))}]}
 
@@ -80,6 +83,8 @@ class AdamW:
         self.state = {}
         for index, entry in state["state"].items():
             p = params[saved["params"].index(int(index))]
+            if entry["exp_avg"].shape != p.shape:  # another model's state: the fused kernel would write out of bounds
+                raise ValueError(f"optimizer state of parameter {index} has shape {tuple(entry['exp_avg'].shape)}, the model's {tuple(p.shape)}")
             self.state[p] = {"step": entry["step"].to(device=p.device, dtype=torch.float32),
                              "exp_avg": entry["exp_avg"].to(p), "exp_avg_sq": entry["exp_avg_sq"].to(p)}
 
