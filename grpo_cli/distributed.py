@@ -222,7 +222,7 @@ class Savable:
         self.model.save_pretrained(path, **kwargs)
 
 
-def optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
     """The optimizer state to checkpoint: FSDP2's shards gathered into one (collective), else as is
     (DDP ranks hold identical copies, in the single-process format)."""
     if world() == 1 or not is_fsdp(model):
@@ -232,7 +232,7 @@ def optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, A
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def load_optimizer_state(model: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any]) -> None:
     from grpo_cli.errors import UserError
 
     sharded = any(isinstance(k, str) for k in state.get("state", {}))  # FSDP's form keys by parameter name

@@ -1,6 +1,6 @@
 """grpo's own implementation of the Llama-family decoder (Llama, Qwen2, Qwen3, Mistral).
 
-Why: importing transformers' modeling code pulls in torch._dynamo and sympy (about 95 MB of
+Why: importing transformers' modeling code pulls in torch._dynamo and sympy (about 90 MB of
 resident memory before any weight is loaded), and its per-call work (mask builders, kwargs
 plumbing, output classes) is most of a decode step's time on a small model. This module is the
 same architecture in plain torch: the same parameter names (checkpoints, vLLM weight sync and
@@ -320,7 +320,7 @@ class CausalLM(nn.Module):
         self.config.save_pretrained(path)
         if self.generation_config is not None:
             self.generation_config.save_pretrained(path)
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
 # ------------------------------------------------------------------------------------- loading
