@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
-_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
+ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
 """RoPE variants whose frequencies depend on the position alone (not on the sequence's length)."""
 _IGNORED_KEYS = ("rotary_emb.inv_freq",)
 """Buffers some older checkpoints store; recomputed here."""
@@ -49,6 +49,17 @@ def _rope_parameters(config: Any) -> dict[str, Any]:
 
 def unsupported(config: Any, model_dir: Path) -> str | None:
     """Why this model can't run on the native implementation, or None when it can."""
+    reason = unsupported_architecture(config)
+    if reason is None and getattr(config, "quantization_config", None) is not None:
+        reason = "quantized weights"
+    if reason is None and not _weight_files(model_dir):
+        reason = "weights not in safetensors (model.safetensors or its index)"
+    return reason
+
+
+def unsupported_architecture(config: Any) -> str | None:
+    """Why this config is not the standard Llama-family decoder (full causal attention, RoPE from
+    the position alone, SiLU MLP), or None when it is."""
     model_type = getattr(config, "model_type", None)
     if model_type not in MODEL_TYPES:
         return f"model_type {model_type!r} (native: {', '.join(sorted(MODEL_TYPES))})"
@@ -60,14 +71,10 @@ def unsupported(config: Any, model_dir: Path) -> str | None:
     if layer_types is None and getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
         return "sliding-window attention"
     rope_type = _rope_parameters(config).get("rope_type", _rope_parameters(config).get("type", "default"))
-    if rope_type not in _ROPE_TYPES:
-        return f"RoPE type {rope_type!r} (native: {', '.join(sorted(_ROPE_TYPES))})"
+    if rope_type not in ROPE_TYPES:
+        return f"RoPE type {rope_type!r} (native: {', '.join(sorted(ROPE_TYPES))})"
     if getattr(config, "pretraining_tp", 1) != 1:
         return "pretraining_tp != 1"
-    if getattr(config, "quantization_config", None) is not None:
-        return "quantized weights"
-    if not _weight_files(model_dir):
-        return "weights not in safetensors (model.safetensors or its index)"
     return None
 
 

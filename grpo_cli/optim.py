@@ -49,7 +49,7 @@ class AdamW:
             states = [self._state(p) for p in params]
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
-            if device.type in ("cpu", "cuda") and dtype in _FUSED_DTYPES:
+            if _fused(device, dtype):
                 torch._fused_adamw_(  # what torch.optim.AdamW(fused=True) calls
                     params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [], steps,
                     amsgrad=False, lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1],
@@ -135,11 +135,12 @@ def build(model: Any, lr: float, betas: tuple[float, float], weight_decay: float
     from grpo_cli.distributed import is_fsdp
 
     if is_fsdp(model):
-        optimizer: Any = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay, fused=_fusable(model))
+        optimizer: Any = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay, fused=all(_fused(p.device, p.dtype) for p in model.parameters()))
     else:
         optimizer = AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
     return optimizer, Schedule(optimizer, multiplier)
 
 
-def _fusable(model: Any) -> bool:
-    return all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES for p in model.parameters())
+def _fused(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch has the fused AdamW kernel for parameters of this device and dtype."""
+    return device.type in ("cpu", "cuda") and dtype in _FUSED_DTYPES

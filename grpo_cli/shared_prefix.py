@@ -23,34 +23,22 @@ from torch import Tensor
 
 from grpo_cli.grad_in_place import backbone_inputs
 
-MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
-"""Model types whose backbone takes `past_key_values` / `position_ids` / a 2-D padding mask the
-standard way (RoPE from position ids, causal mask offset by the cache length)."""
 _ATTENTION = frozenset({"sdpa", "eager"})
-_ROPE = frozenset({"default", "linear", "llama3", "yarn"})
-"""RoPE variants that depend on the position alone (dynamic NTK rescales with the pass's length)."""
 
 
 def shareable(model: Any) -> bool:
-    """Whether `model` (already known to be fusable) may run prefixes and completions apart."""
-    from grpo_cli.native import CausalLM
+    """Whether `model` (already known to be fusable) may run prefixes and completions apart: a
+    Llama-family decoder (grpo_cli.native's own, or transformers' with the standard attention), whose
+    backbone takes `past_key_values` / `position_ids` / a 2-D padding mask the standard way (RoPE
+    from the position alone, causal mask offset by the cache length), without checkpointing."""
+    from grpo_cli import native
 
-    if isinstance(model, CausalLM):  # full attention and a position-only RoPE (native.unsupported)
-        return not _checkpointed(model)
-    config = model.config
-    if getattr(config, "model_type", None) not in MODEL_TYPES or getattr(config, "is_encoder_decoder", False):
-        return False
-    if getattr(config, "_attn_implementation", None) not in _ATTENTION:
-        return False
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    if rope.get("rope_type", rope.get("type", "default")) not in _ROPE:
-        return False
-    # Sliding-window layers would need a sliding cache: full causal attention only.
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None and any(t != "full_attention" for t in layer_types):
-        return False
-    if layer_types is None and getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
-        return False
+    if not isinstance(model, native.CausalLM):
+        config = model.config
+        if getattr(config, "is_encoder_decoder", False) or getattr(config, "_attn_implementation", None) not in _ATTENTION:
+            return False
+        if native.unsupported_architecture(config) is not None:
+            return False
     return not _checkpointed(model)
 
 
