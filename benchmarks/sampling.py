@@ -37,9 +37,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.impl=transformers")
     args = parser.parse_args()
 
-    cfg = load_config("tiny", [f"sampling.n={args.n}", f"data.limit={args.prompts}"])
+    cfg = load_config("tiny", [f"sampling.n={args.n}", f"data.limit={args.prompts}", *args.set])
     setup_torch(1)
     model_dir = resolve_model_dir(cfg.model.path)
     tokenizer = load_tokenizer(model_dir)
