@@ -99,7 +99,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # torch's fused kernel: same values
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # torch's kernel, the same formula (float32 already)
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # As transformers: normalise in float32, scale in the input's dtype.
         dtype = x.dtype
