@@ -92,6 +92,48 @@ def _weight_files(model_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------- modules
 
 
+class Packing:
+    """Layout of a forward pass over prompts shared by several rows (grpo_cli.shared_prefix), run
+    as one token sequence: `u` right-padded prefixes of width `w`, then `r` right-padded
+    completion rows of width `c`. Token-wise work (projections, MLP, norms) runs once over all of
+    them; in attention each prefix attends causally to itself, and each completion row to its
+    prefix `owner[row]` (its valid positions) and causally to itself.
+
+    Against running the prefixes as a pass of their own with a KV cache: the same values, and
+    one set of ops instead of two (on a small model most of a pass's cost is per op, not per
+    token), and no cache written, so activation checkpointing can recompute a layer.
+    """
+
+    def __init__(self, prefix_lengths: Tensor, width: int, owner: Tensor, comp_width: int) -> None:
+        self.u, self.w = len(prefix_lengths), width
+        self.r, self.c = len(owner), comp_width
+        self.owner = owner
+        # A completion query sees its prefix's real positions and, causally, its own row: a real
+        # query then sees no padding (it comes after it); a padding query's output is never used.
+        position = torch.arange(max(width, comp_width), device=owner.device)
+        prefix_valid = position[:width] < prefix_lengths[owner][:, None]  # [R, W]
+        causal = position[:comp_width] <= position[:comp_width, None]  # [C, C]
+        self.mask = torch.cat([prefix_valid[:, None, :].expand(-1, comp_width, -1),
+                               causal.expand(len(owner), -1, -1)], 2)[:, None]  # [R, 1, C, W+C]
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float, gqa: bool) -> Tensor:
+        """Attention outputs `[1, N, heads * D]` from q `[1, N, heads, D]`, k, v `[1, N, kv_heads, D]`."""
+        n = self.u * self.w
+
+        def split(x: Tensor, rows: int, width: int, part: slice) -> Tensor:  # -> [rows, heads, width, D]
+            return x[0, part].view(rows, width, x.shape[2], x.shape[3]).transpose(1, 2)
+
+        qp, kp, vp = (split(x, self.u, self.w, slice(0, n)) for x in (q, k, v))
+        # Right-padded prefixes: a real position sees only real ones under the plain causal mask.
+        out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=scale, enable_gqa=gqa)
+        if self.c == 0:  # every row's only target is predicted by its prefix
+            return out_p.transpose(1, 2).reshape(n, -1)[None]
+        qc, kc, vc = (split(x, self.r, self.c, slice(n, None)) for x in (q, k, v))
+        keys, values = torch.cat([kp[self.owner], kc], 2), torch.cat([vp[self.owner], vc], 2)
+        out_c = F.scaled_dot_product_attention(qc, keys, values, attn_mask=self.mask, scale=scale, enable_gqa=gqa)
+        return torch.cat([out_p.transpose(1, 2).reshape(n, -1), out_c.transpose(1, 2).reshape(self.r * self.c, -1)])[None]
+
+
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
@@ -132,13 +174,18 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any,
+                packing: Packing | None = None) -> Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, -1, self.head_dim)
         k = self.k_proj(x).view(b, t, -1, self.head_dim)
-        v = self.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, -1, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
+        if packing is not None:  # cos, sin: [1, N, 1, D], one position per token
+            out = packing.attend(_rope(q, cos, sin), _rope(k, cos, sin), v, self.head_dim**-0.5, self.kv_heads != self.heads)
+            return self.o_proj(out)
+        v = v.transpose(1, 2)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, heads, T, D]
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         if cache is not None:
@@ -186,15 +233,17 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.gradient_checkpointing = False
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any,
+                packing: Packing | None = None) -> Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
-            return checkpoint(self._forward, x, cos, sin, mask, causal, cache, use_reentrant=False)
-        return self._forward(x, cos, sin, mask, causal, cache)
+            return checkpoint(self._forward, x, cos, sin, mask, causal, cache, packing, use_reentrant=False)
+        return self._forward(x, cos, sin, mask, causal, cache, packing)
 
-    def _forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache)
+    def _forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any,
+                 packing: Packing | None = None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache, packing)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -216,14 +265,30 @@ class Backbone(nn.Module):
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=x.device)[None]
-        freqs = position_ids[..., None].float() * self.inv_freq.float()  # [B|1, T, D/2]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B|1, 1, T, D]
-        cos, sin = (emb.cos() * self.rope_scaling).to(x.dtype), (emb.sin() * self.rope_scaling).to(x.dtype)
-        sin[..., : sin.shape[-1] // 2].neg_()  # rotate_half's sign (see _rope)
+        cos, sin = self._rope_tables(position_ids, x.dtype)
+        cos, sin = cos[:, None], sin[:, None]  # [B|1, 1, T, D]: heads come before positions here
         mask, causal = _attention_mask(attention_mask, b, t, past, x.device)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, causal, past_key_values)
         return Output(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+
+    def forward_packed(self, input_ids: Tensor | None, inputs_embeds: Tensor | None, position_ids: Tensor, packing: Packing) -> Tensor:
+        """Last hidden states `[1, N, H]` of the tokens laid out by `packing` (prefixes, then the
+        completion rows, flattened into one sequence), each at its `position_ids` `[1, N]`."""
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        cos, sin = self._rope_tables(position_ids, x.dtype)
+        cos, sin = cos[:, :, None], sin[:, :, None]  # [1, N, 1, D]: per token, before the heads
+        for layer in self.layers:
+            x = layer(x, cos, sin, None, False, None, packing)
+        return self.norm(x)
+
+    def _rope_tables(self, position_ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos and signed sin `[B|1, T, D]` at `position_ids` `[B|1, T]` (sign: see `_rope`)."""
+        freqs = position_ids[..., None].float() * self.inv_freq.float()  # [B|1, T, D/2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = (emb.cos() * self.rope_scaling).to(dtype), (emb.sin() * self.rope_scaling).to(dtype)
+        sin[..., : sin.shape[-1] // 2].neg_()  # rotate_half's sign (see _rope)
+        return cos, sin
 
 
 def _attention_mask(attention_mask: Tensor | None, b: int, t: int, past: int, device: torch.device) -> tuple[Tensor | None, bool]:

@@ -226,10 +226,11 @@ def _grad_batch(kind: str = "ragged"):
     """Right-padded rows; rows 0/1 and 2/3 share a prompt (grpo's groups), so prefix sharing applies.
     ragged: prompts and completions of different lengths (padding inside the prefix + completion mask);
     short: two-token completions, so the completions' pass after the shared prompts is one token a
-    row (the decoding-shaped attention path, here with gradients); even: no padding at all."""
+    row (the decoding-shaped attention path, here with gradients); single: one-token completions, each
+    predicted by its prompt's last state alone (no completion tokens to run); even: no padding at all."""
     g = torch.Generator().manual_seed(7)
     prompts = [torch.randint(2, VOCAB, (4,), generator=g), torch.randint(2, VOCAB, (4 if kind == "even" else 3,), generator=g)]
-    lengths = {"ragged": [10, 8, 9, 5], "short": [6, 6, 5, 5], "even": [10, 10, 10, 10]}[kind]
+    lengths = {"ragged": [10, 8, 9, 5], "short": [6, 6, 5, 5], "single": [5, 5, 4, 4], "even": [10, 10, 10, 10]}[kind]
     prompt_of = [0, 0, 1, 1]
     ids = torch.randint(2, VOCAB, (4, 10), generator=g)
     attn = torch.zeros(4, 10, dtype=torch.long)
@@ -252,16 +253,23 @@ def _grads(model, batch):
     return logp.detach(), {n: p.grad for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("checkpointing, kind", [(False, "ragged"), (False, "short"), (False, "even"), (True, "ragged")],
-                         ids=["ragged", "short", "even", "checkpointed"])
-def test_gradients_equal_transformers(pair, checkpointing, kind):
+@pytest.mark.parametrize("checkpointing, kind", [(False, "ragged"), (False, "short"), (False, "single"), (False, "even"), (True, "ragged")],
+                         ids=["ragged", "short", "single", "even", "checkpointed"])
+def test_gradients_equal_transformers(pair, checkpointing, kind, monkeypatch):
+    """Transformers' model shares the prompts through its KV cache (no checkpointing there); ours
+    runs them packed with the completions (`native.Packing`), with checkpointing too."""
+    from grpo_cli import shared_prefix
+
     path, _, _ = pair
     batch = _grad_batch(kind)
     want_logp, want = _grads(_hf(path), batch)
     nat = _native(path)
     if checkpointing:  # as trainer.train turns it on
         enable_activation_checkpointing(nat)
+    packed = []
+    monkeypatch.setattr(shared_prefix, "_packed", lambda *a, inner=shared_prefix._packed: packed.append(1) or inner(*a))
     got_logp, got = _grads(nat, batch)
+    assert packed, "the shared prompts did not take the packed pass"
     _close(got_logp, want_logp)
     assert set(got) == set(want)
     for name in want:
