@@ -136,8 +136,9 @@ def is_fsdp(model: Any) -> bool:
 
 
 def wrap(model: Any, parallel: str) -> Any:
-    """The model the optimizer and the update use: DDP around it, or FSDP2 applied in place (each
-    transformer block, then the root). The bare module (`Policy.model`) stays what the sampler calls."""
+    """The model the optimizer and the update use: DDP around it (whose forward computes the
+    log-probs: `logprobs.LogprobModel`), or FSDP2 applied in place (each transformer block, then the
+    root). The bare module (`Policy.model`) stays what the sampler calls."""
     if world() == 1:
         return model
     if parallel == "fsdp":
@@ -150,10 +151,12 @@ def wrap(model: Any, parallel: str) -> Any:
         return fully_shard(model)
     from torch.nn.parallel import DistributedDataParallel
 
+    from grpo_cli.logprobs import LogprobModel
+
     device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     # No buffer sync in forward: it would be a collective in every forward, and the ranks run
     # different numbers of them (sampling); the model's buffers are constants anyway.
-    return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+    return DistributedDataParallel(LogprobModel(model), device_ids=device_ids, forward_sync_buffers=False)
 
 
 def accumulate(model: Any, micro: list[Any]) -> Iterator[Any]:

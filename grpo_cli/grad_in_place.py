@@ -38,8 +38,12 @@ class _EmbeddingLookup(torch.autograd.Function):
 
 
 def accumulates_in_place(weight: Tensor) -> bool:
-    """A leaf parameter without gradient hooks: adding into its .grad is all autograd would do."""
-    return (weight.is_leaf and weight.requires_grad and not getattr(weight, "_backward_hooks", None)
+    """A leaf parameter without gradient hooks, in one process: adding into its .grad is all autograd
+    would do. (Under torchrun DDP and FSDP reduce each gradient from hooks on autograd's own
+    accumulation, which a gradient added in place would never reach.)"""
+    from grpo_cli.distributed import world
+
+    return (world() == 1 and weight.is_leaf and weight.requires_grad and not getattr(weight, "_backward_hooks", None)
             and not getattr(weight, "_post_accumulate_grad_hooks", None))
 
 

@@ -134,12 +134,26 @@ def head_logprobs(hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: T
     return _HeadLogprobs.apply(hidden, weight, bias, tokens, temperature, rows, keep, entropy)
 
 
+class LogprobModel(torch.nn.Module):
+    """The policy as DDP wraps it (grpo_cli.distributed.wrap): its forward is `sequence_logprobs` of
+    the bare model, so the blocked LM head and prefix sharing run inside DDP's forward (which sets up
+    the gradient all-reduce; calling the bare model's `base_model` around DDP would skip it). Its
+    parameters are the model's, in the same order."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, mask: Tensor, temperature: float = 1.0,
+                entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        return sequence_logprobs(self.model, input_ids, attention_mask, mask, temperature, entropy=entropy)
+
+
 def fusable(model: Any) -> bool:
     """Whether the model's logits are exactly `linear(last hidden state)`: a Linear output
     embedding, a backbone under `base_model`, and no soft-capping or scaling in its config."""
     if is_fsdp(model):  # FSDP2 gathers the root's weights in its forward hook; base_model() would skip it
         return False
-    # A DDP wrapper has no get_output_embeddings: it takes the plain path, whose forward syncs gradients.
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if not isinstance(head, torch.nn.Linear):
         return False
@@ -152,6 +166,8 @@ def sequence_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mas
                       *, entropy: bool = False) -> tuple[Tensor, Tensor | None]:
     """Log-probs `[n, T]` of `input_ids[:, 1:]` at the target positions where `mask` `[n, T]` is
     true (0 elsewhere), and, if asked, their mean entropy (a detached scalar over `mask`)."""
+    if isinstance(getattr(model, "module", None), LogprobModel):  # DDP around the policy: its forward computes them
+        return model(input_ids, attention_mask, mask, temperature, entropy=entropy)
     mask = mask.bool()
     if not fusable(model):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [n, T, V]
