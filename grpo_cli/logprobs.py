@@ -168,11 +168,21 @@ def sequence_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mas
     true (0 elsewhere), and, if asked, their mean entropy (a detached scalar over `mask`)."""
     if isinstance(getattr(model, "module", None), LogprobModel):  # DDP around the policy: its forward computes them
         return model(input_ids, attention_mask, mask, temperature, entropy=entropy)
+    if is_fsdp(model) and getattr(model, "computes_logprobs", False):  # FSDP2 on grpo's own model: through its forward
+        return model(input_ids=input_ids, attention_mask=attention_mask, target_mask=mask, temperature=temperature, entropy=entropy)
     mask = mask.bool()
     if not fusable(model):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [n, T, V]
         logp = selected_logprobs(logits, input_ids[:, 1:], temperature)
         return logp, token_entropy(logits.detach() / temperature, mask) if entropy else None
+    return blocked_logprobs(model, input_ids, attention_mask, mask, temperature, entropy)
+
+
+def blocked_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: Tensor, temperature: float,
+                     entropy: bool) -> tuple[Tensor, Tensor | None]:
+    """`sequence_logprobs` through the blocked head (and shared prompts where they apply), for a
+    model whose backbone and head it may call directly (`fusable`, or inside the model's forward)."""
+    mask = mask.bool()
     where = mask.nonzero(as_tuple=True)
     hidden = shared_prefix.target_hidden(model, input_ids, attention_mask, mask) if SHARE_PREFIXES and shared_prefix.shareable(model) else None
     if hidden is None:

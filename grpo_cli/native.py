@@ -333,6 +333,10 @@ class CausalLM(nn.Module):
 
     base_model_prefix = "model"
     _no_split_modules = ["DecoderLayer"]  # FSDP2 shards each block (grpo_cli.distributed.wrap)
+    computes_logprobs = True
+    """`forward(target_mask=...)` returns token log-probs through grpo's blocked LM head instead of
+    logits: how the update calls the model under FSDP2, whose hooks on this module's forward gather
+    its own weights (embedding, final norm, head) first."""
 
     def __init__(self, config: Any, generation_config: Any = None) -> None:
         super().__init__()
@@ -368,7 +372,12 @@ class CausalLM(nn.Module):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 past_key_values: Any = None, inputs_embeds: Tensor | None = None, use_cache: bool | None = None,
-                logits_to_keep: int = 0, **_: Any) -> Output:
+                logits_to_keep: int = 0, target_mask: Tensor | None = None, temperature: float = 1.0, entropy: bool = False,
+                **_: Any) -> Any:
+        if target_mask is not None:  # (log-probs [n, T], mean entropy | None): see `computes_logprobs`
+            from grpo_cli.logprobs import blocked_logprobs
+
+            return blocked_logprobs(self, input_ids, attention_mask, target_mask, temperature, entropy)
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds)
         hidden = out.last_hidden_state
         out.logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)

@@ -123,19 +123,21 @@ def test_nproc_checks_the_config_before_launching(tmp_path):
     assert_user_error(proc, "train.batch_size=8", "sampling.n=3")
 
 
-def test_ddp_runs_the_blocked_head_and_prefix_sharing_inside_its_forward(random_model_dir, monkeypatch, tmp_path):
-    """The trainer's DDP model (`distributed.wrap`) computes log-probs in its own forward through the
-    blocked LM head with shared prompts, not through full logits, and its gradients are the bare
-    model's. (A one-rank group, with the ranks' view of the world patched to 2: gradients then go
-    through autograd's accumulation, where DDP's reduction hooks sit.)"""
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_wrapped_models_run_the_blocked_head_and_prefix_sharing(random_model_dir, monkeypatch, tmp_path, parallel):
+    """The trainer's wrapped model (`distributed.wrap`) takes its log-probs through the blocked LM
+    head with shared prompts, not through full logits, and its gradients are the bare model's: DDP
+    computes them in its own forward (`logprobs.LogprobModel`), FSDP2 in grpo's model's forward, so
+    the hooks that gather weights and reduce gradients run. (A one-rank group, with the ranks' view
+    of the world patched to 2: gradients then go through autograd's accumulation, where those
+    hooks sit.)"""
     import copy
 
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     from grpo_cli import distributed, grad_in_place, logprobs
-    from grpo_cli.modeling import load_model
     from grpo_cli.config import ModelConfig
+    from grpo_cli.modeling import load_model
     from test_logprobs import _prompt_batch
 
     model = load_model(random_model_dir, ModelConfig(path=str(random_model_dir), threads=1), trainable=True)
@@ -148,18 +150,20 @@ def test_ddp_runs_the_blocked_head_and_prefix_sharing_inside_its_forward(random_
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         monkeypatch.setattr(distributed, "world", lambda: 2)
-        wrapped = distributed.wrap(model, "ddp")
-        assert isinstance(wrapped, DistributedDataParallel)
-        assert not any(grad_in_place.accumulates_in_place(p) for p in model.parameters())  # DDP's hooks see every gradient
+        wrapped = distributed.wrap(model, parallel)
+        assert not any(grad_in_place.accumulates_in_place(p) for p in model.parameters())  # the hooks see every gradient
         heads, shared = [], []
         monkeypatch.setattr(logprobs, "head_logprobs", lambda *a, inner=logprobs.head_logprobs, **k: heads.append(1) or inner(*a, **k))
         monkeypatch.setattr(logprobs.shared_prefix, "target_hidden",
                             lambda *a, inner=logprobs.shared_prefix.target_hidden: shared.append(1) or inner(*a))
         got, _ = logprobs.sequence_logprobs(wrapped, ids, attn, mask, 0.9)
         (got * weights).sum().backward()
+        grads = {name: distributed.local(p.grad) for name, p in wrapped.named_parameters()}
     finally:
         dist.destroy_process_group()
     assert heads and shared
     torch.testing.assert_close(got.detach(), logp.detach())
-    for (name, a), b in zip(bare.named_parameters(), model.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
+    want = {name.removeprefix("module.model."): p.grad for name, p in bare.named_parameters()}
+    assert {name.removeprefix("module.model.") for name in grads} == set(want)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, want[name.removeprefix("module.model.")], rtol=1e-5, atol=1e-6, msg=name)
