@@ -221,7 +221,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if torch.is_grad_enabled():
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(F.silu(self.gate_proj(x), inplace=True).mul_(self.up_proj(x)))  # no autograd: in the gate's buffer
 
 
 class DecoderLayer(nn.Module):
@@ -243,8 +245,10 @@ class DecoderLayer(nn.Module):
 
     def _forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any,
                  packing: Packing | None = None) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache, packing)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        # Residuals added into the branch's output (fresh, and not saved by its linear for backward):
+        # one [B, T, H] tensor fewer per add, the same sums.
+        x = self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache, packing).add_(x)
+        return self.mlp(self.post_attention_layernorm(x)).add_(x)
 
 
 class Backbone(nn.Module):
