@@ -415,6 +415,16 @@ def print_table(model: str, sides: dict[str, dict[str, float]]) -> None:
         print(line)
 
 
+def print_paired(runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Step-time ratios of runs made one after the other (ours run r / other side's run r): a slow
+    minute of a shared machine then weighs on both terms of a ratio, not on one side's median."""
+    ours = [statistics.median(x["step_cpu"] for x in run["rows"]) for run in runs["ours"]]
+    for other in (s for s in runs if s != "ours"):
+        theirs = [statistics.median(x["step_cpu"] for x in run["rows"]) for run in runs[other]]
+        ratios = sorted(a / b for a, b in zip(ours, theirs))
+        print(f"paired step cpu ours/{other}: median {statistics.median(ratios):.2f} (runs: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vs-trl", action="store_true", help="also run TRL's GRPOTrainer on the same work, alternating")
@@ -455,6 +465,7 @@ def main() -> None:
                       f"peak {runs[side][-1]['peak_rss_mb']:.0f} MB", flush=True)
         summaries[model] = {s: summarize(runs[s]) for s in sides}
         print_table(model, summaries[model])
+        print_paired(runs)
     print(f"\nsettings: G={args.n} batch={args.batch_size} micro-batch={args.micro_batch} max_new_tokens={args.max_new_tokens} "
           f"beta={args.beta} mu={args.mu} aggregation={args.aggregation} threads={args.threads} "
           f"{'natural lengths' if args.natural else 'fixed completion length'}; {args.steps} measured steps x {args.repeats} runs per side")
