@@ -39,8 +39,9 @@ class _EmbeddingLookup(torch.autograd.Function):
 
 def accumulates_in_place(weight: Tensor) -> bool:
     """A leaf parameter without gradient hooks, in one process: adding into its .grad is all autograd
-    would do. (Under torchrun DDP and FSDP reduce each gradient from hooks on autograd's own
-    accumulation, which a gradient added in place would never reach.)"""
+    would do. (Under torchrun, DDP and FSDP reduce gradients from hooks on autograd's own
+    accumulation, which a gradient added in place bypasses; torch 2.13's DDP was seen to reduce one
+    anyway, but nothing documents that, so the ranks take autograd's path.)"""
     from grpo_cli.distributed import world
 
     return (world() == 1 and weight.is_leaf and weight.requires_grad and not getattr(weight, "_backward_hooks", None)
