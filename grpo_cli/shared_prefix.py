@@ -31,7 +31,7 @@ _ATTENTION = frozenset({"sdpa", "eager"})
 
 
 def shareable(model: Any) -> bool:
-    """Whether `model` (already known to be fusable) may run prefixes and completions apart:
+    """Whether `model` (whose backbone and head the caller uses directly) may run prefixes and completions apart:
     grpo's own Llama-family model, or transformers' Llama-family decoder with the standard
     attention, whose backbone takes `past_key_values` / `position_ids` / a 2-D padding mask the
     standard way (RoPE from the position alone, causal mask offset by the cache length), without
