@@ -17,12 +17,23 @@ from grpo_verifiers.code import CodeVerifier
 ADD = "```python\ndef add(a, b):\n    return a + b\n```"
 FORMATS = {
     "asserts": (ADD, "assert add(1, 2) == 3\nassert add(2, 2) == 4\nassert add(0, 0) == 0\nassert add(-1, 5) == 4\n"),
-    "unittest": (ADD, "import unittest\nclass T(unittest.TestCase):\n" + "".join(
-        f"    def test_{i}(self):\n        self.assertEqual(add({i}, 1), {i + 1})\n" for i in range(4))),
-    "check": (ADD, {"check": "def check(candidate):\n" + "".join(f"    assert candidate({i}, 1) == {i + 1}\n" for i in range(4)),
-                    "entry_point": "add"}),
-    "stdin/stdout": ("```python\na, b = map(int, input().split())\nprint(a + b)\n```",
-                     [{"input": f"{i} 1", "output": str(i + 1)} for i in range(4)]),
+    "unittest": (
+        ADD,
+        "import unittest\nclass T(unittest.TestCase):\n"
+        + "".join(f"    def test_{i}(self):\n        self.assertEqual(add({i}, 1), {i + 1})\n" for i in range(4)),
+    ),
+    "check": (
+        ADD,
+        {
+            "check": "def check(candidate):\n"
+            + "".join(f"    assert candidate({i}, 1) == {i + 1}\n" for i in range(4)),
+            "entry_point": "add",
+        },
+    ),
+    "stdin/stdout": (
+        "```python\na, b = map(int, input().split())\nprint(a + b)\n```",
+        [{"input": f"{i} 1", "output": str(i + 1)} for i in range(4)],
+    ),
 }
 
 

@@ -50,14 +50,10 @@ def ours(rows: list[dict], workers: int) -> Callable[[], list[bool]]:
     from grpo_verifiers.math import MathVerifier
 
     verifier = MathVerifier(workers=workers)
-    verifier.verify(
-        [{"completion": r"\boxed{x^2}", "answer": "x*x"}]
-    )  # start the sympy workers
+    verifier.verify([{"completion": r"\boxed{x^2}", "answer": "x*x"}])  # start the sympy workers
 
     def run() -> list[bool]:
-        verdicts = verifier.verify(
-            [{"completion": row["pred"], "answer": row["gold"]} for row in rows]
-        )
+        verdicts = verifier.verify([{"completion": row["pred"], "answer": row["gold"]} for row in rows])
         return [verdict.reward == 1.0 for verdict in verdicts]
 
     return run
@@ -75,9 +71,7 @@ def math_verify(rows: list[dict], wrap_gold: bool) -> Callable[[], list[bool]] |
         from math_verify import parse, verify
     except ImportError:
         return None
-    logging.getLogger("math_verify").setLevel(
-        logging.CRITICAL
-    )  # one warning line per timeout
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # one warning line per timeout
 
     def judge(gold: str, pred: str) -> bool:
         try:
@@ -88,17 +82,12 @@ def math_verify(rows: list[dict], wrap_gold: bool) -> Callable[[], list[bool]] |
     judge(r"$\frac{1}{2}$", "0.5")
 
     def run() -> list[bool]:
-        return [
-            judge(wrap(row["gold"]) if wrap_gold else row["gold"], row["pred"])
-            for row in rows
-        ]
+        return [judge(wrap(row["gold"]) if wrap_gold else row["gold"], row["pred"]) for row in rows]
 
     return run
 
 
-def report(
-    name: str, rows: list[dict], verdicts: list[bool], seconds: float
-) -> Counter:
+def report(name: str, rows: list[dict], verdicts: list[bool], seconds: float) -> Counter:
     plain = [(row, v) for row, v in zip(rows, verdicts) if not row.get("known_failure")]
     agree = sum(row["label"] == v for row, v in plain)
     false_pos = sum(v and not row["label"] for row, v in plain)
@@ -109,20 +98,14 @@ def report(
         f"{name:<12} {len(plain):>5} {agree:>6} {100 * agree / len(plain):>9.1f}% {false_pos:>7} {false_neg:>7}"
         f" {len(rows) / seconds:>9.1f}   {known_agree}/{len(known)}"
     )
-    return Counter(
-        row["category"] for row, v in zip(rows, verdicts) if row["label"] != v
-    )
+    return Counter(row["category"] for row, v in zip(rows, verdicts) if row["label"] != v)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument(
-        "--workers", type=int, default=2, help="sympy worker processes for our verifier"
-    )
-    parser.add_argument(
-        "--show", type=int, default=0, help="print up to N disagreeing rows per checker"
-    )
+    parser.add_argument("--workers", type=int, default=2, help="sympy worker processes for our verifier")
+    parser.add_argument("--show", type=int, default=0, help="print up to N disagreeing rows per checker")
     parser.add_argument(
         "--plain",
         type=int,
@@ -136,9 +119,7 @@ def main() -> None:
         "math-verify": math_verify(rows, wrap_gold=False),
         "math-verify$": math_verify(rows, wrap_gold=True),
     }
-    print(
-        f"{len(rows)} rows from {args.data}, {sum(bool(r.get('known_failure')) for r in rows)} marked known_failure"
-    )
+    print(f"{len(rows)} rows from {args.data}, {sum(bool(r.get('known_failure')) for r in rows)} marked known_failure")
     print(
         f"{'checker':<12} {'rows':>5} {'agree':>6} {'agreement':>10} {'false+':>7} {'false-':>7} {'pairs/s':>9}   known failures agreeing"
     )
@@ -152,9 +133,7 @@ def main() -> None:
         verdicts = run()
         seconds = time.perf_counter() - start
         disagreements[name] = report(name, rows, verdicts, seconds)
-        details[name] = [
-            (row, v) for row, v in zip(rows, verdicts) if row["label"] != v
-        ]
+        details[name] = [(row, v) for row, v in zip(rows, verdicts) if row["label"] != v]
     categories = sorted({row["category"] for row in rows})
     print("\ndisagreements per category (rows in category; known failures included)")
     sizes = Counter(row["category"] for row in rows)
@@ -162,10 +141,7 @@ def main() -> None:
     for category in categories:
         counts = [disagreements[name][category] for name in disagreements]
         if any(counts):
-            print(
-                f"{category + f' ({sizes[category]})':<22}"
-                + "".join(f"{c:>13}" for c in counts)
-            )
+            print(f"{category + f' ({sizes[category]})':<22}" + "".join(f"{c:>13}" for c in counts))
     # Most gold answers are plain numbers: the same checkers on GSM8K-shaped rows (half of them wrong).
     plain = [
         {
@@ -189,18 +165,12 @@ def main() -> None:
             verdicts = run()
             seconds = time.perf_counter() - start
             agree = sum(v == row["label"] for v, row in zip(verdicts, plain))
-            print(
-                f"{name:<12} agreement {100 * agree / len(plain):.1f}%  {len(plain) / seconds:>9.0f} pairs/s"
-            )
+            print(f"{name:<12} agreement {100 * agree / len(plain):.1f}%  {len(plain) / seconds:>9.0f} pairs/s")
     for name, wrong in details.items():
         if args.show and wrong:
             print(f"\n{name}: disagreements (first {args.show})")
             for row, verdict in wrong[: args.show]:
-                pred = (
-                    row["pred"]
-                    if len(row["pred"]) < 90
-                    else row["pred"][:60] + f"...({len(row['pred'])} chars)"
-                )
+                pred = row["pred"] if len(row["pred"]) < 90 else row["pred"][:60] + f"...({len(row['pred'])} chars)"
                 print(
                     f"  [{row['category']}] label={row['label']} got={verdict} gold={row['gold'][:60]!r} pred={pred!r}"
                 )

@@ -24,8 +24,11 @@ METHODS = {
     "online_rft": ["algorithm=online_rft"],
     "grpo (outcome)": ["algorithm=grpo"],
     # math scores the outcome (reward, accuracy); prm (weight 0) gives the step rewards.
-    "grpo (process)": ["algorithm=grpo", "train.advantage=process",
-                       "verifiers=[{name: math}, {name: prm, weight: 0.0}]"],
+    "grpo (process)": [
+        "algorithm=grpo",
+        "train.advantage=process",
+        "verifiers=[{name: math}, {name: prm, weight: 0.0}]",
+    ],
 }
 
 
@@ -40,19 +43,31 @@ def main() -> None:
 
     rows = []
     for name in args.methods.split(","):
-        sets = [*METHODS[name], f"seed={args.seed}", f"model.threads={args.threads}", f"train.out_dir={args.out / name.replace(' ', '_').strip('()')}"]
+        sets = [
+            *METHODS[name],
+            f"seed={args.seed}",
+            f"model.threads={args.threads}",
+            f"train.out_dir={args.out / name.replace(' ', '_').strip('()')}",
+        ]
         if args.steps:
             sets.append(f"train.steps={args.steps}")
         cfg = load_config("tiny", sets)
         start = time.perf_counter()
         result = train(cfg, Reporter.console(quiet=True))
         rows.append((name, result.before["accuracy"], result.after["accuracy"], time.perf_counter() - start))
-        print(f"{name:<16} before {100 * rows[-1][1]:5.1f}%  after {100 * rows[-1][2]:5.1f}%  ({rows[-1][3]:.0f}s)", flush=True)
+        print(
+            f"{name:<16} before {100 * rows[-1][1]:5.1f}%  after {100 * rows[-1][2]:5.1f}%  ({rows[-1][3]:.0f}s)",
+            flush=True,
+        )
 
     print("\nmethod           held-out accuracy before -> after (T=1)   time")
     for name, before, after, seconds in rows:
-        print(f"{name:<16} {100 * before:5.1f}% -> {100 * after:5.1f}%  ({100 * (after - before):+.1f})   {seconds:.0f}s")
-    (args.out / "results.json").write_text(json.dumps([dict(zip(("method", "before", "after", "seconds"), r)) for r in rows], indent=2))
+        print(
+            f"{name:<16} {100 * before:5.1f}% -> {100 * after:5.1f}%  ({100 * (after - before):+.1f})   {seconds:.0f}s"
+        )
+    (args.out / "results.json").write_text(
+        json.dumps([dict(zip(("method", "before", "after", "seconds"), r)) for r in rows], indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.impl=transformers")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.impl=transformers"
+    )
     args = parser.parse_args()
 
     cfg = load_config("tiny", [f"sampling.n={args.n}", f"data.limit={args.prompts}", *args.set])
@@ -55,8 +57,10 @@ def main() -> None:
     start = time.perf_counter()
     vllm.sync_weights(model)
     sync_s = time.perf_counter() - start
-    print(f"workload: {len(prompts)} prompts x {args.n}, max_new_tokens {cfg.sampling.max_new_tokens}, "
-          f"temperature {cfg.sampling.temperature}; vLLM engine start {engine_s:.1f}s, sync_weights {1000 * sync_s:.0f} ms")
+    print(
+        f"workload: {len(prompts)} prompts x {args.n}, max_new_tokens {cfg.sampling.max_new_tokens}, "
+        f"temperature {cfg.sampling.temperature}; vLLM engine start {engine_s:.1f}s, sync_weights {1000 * sync_s:.0f} ms"
+    )
     print(f"{'threads':>7}  {'backend':<7} {'tokens/s best':>13} {'mean':>8} {'s/call':>7}  {'tokens/call':>11}")
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
@@ -72,8 +76,13 @@ def main() -> None:
         for name in ("hf", "vllm"):
             secs = statistics.mean(s for s, _ in calls[name])
             toks = statistics.mean(t for _, t in calls[name])
-            print(f"{threads:>7}  {name:<7} {max(rates[name]):>13.0f} {statistics.mean(rates[name]):>8.0f} {secs:>7.2f}  {toks:>11.0f}")
-        print(f"{threads:>7}  vLLM / HF tokens/s (mean): {statistics.mean(rates['vllm']) / statistics.mean(rates['hf']):.2f}x", flush=True)
+            print(
+                f"{threads:>7}  {name:<7} {max(rates[name]):>13.0f} {statistics.mean(rates[name]):>8.0f} {secs:>7.2f}  {toks:>11.0f}"
+            )
+        print(
+            f"{threads:>7}  vLLM / HF tokens/s (mean): {statistics.mean(rates['vllm']) / statistics.mean(rates['hf']):.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

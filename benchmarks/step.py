@@ -37,8 +37,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("sampling", "scoring", "logprobs", "fwd_bwd", "optimizer", "other", "step")
-LARGE_SHAPE = {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 6, "num_attention_heads": 8,
-               "num_key_value_heads": 8, "vocab_size": 65536}
+LARGE_SHAPE = {
+    "hidden_size": 512,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "vocab_size": 65536,
+}
 
 
 # ------------------------------------------------------------------------------------ measurement
@@ -126,8 +132,14 @@ def large_model_dir() -> Path:
     vocab = backend.get_vocab()
     fillers = [f"<f{i}>" for i in range(LARGE_SHAPE["vocab_size"] - len(vocab))]
     backend.add_tokens(fillers)
-    tokenizer = type(tokenizer)(tokenizer_object=backend, eos_token=tiny.EOS, pad_token=tiny.PAD, unk_token=tiny.UNK,
-                                model_max_length=tiny.MAX_LENGTH, clean_up_tokenization_spaces=False)
+    tokenizer = type(tokenizer)(
+        tokenizer_object=backend,
+        eos_token=tiny.EOS,
+        pad_token=tiny.PAD,
+        unk_token=tiny.UNK,
+        model_max_length=tiny.MAX_LENGTH,
+        clean_up_tokenization_spaces=False,
+    )
     assert len(tokenizer) == LARGE_SHAPE["vocab_size"], len(tokenizer)
     fields = tiny.model_config(tokenizer).to_dict()
     for derived in ("layer_types", "head_dim"):
@@ -135,8 +147,9 @@ def large_model_dir() -> Path:
     config = Qwen2Config.from_dict({**fields, **LARGE_SHAPE})
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tiny.save_tokenizer(tokenizer, out)
@@ -172,13 +185,28 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from grpo_cli.scoring import opened_verifiers
 
     steps = args.steps + 1  # + warm-up
-    cfg = load_config("tiny", [
-        f"model.path={args.model_dir}", f"model.threads={args.threads}", f"sampling.n={args.n}",
-        f"sampling.max_new_tokens={args.max_new_tokens}", "sampling.temperature=1.0", "sampling.top_p=1.0",
-        f"train.batch_size={args.batch_size}", f"train.micro_batch_size={args.micro_batch}", f"train.mu={args.mu}",
-        f"train.beta={args.beta}", "train.kl_estimator=k3", f"train.loss_aggregation={args.aggregation}",
-        "train.lr=1e-6", "train.warmup_steps=0", "train.max_grad_norm=1.0", "data.limit=0", *args.set,
-    ])
+    cfg = load_config(
+        "tiny",
+        [
+            f"model.path={args.model_dir}",
+            f"model.threads={args.threads}",
+            f"sampling.n={args.n}",
+            f"sampling.max_new_tokens={args.max_new_tokens}",
+            "sampling.temperature=1.0",
+            "sampling.top_p=1.0",
+            f"train.batch_size={args.batch_size}",
+            f"train.micro_batch_size={args.micro_batch}",
+            f"train.mu={args.mu}",
+            f"train.beta={args.beta}",
+            "train.kl_estimator=k3",
+            f"train.loss_aggregation={args.aggregation}",
+            "train.lr=1e-6",
+            "train.warmup_steps=0",
+            "train.max_grad_norm=1.0",
+            "data.limit=0",
+            *args.set,
+        ],
+    )
     cfg.check_training()
     if "fused_head" in args.ablate:
         import grpo_cli.logprobs
@@ -233,7 +261,12 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             trainer.policy_update(policy.model, ref, batch, cfg, optimizer, schedule)
             timers.add("step", start)
             rows.append(phase_row(timers.take(), "update", batch.stats["sampled_tokens"]))
-    return {"rows": rows[1:], "peak_rss_mb": peak_rss_mb(), "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"], "threads": torch.get_num_threads()}
+    return {
+        "rows": rows[1:],
+        "peak_rss_mb": peak_rss_mb(),
+        "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"],
+        "threads": torch.get_num_threads(),
+    }
 
 
 def make_optimizer(model: Any, t: Any) -> tuple[Any, Any]:
@@ -244,7 +277,9 @@ def make_optimizer(model: Any, t: Any) -> tuple[Any, Any]:
     from grpo_cli import trainer
 
     if hasattr(trainer, "_fused_adam"):  # before grpo_cli.optim
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=0.0, fused=trainer._fused_adam(model))
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=0.0, fused=trainer._fused_adam(model)
+        )
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
     from grpo_cli import optim
 
@@ -269,14 +304,21 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     steps = args.steps + 1
     problems = prompts_for(args.batch_size // args.n, steps)
     # Plain-text prompts rendered by our template ("{prompt}\n"), so both sides see the same tokens.
-    dataset = Dataset.from_list([{"prompt": p["prompt"] + "\n", "answer": p["answer"], "id": p["id"]} for p in problems])
+    dataset = Dataset.from_list(
+        [{"prompt": p["prompt"] + "\n", "answer": p["answer"], "id": p["id"]} for p in problems]
+    )
     specs = load_config("tiny").verifiers
     timers = Timers()
 
     with opened_verifiers(specs) as verifiers:
 
-        def math_reward(prompts: list[str], completions: list[str], answer: list[str], id: list[Any], **_: Any) -> list[float]:
-            records = [{"id": i, "prompt": p, "answer": a, "completion": c} for i, p, a, c in zip(id, prompts, answer, completions)]
+        def math_reward(
+            prompts: list[str], completions: list[str], answer: list[str], id: list[Any], **_: Any
+        ) -> list[float]:
+            records = [
+                {"id": i, "prompt": p, "answer": a, "completion": c}
+                for i, p, a, c in zip(id, prompts, answer, completions)
+            ]
             return [r["reward"] for r in score(records, verifiers)[0]]
 
         tokenizer = AutoTokenizer.from_pretrained(str(args.model_dir))
@@ -284,19 +326,46 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         model = AutoModelForCausalLM.from_pretrained(str(args.model_dir), dtype=torch.float32)
         grad_accum = args.batch_size // args.micro_batch
         config = GRPOConfig(
-            output_dir=tempfile.mkdtemp(prefix="trl-bench-"), use_cpu=True, bf16=False, fp16=False,
-            gradient_checkpointing=False, use_vllm=False, report_to="none", save_strategy="no", logging_steps=10_000,
-            disable_tqdm=True, seed=0, data_seed=0, shuffle_dataset=False, dataloader_num_workers=0,
-            per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=grad_accum,
-            num_generations=args.n, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+            output_dir=tempfile.mkdtemp(prefix="trl-bench-"),
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=False,
+            use_vllm=False,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=10_000,
+            disable_tqdm=True,
+            seed=0,
+            data_seed=0,
+            shuffle_dataset=False,
+            dataloader_num_workers=0,
+            per_device_train_batch_size=args.micro_batch,
+            gradient_accumulation_steps=grad_accum,
+            num_generations=args.n,
+            max_completion_length=args.max_new_tokens,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
             generation_kwargs={} if args.natural else {"min_new_tokens": args.max_new_tokens},
-            beta=args.beta, num_iterations=args.mu, epsilon=0.2, scale_rewards="group",
+            beta=args.beta,
+            num_iterations=args.mu,
+            epsilon=0.2,
+            scale_rewards="group",
             loss_type={"sequence": "grpo", "token": "dapo", "constant": "dr_grpo"}[args.aggregation],
-            learning_rate=1e-6, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-            adam_beta1=0.9, adam_beta2=0.99, max_grad_norm=1.0, max_steps=steps * args.mu, log_completions=False,
+            learning_rate=1e-6,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            adam_beta1=0.9,
+            adam_beta2=0.99,
+            max_grad_norm=1.0,
+            max_steps=steps * args.mu,
+            log_completions=False,
         )
-        trainer = GRPOTrainer(model=model, reward_funcs=math_reward, args=config, train_dataset=dataset,
-                              processing_class=tokenizer)
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=math_reward, args=config, train_dataset=dataset, processing_class=tokenizer
+        )
         torch.set_num_threads(args.threads)
         timers.wrap(trainer, "_generate", "sampling")
         timers.wrap(trainer, "_calculate_rewards", "scoring")
@@ -331,7 +400,9 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
                 for suffix in ("", "_cpu"):
                     # The update: training_step without the batch preparation it triggers (sampling,
                     # scoring, the no-grad log-prob passes), plus those log-prob passes and the optimizer.
-                    ph["update" + suffix] = sum(ph.get(k + suffix, 0.0) for k in ("training_step", "logprobs", "optimizer")) - ph.get("prepare" + suffix, 0.0)
+                    ph["update" + suffix] = sum(
+                        ph.get(k + suffix, 0.0) for k in ("training_step", "logprobs", "optimizer")
+                    ) - ph.get("prepare" + suffix, 0.0)
                 rows.append(phase_row(ph, "update", float(generated["tokens"])))
                 generated["tokens"] = 0
                 if state.global_step == args.mu:  # the warm-up (first sampled batch) is done
@@ -341,7 +412,12 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         trainer.train()
     # Fold TRL's mu optimizer steps per sampled batch into one of our steps.
     merged = [{k: sum(r[k] for r in rows[i : i + args.mu]) for k in rows[0]} for i in range(0, len(rows), args.mu)]
-    return {"rows": merged[1:], "peak_rss_mb": peak_rss_mb(), "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"], "threads": torch.get_num_threads()}
+    return {
+        "rows": merged[1:],
+        "peak_rss_mb": peak_rss_mb(),
+        "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"],
+        "threads": torch.get_num_threads(),
+    }
 
 
 def phase_row(ph: dict[str, float], update: str, tokens: float) -> dict[str, float]:
@@ -352,7 +428,9 @@ def phase_row(ph: dict[str, float], update: str, tokens: float) -> dict[str, flo
         for key in ("sampling", "scoring", "logprobs", "optimizer", "step"):
             row[key + suffix] = ph.get(key + suffix, 0.0)
         row["fwd_bwd" + suffix] = ph.get(update + suffix, 0.0) - row["logprobs" + suffix] - row["optimizer" + suffix]
-        row["other" + suffix] = row["step" + suffix] - sum(row[k + suffix] for k in ("sampling", "scoring", "logprobs", "fwd_bwd", "optimizer"))
+        row["other" + suffix] = row["step" + suffix] - sum(
+            row[k + suffix] for k in ("sampling", "scoring", "logprobs", "fwd_bwd", "optimizer")
+        )
     return row
 
 
@@ -371,7 +449,16 @@ def run_side(side: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     if side == "before":  # our worker importing grpo_cli from an older source tree
         env["PYTHONPATH"] = os.pathsep.join([str(args.before), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, __file__, "--worker", "trl" if side == "trl" else "ours", "--model-dir", str(model_dir(model)), "--result", str(result)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "trl" if side == "trl" else "ours",
+        "--model-dir",
+        str(model_dir(model)),
+        "--result",
+        str(result),
+    ]
     for key in ("steps", "threads", "n", "batch_size", "micro_batch", "max_new_tokens", "beta", "mu", "aggregation"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--natural"] if args.natural else []
@@ -403,11 +490,20 @@ def print_table(model: str, sides: dict[str, dict[str, float]]) -> None:
     ratios = [(a, b) for a, b in (("ours", "trl"), ("ours", "before")) if a in names and b in names]
     header = f"{'':<22}" + "".join(f"{n:>12}" for n in names) + "".join(f"{a + '/' + b:>12}" for a, b in ratios)
     print(header)
-    rows = [(p + suffix, f"{label} {unit}") for suffix, unit in (("_cpu", "cpu s"), ("", "wall s"))
-            for p, label in zip(PHASES, ("sampling", "scoring", "ref/old logp", "fwd+bwd", "optimizer", "other", "step"))]
-    rows += [("tokens", "gen. tokens"), ("tokens_per_cpu_s", "tokens/cpu s"), ("tokens_per_s", "tokens/wall s"),
-             ("sampling_share_cpu", "sampling share cpu"), ("sampling_share", "sampling share wall"),
-             ("peak_rss_mb", "peak RSS MB"), ("step_mem_mb", "step mem MB")]
+    rows = [
+        (p + suffix, f"{label} {unit}")
+        for suffix, unit in (("_cpu", "cpu s"), ("", "wall s"))
+        for p, label in zip(PHASES, ("sampling", "scoring", "ref/old logp", "fwd+bwd", "optimizer", "other", "step"))
+    ]
+    rows += [
+        ("tokens", "gen. tokens"),
+        ("tokens_per_cpu_s", "tokens/cpu s"),
+        ("tokens_per_s", "tokens/wall s"),
+        ("sampling_share_cpu", "sampling share cpu"),
+        ("sampling_share", "sampling share wall"),
+        ("peak_rss_mb", "peak RSS MB"),
+        ("step_mem_mb", "step mem MB"),
+    ]
     for key, label in rows:
         vals = [sides[n][key] for n in names]
         line = f"{label:<22}" + "".join(f"{v:>12.3f}" if v < 100 else f"{v:>12.0f}" for v in vals)
@@ -422,7 +518,9 @@ def print_paired(runs: dict[str, list[dict[str, Any]]]) -> None:
     for other in (s for s in runs if s != "ours"):
         theirs = [statistics.median(x["step_cpu"] for x in run["rows"]) for run in runs[other]]
         ratios = sorted(a / b for a, b in zip(ours, theirs))
-        print(f"paired step cpu ours/{other}: median {statistics.median(ratios):.2f} (runs: {', '.join(f'{r:.2f}' for r in ratios)})")
+        print(
+            f"paired step cpu ours/{other}: median {statistics.median(ratios):.2f} (runs: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
 
 
 def main() -> None:
@@ -434,18 +532,32 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n", type=int, default=8, help="G, completions per prompt")
     p.add_argument("--batch-size", type=int, default=64, help="completions per step")
-    p.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward (TRL: per_device_train_batch_size)")
+    p.add_argument(
+        "--micro-batch", type=int, default=16, help="sequences per forward/backward (TRL: per_device_train_batch_size)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--beta", type=float, default=0.04)
     p.add_argument("--mu", type=int, default=1)
     p.add_argument("--aggregation", default="sequence", choices=("sequence", "token", "constant"))
     p.add_argument("--natural", action="store_true", help="let completions stop at eos (token counts then differ)")
-    p.add_argument("--set", action="append", default=[], help="extra config item for our side only, e.g. train.micro_batch_tokens=0")
-    p.add_argument("--ablate", action="append", default=[], choices=("fused_head", "fused_adam", "prefix", "inplace_grads", "trim"),
-                   help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), fused_adam, "
-                        "prefix (every row runs its own prompt), inplace_grads (autograd's [V, H] gradient temporaries for the "
-                        "LM head and embedding), trim (no heap trim between phases)")
-    p.add_argument("--before", type=Path, help="also run our side from this older source tree (its grpo_cli on PYTHONPATH)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="extra config item for our side only, e.g. train.micro_batch_tokens=0",
+    )
+    p.add_argument(
+        "--ablate",
+        action="append",
+        default=[],
+        choices=("fused_head", "fused_adam", "prefix", "inplace_grads", "trim"),
+        help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), fused_adam, "
+        "prefix (every row runs its own prompt), inplace_grads (autograd's [V, H] gradient temporaries for the "
+        "LM head and embedding), trim (no heap trim between phases)",
+    )
+    p.add_argument(
+        "--before", type=Path, help="also run our side from this older source tree (its grpo_cli on PYTHONPATH)"
+    )
     p.add_argument("--json", type=Path, help="also write the summaries here")
     p.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -461,14 +573,19 @@ def main() -> None:
         for r in range(args.repeats):
             for side in sides:  # alternate, so slow phases of a shared machine hit both sides
                 runs[side].append(run_side(side, model, args))
-                print(f"{model} run {r + 1} {side}: step {statistics.median(x['step_cpu'] for x in runs[side][-1]['rows']):.2f} cpu s "
-                      f"peak {runs[side][-1]['peak_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"{model} run {r + 1} {side}: step {statistics.median(x['step_cpu'] for x in runs[side][-1]['rows']):.2f} cpu s "
+                    f"peak {runs[side][-1]['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
         summaries[model] = {s: summarize(runs[s]) for s in sides}
         print_table(model, summaries[model])
         print_paired(runs)
-    print(f"\nsettings: G={args.n} batch={args.batch_size} micro-batch={args.micro_batch} max_new_tokens={args.max_new_tokens} "
-          f"beta={args.beta} mu={args.mu} aggregation={args.aggregation} threads={args.threads} "
-          f"{'natural lengths' if args.natural else 'fixed completion length'}; {args.steps} measured steps x {args.repeats} runs per side")
+    print(
+        f"\nsettings: G={args.n} batch={args.batch_size} micro-batch={args.micro_batch} max_new_tokens={args.max_new_tokens} "
+        f"beta={args.beta} mu={args.mu} aggregation={args.aggregation} threads={args.threads} "
+        f"{'natural lengths' if args.natural else 'fixed completion length'}; {args.steps} measured steps x {args.repeats} runs per side"
+    )
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=2))
 

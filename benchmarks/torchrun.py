@@ -29,21 +29,50 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def run(tree: Path | None, model: Path, nproc: int, parallel: str, steps: int) -> dict[str, float]:
     """One `grpo train --nproc` run in a child process of its own (so RUSAGE_CHILDREN is its alone)."""
     out = Path(tempfile.mkdtemp(prefix=f"grpo-torchrun-{parallel}-"))
-    sets = ["model.threads=1", "sampling.n=8", "train.batch_size=32", "train.micro_batch_size=8", f"train.steps={steps}",
-            "train.eval_n=0", "sampling.max_new_tokens=32", "train.beta=0.04", "train.save_every=0", "train.lr=1e-6",
-            f"train.parallel={parallel}"]
-    cmd = [sys.executable, "-m", "grpo_cli", "train", "--nproc", str(nproc), "--model", str(model), "--out", str(out / "run"),
-           "--quiet", *(a for s in sets for a in ("--set", s))]
+    sets = [
+        "model.threads=1",
+        "sampling.n=8",
+        "train.batch_size=32",
+        "train.micro_batch_size=8",
+        f"train.steps={steps}",
+        "train.eval_n=0",
+        "sampling.max_new_tokens=32",
+        "train.beta=0.04",
+        "train.save_every=0",
+        "train.lr=1e-6",
+        f"train.parallel={parallel}",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "grpo_cli",
+        "train",
+        "--nproc",
+        str(nproc),
+        "--model",
+        str(model),
+        "--out",
+        str(out / "run"),
+        "--quiet",
+        *(a for s in sets for a in ("--set", s)),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")])
     # A fresh Python measures the run: its RUSAGE_CHILDREN then covers this run's processes only.
-    probe = ("import resource, subprocess, sys, json; p = subprocess.run(json.loads(sys.argv[1]), env=json.loads(sys.argv[2]),"
-             " capture_output=True, text=True); print(json.dumps([p.returncode, p.stderr[-3000:],"
-             " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    probe = (
+        "import resource, subprocess, sys, json; p = subprocess.run(json.loads(sys.argv[1]), env=json.loads(sys.argv[2]),"
+        " capture_output=True, text=True); print(json.dumps([p.returncode, p.stderr[-3000:],"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+    )
     # cwd outside the repository: `python -m` puts the cwd first on sys.path, ahead of PYTHONPATH.
-    proc = subprocess.run([sys.executable, "-c", probe, json.dumps(cmd), json.dumps(env)], capture_output=True, text=True, check=True,
-                          cwd=out)
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(cmd), json.dumps(env)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=out,
+    )
     code, stderr, maxrss_kb = json.loads(proc.stdout)
     if code != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{stderr}")
@@ -70,8 +99,10 @@ def main() -> None:
             for name, tree in sides:  # alternate, so a slow phase of a shared machine hits both sides
                 r = run(tree, model, args.nproc, parallel, args.steps)
                 print(f"{parallel:<10}{name:<8}{r['update_s']:>15.2f}{r['peak_rss_mb']:>29.0f}", flush=True)
-    print(f"\n{args.nproc} ranks x 1 thread, gloo; G=8, batch 32, micro-batch 8, 32 new tokens, beta 0.04, mu 1; "
-          f"{args.steps} steps per run")
+    print(
+        f"\n{args.nproc} ranks x 1 thread, gloo; G=8, batch 32, micro-batch 8, 32 new tokens, beta 0.04, mu 1; "
+        f"{args.steps} steps per run"
+    )
 
 
 if __name__ == "__main__":

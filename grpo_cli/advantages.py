@@ -39,13 +39,9 @@ def _grouped(rewards: Tensor, group_size: int) -> Tensor:
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
     if rewards.dim() == 2 and rewards.shape[1] != group_size:
-        raise ValueError(
-            f"rewards of shape {tuple(rewards.shape)} do not have groups of {group_size}"
-        )
+        raise ValueError(f"rewards of shape {tuple(rewards.shape)} do not have groups of {group_size}")
     if rewards.dim() not in (1, 2) or rewards.numel() % group_size:
-        raise ValueError(
-            f"rewards of shape {tuple(rewards.shape)} cannot be split into groups of {group_size}"
-        )
+        raise ValueError(f"rewards of shape {tuple(rewards.shape)} cannot be split into groups of {group_size}")
     if not rewards.is_floating_point():
         rewards = rewards.float()
     return rewards.reshape(-1, group_size)  # [B, G]
@@ -74,9 +70,7 @@ SCALES: dict[str, Callable[[Tensor, float], Tensor]] = {
 """`scale_rewards` name -> function `([B, G] rewards, eps) -> [B, G] advantages`."""
 
 
-def outcome_advantages(
-    rewards: Tensor, group_size: int, scale: str = "group", eps: float = 1e-4
-) -> Tensor:
+def outcome_advantages(rewards: Tensor, group_size: int, scale: str = "group", eps: float = 1e-4) -> Tensor:
     """Outcome advantages, one per output, shared by all its tokens.
 
     rewards: `[B*G]` or `[B, G]`; returns `[B*G]`. `scale` is a key of `SCALES`.
@@ -125,8 +119,7 @@ def process_advantages(
         for i in members:
             if len(step_rewards[i]) != len(step_token_ends[i]):
                 raise ValueError(
-                    f"output {i}: {len(step_rewards[i])} step rewards but "
-                    f"{len(step_token_ends[i])} step ends"
+                    f"output {i}: {len(step_rewards[i])} step rewards but {len(step_token_ends[i])} step ends"
                 )
             if any(e < 0 for e in step_token_ends[i]):
                 raise ValueError(f"output {i}: negative step end {min(step_token_ends[i])}")
@@ -173,9 +166,7 @@ def soft_overlong_penalty(lengths: Tensor, max_len: int, cache_len: int) -> Tens
     (0 down to -1, linearly); `-1` beyond `max_len`.
     """
     if not 0 <= cache_len <= max_len:
-        raise ValueError(
-            f"need 0 <= cache_len <= max_len, got cache_len={cache_len}, max_len={max_len}"
-        )
+        raise ValueError(f"need 0 <= cache_len <= max_len, got cache_len={cache_len}, max_len={max_len}")
     lengths = lengths.float()  # [N]
     start = max_len - cache_len
     ramp = (start - lengths) / max(cache_len, 1)  # [N]; unused when cache_len == 0

@@ -33,8 +33,10 @@ def plan_micro_batches(lengths: Sequence[int], max_rows: int, max_tokens: int = 
     for i in order:
         current = plan[-1] if plan else None
         # Sorted longest first: the micro-batch's width is its first sequence's length.
-        fits = current is not None and len(current) < max_rows and (
-            not max_tokens or (len(current) + 1) * lengths[current[0]] <= max_tokens
+        fits = (
+            current is not None
+            and len(current) < max_rows
+            and (not max_tokens or (len(current) + 1) * lengths[current[0]] <= max_tokens)
         )
         if fits:
             current.append(i)

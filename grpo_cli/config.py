@@ -132,7 +132,9 @@ class VerifierConfig:
         if not math.isfinite(self.weight) or not math.isfinite(self.failure_value):
             raise UserError(f"config: verifier {self.name!r} weight and failure_value must be finite")
         if not math.isfinite(self.hang_timeout) or self.hang_timeout < 0:
-            raise UserError(f"config: verifier {self.name!r} hang_timeout must be a number >= 0, got {self.hang_timeout}")
+            raise UserError(
+                f"config: verifier {self.name!r} hang_timeout must be a number >= 0, got {self.hang_timeout}"
+            )
 
 
 @dataclass
@@ -284,7 +286,9 @@ class Config:
             )
         if self.sampling.backend == "vllm" and self.train.parallel == "fsdp":
             # the engine reloads whole weights from the policy, which FSDP keeps sharded
-            raise UserError("config: sampling.backend=vllm does not work with train.parallel=fsdp; use ddp or the hf backend")
+            raise UserError(
+                "config: sampling.backend=vllm does not work with train.parallel=fsdp; use ddp or the hf backend"
+            )
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -81,7 +81,10 @@ def _read_rows(source: str) -> tuple[str, list[dict[str, Any]]]:
 
         split = source[len(BUILTIN_PREFIX) :]
         if split not in arith.SPLITS:
-            raise UserError(f"unknown built-in split {source!r}; expected one of " + ", ".join(BUILTIN_PREFIX + s for s in arith.SPLITS))
+            raise UserError(
+                f"unknown built-in split {source!r}; expected one of "
+                + ", ".join(BUILTIN_PREFIX + s for s in arith.SPLITS)
+            )
         return source, arith.load_split(split)
     if source.startswith("hf:"):
         return source, _read_hf_dataset(source[3:])
@@ -148,7 +151,9 @@ def load_problems(
     for i, row in enumerate(rows):
         where = f"{label} row {i + 1}"
         if prompt_field not in row:
-            raise UserError(f"{where}: missing prompt field '{prompt_field}' (data.prompt_field); fields present: {', '.join(map(str, row))}")
+            raise UserError(
+                f"{where}: missing prompt field '{prompt_field}' (data.prompt_field); fields present: {', '.join(map(str, row))}"
+            )
         prompt = row[prompt_field]
         if not _valid_prompt(prompt):
             raise UserError(f"{where}: field '{prompt_field}' must be a string or a list of {{role, content}} messages")
@@ -157,7 +162,9 @@ def load_problems(
         if answer_field in row and row[answer_field] is not None:
             problem["answer"] = str(row[answer_field])
         elif need_answer:
-            raise UserError(f"{where}: missing answer field '{answer_field}' (data.answer_field); fields present: {', '.join(map(str, row))}")
+            raise UserError(
+                f"{where}: missing answer field '{answer_field}' (data.answer_field); fields present: {', '.join(map(str, row))}"
+            )
         problem["id"] = str(row.get(id_field, i))
         problems.append(problem)
     return problems

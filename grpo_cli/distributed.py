@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+
 def world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 

@@ -24,7 +24,9 @@ class EvalRun:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def score_records(samples: list[dict[str, Any]], cfg: Config, report: Reporter) -> tuple[list[dict[str, Any]], ScoreSummary]:
+def score_records(
+    samples: list[dict[str, Any]], cfg: Config, report: Reporter
+) -> tuple[list[dict[str, Any]], ScoreSummary]:
     """Score sample records with the configured verifiers (the `grpo score` stage)."""
     with opened_verifiers(cfg.verifiers) as verifiers, report.progress("scoring", total=len(samples)) as advance:
         scored, summary = score(samples, verifiers)
@@ -58,7 +60,9 @@ def evaluate_policy(policy: Any, problems: list[dict[str, Any]], cfg: Config, re
     from grpo_cli.rollout import sample_problems, sampling_params
 
     t0 = time.perf_counter()
-    samples = sample_problems(policy, problems, cfg, sampling_params(cfg, n=cfg.eval.n), report, label=f"sampling {label}")
+    samples = sample_problems(
+        policy, problems, cfg, sampling_params(cfg, n=cfg.eval.n), report, label=f"sampling {label}"
+    )
     t1 = time.perf_counter()
     scored, summary = score_records(samples, cfg, report)
     t2 = time.perf_counter()
@@ -86,7 +90,9 @@ def results_table(runs: list[EvalRun], ks: list[int], metrics: list[str]) -> Any
     from rich.table import Table
 
     shapes = {(r.result["problems"], r.result["n"]) for r in runs}
-    title = "evaluation" + (f": {runs[0].result['problems']} problems x {runs[0].result['n']} samples" if len(shapes) == 1 else "")
+    title = "evaluation" + (
+        f": {runs[0].result['problems']} problems x {runs[0].result['n']} samples" if len(shapes) == 1 else ""
+    )
     table = Table(title=title)
     table.add_column("model", overflow="fold")
     table.add_column("accuracy", justify="right")

@@ -44,8 +44,13 @@ def accumulates_in_place(weight: Tensor) -> bool:
     anyway, but nothing documents that, so the ranks take autograd's path.)"""
     from grpo_cli.distributed import world
 
-    return (world() == 1 and weight.is_leaf and weight.requires_grad and not getattr(weight, "_backward_hooks", None)
-            and not getattr(weight, "_post_accumulate_grad_hooks", None))
+    return (
+        world() == 1
+        and weight.is_leaf
+        and weight.requires_grad
+        and not getattr(weight, "_backward_hooks", None)
+        and not getattr(weight, "_post_accumulate_grad_hooks", None)
+    )
 
 
 def grad_buffer(param: Tensor) -> Tensor:
@@ -67,7 +72,13 @@ def input_embeddings(model: Any, input_ids: Tensor) -> Tensor | None:
     model's embedding is a plain `nn.Embedding` (no scaling subclass, max_norm or sparse gradient);
     None to let the model embed `input_ids` itself."""
     embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if (not torch.is_grad_enabled() or type(embed) is not torch.nn.Embedding or embed.max_norm is not None
-            or embed.sparse or embed.scale_grad_by_freq or not accumulates_in_place(embed.weight)):
+    if (
+        not torch.is_grad_enabled()
+        or type(embed) is not torch.nn.Embedding
+        or embed.max_norm is not None
+        or embed.sparse
+        or embed.scale_grad_by_freq
+        or not accumulates_in_place(embed.weight)
+    ):
         return None
     return _EmbeddingLookup.apply(input_ids, embed.weight, embed.padding_idx)

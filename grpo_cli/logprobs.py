@@ -48,8 +48,17 @@ class _HeadLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: Tensor, temperature: float, rows: int,
-                keep: bool, with_entropy: bool) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx: Any,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        tokens: Tensor,
+        temperature: float,
+        rows: int,
+        keep: bool,
+        with_entropy: bool,
+    ) -> tuple[Tensor, Tensor]:
         m, dtype = hidden.shape[0], torch.promote_types(hidden.dtype, torch.float32)  # bf16/fp16 -> fp32
         logp, lse = (hidden.new_empty(m, dtype=dtype) for _ in range(2))
         entropy = hidden.new_zeros(m, dtype=dtype)
@@ -62,7 +71,9 @@ class _HeadLogprobs(torch.autograd.Function):
             _block_logits(hidden, weight, bias, temperature, out=probs)
         for i in range(0, m, rows):
             r = min(rows, m - i)
-            z = probs[i : i + r] if keep else _block_logits(hidden[i : i + r], weight, bias, temperature, out=z_buf[:r])  # [r, V]
+            z = (
+                probs[i : i + r] if keep else _block_logits(hidden[i : i + r], weight, bias, temperature, out=z_buf[:r])
+            )  # [r, V]
             # log-sum-exp by hand: torch.logsumexp would allocate an [r, V] temporary of its own.
             top = z.amax(dim=-1, keepdim=True)  # [r, 1]
             p = torch.sub(z, top, out=p_buf[:r]).exp_()  # unnormalised
@@ -72,7 +83,9 @@ class _HeadLogprobs(torch.autograd.Function):
             if keep or with_entropy:
                 p.div_(total)  # softmax(z): backward's, and the entropy's weights
             if with_entropy:
-                entropy[i : i + r] = lse[i : i + r] - torch.bmm(p[:, None, :], z[:, :, None]).view(r)  # H = lse - E_p[z]
+                entropy[i : i + r] = lse[i : i + r] - torch.bmm(p[:, None, :], z[:, :, None]).view(
+                    r
+                )  # H = lse - E_p[z]
             if keep:
                 z.copy_(p)  # the logits' place in probs now holds the probabilities backward needs
         ctx.save_for_backward(hidden, weight, bias, tokens, lse, probs)
@@ -86,9 +99,17 @@ class _HeadLogprobs(torch.autograd.Function):
         hidden, weight, bias, tokens, lse, probs = ctx.saved_tensors
         temperature, rows = ctx.temperature, ctx.rows
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = (grad_buffer(ctx.param) if ctx.param is not None else torch.zeros_like(weight)) if ctx.needs_input_grad[1] else None
+        grad_weight = (
+            (grad_buffer(ctx.param) if ctx.param is not None else torch.zeros_like(weight))
+            if ctx.needs_input_grad[1]
+            else None
+        )
         grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
-        z_buf = None if probs is not None else hidden.new_empty(min(rows, hidden.shape[0]), weight.shape[0], dtype=lse.dtype)
+        z_buf = (
+            None
+            if probs is not None
+            else hidden.new_empty(min(rows, hidden.shape[0]), weight.shape[0], dtype=lse.dtype)
+        )
         if probs is not None:
             # Kept probabilities: one block, so the [V, H] weight gradient is read and written once
             # instead of once per block (at 65k x 512 that is 268 MB of memory traffic per block).
@@ -98,7 +119,11 @@ class _HeadLogprobs(torch.autograd.Function):
             if probs is not None:
                 p = probs[i : i + rows]  # kept by forward; backward runs once, so it may be overwritten
             else:
-                p = _block_logits(h, weight, bias, temperature, out=z_buf[: h.shape[0]]).sub_(lse[i : i + rows, None]).exp_()  # recomputed
+                p = (
+                    _block_logits(h, weight, bias, temperature, out=z_buf[: h.shape[0]])
+                    .sub_(lse[i : i + rows, None])
+                    .exp_()
+                )  # recomputed
             # d logp(token) / d z = onehot(token) - softmax(z); chain through z = logits / T.
             dz = p.mul_(-g[:, None])  # in place: no new block
             dz.scatter_add_(1, tokens[i : i + rows, None], g[:, None])
@@ -118,14 +143,27 @@ def _block_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperatu
     """Float32 (or wider) logits `[r, V]` / temperature, written into `out` when the matmul's own dtype
     is already `out`'s; a bf16/fp16 model's logits are computed then upcast into it."""
     if hidden.dtype == out.dtype and weight.dtype == out.dtype:
-        z = torch.addmm(bias, hidden, weight.t(), out=out) if bias is not None else torch.mm(hidden, weight.t(), out=out)
+        z = (
+            torch.addmm(bias, hidden, weight.t(), out=out)
+            if bias is not None
+            else torch.mm(hidden, weight.t(), out=out)
+        )
     else:
         z = out.copy_(torch.nn.functional.linear(hidden, weight, bias))
     return z.div_(temperature) if temperature != 1.0 else z
 
 
-def head_logprobs(hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: Tensor, temperature: float = 1.0,
-                  block_elements: int = BLOCK_ELEMENTS, keep_elements: int = KEEP_ELEMENTS, *, entropy: bool = True) -> tuple[Tensor, Tensor]:
+def head_logprobs(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    tokens: Tensor,
+    temperature: float = 1.0,
+    block_elements: int = BLOCK_ELEMENTS,
+    keep_elements: int = KEEP_ELEMENTS,
+    *,
+    entropy: bool = True,
+) -> tuple[Tensor, Tensor]:
     """Log-probs `[M]` of `tokens` `[M]` and the entropies `[M]` (no gradient; zeros unless
     `entropy`) of the next-token distributions, from hidden states `[M, H]` through the linear head
     `weight [V, H]`, `bias`."""
@@ -144,8 +182,9 @@ class LogprobModel(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, mask: Tensor, temperature: float = 1.0,
-                entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, mask: Tensor, temperature: float = 1.0, entropy: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         return sequence_logprobs(self.model, input_ids, attention_mask, mask, temperature, entropy=entropy)
 
 
@@ -162,14 +201,27 @@ def fusable(model: Any) -> bool:
     return getattr(model, "base_model", model) is not model and all(v is None or v == 1.0 for v in extras)
 
 
-def sequence_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: Tensor, temperature: float = 1.0,
-                      *, entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+def sequence_logprobs(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    *,
+    entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """Log-probs `[n, T]` of `input_ids[:, 1:]` at the target positions where `mask` `[n, T]` is
     true (0 elsewhere), and, if asked, their mean entropy (a detached scalar over `mask`)."""
     if isinstance(getattr(model, "module", None), LogprobModel):  # DDP around the policy: its forward computes them
         return model(input_ids, attention_mask, mask, temperature, entropy=entropy)
     if is_fsdp(model) and getattr(model, "computes_logprobs", False):  # FSDP2 on grpo's own model: through its forward
-        return model(input_ids=input_ids, attention_mask=attention_mask, target_mask=mask, temperature=temperature, entropy=entropy)
+        return model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            target_mask=mask,
+            temperature=temperature,
+            entropy=entropy,
+        )
     mask = mask.bool()
     if not fusable(model):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [n, T, V]
@@ -178,17 +230,26 @@ def sequence_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mas
     return blocked_logprobs(model, input_ids, attention_mask, mask, temperature, entropy)
 
 
-def blocked_logprobs(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: Tensor, temperature: float,
-                     entropy: bool) -> tuple[Tensor, Tensor | None]:
+def blocked_logprobs(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, mask: Tensor, temperature: float, entropy: bool
+) -> tuple[Tensor, Tensor | None]:
     """`sequence_logprobs` through the blocked head (and shared prompts where they apply), for a
     model whose backbone and head it may call directly (`fusable`, or inside the model's forward)."""
     mask = mask.bool()
     where = mask.nonzero(as_tuple=True)
-    hidden = shared_prefix.target_hidden(model, input_ids, attention_mask, mask) if SHARE_PREFIXES and shared_prefix.shareable(model) else None
+    hidden = (
+        shared_prefix.target_hidden(model, input_ids, attention_mask, mask)
+        if SHARE_PREFIXES and shared_prefix.shareable(model)
+        else None
+    )
     if hidden is None:
-        hidden = model.base_model(**backbone_inputs(model, input_ids), attention_mask=attention_mask).last_hidden_state[:, :-1][where]  # [M, H]
+        hidden = model.base_model(**backbone_inputs(model, input_ids), attention_mask=attention_mask).last_hidden_state[
+            :, :-1
+        ][where]  # [M, H]
     head = model.get_output_embeddings()
-    picked, ent = head_logprobs(hidden, head.weight, head.bias, input_ids[:, 1:][where], temperature, entropy=entropy)  # [M]
+    picked, ent = head_logprobs(
+        hidden, head.weight, head.bias, input_ids[:, 1:][where], temperature, entropy=entropy
+    )  # [M]
     logp = picked.new_zeros(mask.shape).index_put(where, picked)  # [n, T]
     mean_entropy = (ent.sum() / max(int(mask.sum()), 1)).detach() if entropy else None
     return logp, mean_entropy

@@ -253,9 +253,7 @@ def _assemble(pieces: list[Tensor], n: int, t: int, chunk_size: int) -> Tensor:
     return torch.cat(rows, dim=0)  # [n, t]
 
 
-def selected_logprobs(
-    logits: Tensor, tokens: Tensor, temperature: float = 1.0, chunk_size: int = 4096
-) -> Tensor:
+def selected_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0, chunk_size: int = 4096) -> Tensor:
     """Log-probs of `tokens` under `softmax(logits / temperature)`.
 
     logits `[N, T, V]` (any strides: a slice like `logits[:, :-1]` is not copied), tokens `[N, T]`

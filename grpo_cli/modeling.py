@@ -22,7 +22,9 @@ def resolve_model_dir(path: str) -> Path:
         return tiny_model_dir()
     model_dir = Path(path)
     if not model_dir.is_dir():
-        raise UserError(f"model directory not found: {model_dir} (model.path expects a local Hugging Face model folder or 'tiny')")
+        raise UserError(
+            f"model directory not found: {model_dir} (model.path expects a local Hugging Face model folder or 'tiny')"
+        )
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
     return model_dir
@@ -51,7 +53,9 @@ def load_tokenizer(model_dir: Path) -> Any:
     """Load the tokenizer; left padding for batched generation, pad falls back to eos."""
     from transformers import AutoTokenizer
 
-    has_files = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json"))
+    has_files = any(
+        (model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    )
     if not has_files:
         raise UserError(f"{model_dir}: model folder has no tokenizer (tokenizer.json or tokenizer_config.json)")
     try:
@@ -80,7 +84,9 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
             model = native.load(model_dir, dtype)
             if isinstance(model, str):
                 if cfg.impl == "native":
-                    raise UserError(f"{model_dir}: model.impl=native does not support this model: {model}; use model.impl=auto or transformers")
+                    raise UserError(
+                        f"{model_dir}: model.impl=native does not support this model: {model}; use model.impl=auto or transformers"
+                    )
                 model = None
         if model is None:
             from transformers import AutoModelForCausalLM

@@ -68,7 +68,11 @@ def unsupported_architecture(config: Any) -> str | None:
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None and any(t != "full_attention" for t in layer_types):
         return "sliding-window attention layers"
-    if layer_types is None and getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
+    if (
+        layer_types is None
+        and getattr(config, "sliding_window", None) is not None
+        and getattr(config, "use_sliding_window", True)
+    ):
         return "sliding-window attention"
     rope_type = _rope_parameters(config).get("rope_type", _rope_parameters(config).get("type", "default"))
     if rope_type not in ROPE_TYPES:
@@ -113,8 +117,9 @@ class Packing:
         position = torch.arange(max(width, comp_width), device=owner.device)
         prefix_valid = position[:width] < prefix_lengths[owner][:, None]  # [R, W]
         causal = position[:comp_width] <= position[:comp_width, None]  # [C, C]
-        self.mask = torch.cat([prefix_valid[:, None, :].expand(-1, comp_width, -1),
-                               causal.expand(len(owner), -1, -1)], 2)[:, None]  # [R, 1, C, W+C]
+        self.mask = torch.cat(
+            [prefix_valid[:, None, :].expand(-1, comp_width, -1), causal.expand(len(owner), -1, -1)], 2
+        )[:, None]  # [R, 1, C, W+C]
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float, gqa: bool) -> Tensor:
         """Attention outputs `[1, N, heads * D]` from q `[1, N, heads, D]`, k, v `[1, N, kv_heads, D]`."""
@@ -131,7 +136,9 @@ class Packing:
         qc, kc, vc = (split(x, self.r, self.c, slice(n, None)) for x in (q, k, v))
         keys, values = torch.cat([kp[self.owner], kc], 2), torch.cat([vp[self.owner], vc], 2)
         out_c = F.scaled_dot_product_attention(qc, keys, values, attn_mask=self.mask, scale=scale, enable_gqa=gqa)
-        return torch.cat([out_p.transpose(1, 2).reshape(n, -1), out_c.transpose(1, 2).reshape(self.r * self.c, -1)])[None]
+        return torch.cat([out_p.transpose(1, 2).reshape(n, -1), out_c.transpose(1, 2).reshape(self.r * self.c, -1)])[
+            None
+        ]
 
 
 class RMSNorm(nn.Module):
@@ -141,7 +148,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # torch's kernel, the same formula (float32 already)
+        if (
+            x.dtype == torch.float32 and self.weight.dtype == torch.float32
+        ):  # torch's kernel, the same formula (float32 already)
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # As transformers: normalise in float32, scale in the input's dtype.
         dtype = x.dtype
@@ -174,8 +183,16 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any,
-                packing: Packing | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        causal: bool,
+        cache: Any,
+        packing: Packing | None = None,
+    ) -> Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, -1, self.head_dim)
         k = self.k_proj(x).view(b, t, -1, self.head_dim)
@@ -183,7 +200,9 @@ class Attention(nn.Module):
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         if packing is not None:  # cos, sin: [1, N, 1, D], one position per token
-            out = packing.attend(_rope(q, cos, sin), _rope(k, cos, sin), v, self.head_dim**-0.5, self.kv_heads != self.heads)
+            out = packing.attend(
+                _rope(q, cos, sin), _rope(k, cos, sin), v, self.head_dim**-0.5, self.kv_heads != self.heads
+            )
             return self.o_proj(out)
         v = v.transpose(1, 2)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, heads, T, D]
@@ -193,8 +212,15 @@ class Attention(nn.Module):
         if t == 1:
             out = self._one_query(q, k, v, mask)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.head_dim**-0.5,
-                                                 enable_gqa=self.kv_heads != self.heads)
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                is_causal=causal,
+                scale=self.head_dim**-0.5,
+                enable_gqa=self.kv_heads != self.heads,
+            )
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
     def _one_query(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -223,7 +249,9 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        return self.down_proj(F.silu(self.gate_proj(x), inplace=True).mul_(self.up_proj(x)))  # no autograd: in the gate's buffer
+        return self.down_proj(
+            F.silu(self.gate_proj(x), inplace=True).mul_(self.up_proj(x))
+        )  # no autograd: in the gate's buffer
 
 
 class DecoderLayer(nn.Module):
@@ -235,16 +263,32 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.gradient_checkpointing = False
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any,
-                packing: Packing | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        causal: bool,
+        cache: Any,
+        packing: Packing | None = None,
+    ) -> Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
             return checkpoint(self._forward, x, cos, sin, mask, causal, cache, packing, use_reentrant=False)
         return self._forward(x, cos, sin, mask, causal, cache, packing)
 
-    def _forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, causal: bool, cache: Any,
-                 packing: Packing | None = None) -> Tensor:
+    def _forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        causal: bool,
+        cache: Any,
+        packing: Packing | None = None,
+    ) -> Tensor:
         # Residuals added into the branch's output (fresh, and not saved by its linear for backward):
         # one [B, T, H] tensor fewer per add, the same sums.
         x = self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache, packing).add_(x)
@@ -261,9 +305,16 @@ class Backbone(nn.Module):
         inv_freq, self.rope_scaling = _inv_freq(config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                past_key_values: Any = None, inputs_embeds: Tensor | None = None, use_cache: bool | None = None,
-                **_: Any) -> Output:
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past_key_values: Any = None,
+        inputs_embeds: Tensor | None = None,
+        use_cache: bool | None = None,
+        **_: Any,
+    ) -> Output:
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         b, t = x.shape[:2]
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -276,7 +327,9 @@ class Backbone(nn.Module):
             x = layer(x, cos, sin, mask, causal, past_key_values)
         return Output(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
-    def forward_packed(self, input_ids: Tensor | None, inputs_embeds: Tensor | None, position_ids: Tensor, packing: Packing) -> Tensor:
+    def forward_packed(
+        self, input_ids: Tensor | None, inputs_embeds: Tensor | None, position_ids: Tensor, packing: Packing
+    ) -> Tensor:
         """Last hidden states `[1, N, H]` of the tokens laid out by `packing` (prefixes, then the
         completion rows, flattened into one sequence), each at its `position_ids` `[1, N]`."""
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -295,7 +348,9 @@ class Backbone(nn.Module):
         return cos, sin
 
 
-def _attention_mask(attention_mask: Tensor | None, b: int, t: int, past: int, device: torch.device) -> tuple[Tensor | None, bool]:
+def _attention_mask(
+    attention_mask: Tensor | None, b: int, t: int, past: int, device: torch.device
+) -> tuple[Tensor | None, bool]:
     """(boolean mask `[B|1, 1, T, past+T]` or None, is_causal) for scaled_dot_product_attention.
 
     Query i (cache position past+i) sees the unpadded keys at positions <= past+i. Without a cache
@@ -374,10 +429,20 @@ class CausalLM(nn.Module):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                past_key_values: Any = None, inputs_embeds: Tensor | None = None, use_cache: bool | None = None,
-                logits_to_keep: int = 0, target_mask: Tensor | None = None, temperature: float = 1.0, entropy: bool = False,
-                **_: Any) -> Any:
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past_key_values: Any = None,
+        inputs_embeds: Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        target_mask: Tensor | None = None,
+        temperature: float = 1.0,
+        entropy: bool = False,
+        **_: Any,
+    ) -> Any:
         if target_mask is not None:  # (log-probs [n, T], mean entropy | None): see `computes_logprobs`
             from grpo_cli.logprobs import blocked_logprobs
 
@@ -405,7 +470,11 @@ class CausalLM(nn.Module):
         self.config.save_pretrained(path)
         if self.generation_config is not None:
             self.generation_config.save_pretrained(path)
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()},
+            str(path / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
 
 
 # ------------------------------------------------------------------------------------- loading

@@ -17,18 +17,32 @@ import torch
 from torch import Tensor
 
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_TORCH_FLAGS = {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
-                "fused": True, "decoupled_weight_decay": True}
+_TORCH_FLAGS = {
+    "amsgrad": False,
+    "maximize": False,
+    "foreach": None,
+    "capturable": False,
+    "differentiable": False,
+    "fused": True,
+    "decoupled_weight_decay": True,
+}
 """torch.optim.AdamW's options for this update, written into the state dict so torch's AdamW loads it as the same optimizer."""
 
 
 class AdamW:
     """Adam with decoupled weight decay (Loshchilov & Hutter), one parameter group."""
 
-    def __init__(self, params: Iterable[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01) -> None:
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
         self.param_groups: list[dict[str, Any]] = [
-            {"params": list(params), "lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}]
+            {"params": list(params), "lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        ]
         self.state: dict[Tensor, dict[str, Tensor]] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -51,26 +65,43 @@ class AdamW:
             torch._foreach_add_(steps, 1)
             if _fused(device, dtype):
                 torch._fused_adamw_(  # what torch.optim.AdamW(fused=True) calls
-                    params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [], steps,
-                    amsgrad=False, lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1],
-                    weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
+                    params,
+                    [p.grad for p in params],
+                    [s["exp_avg"] for s in states],
+                    [s["exp_avg_sq"] for s in states],
+                    [],
+                    steps,
+                    amsgrad=False,
+                    lr=group["lr"],
+                    beta1=group["betas"][0],
+                    beta2=group["betas"][1],
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=False,
+                    grad_scale=None,
+                    found_inf=None,
+                )
             else:
                 for p, s in zip(params, states):
                     _adamw(p, p.grad, s, group)
 
     def _state(self, p: Tensor) -> dict[str, Tensor]:
         if p not in self.state:
-            self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
-                             "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                             "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+            self.state[p] = {
+                "step": torch.zeros((), dtype=torch.float32, device=p.device),
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
         return self.state[p]
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's format: per-parameter state keyed by the parameter's index."""
         params = self.param_groups[0]["params"]
         group = {**_TORCH_FLAGS, **{k: v for k, v in self.param_groups[0].items() if k != "params"}}
-        return {"state": {i: dict(self.state[p]) for i, p in enumerate(params) if p in self.state},
-                "param_groups": [{**group, "params": list(range(len(params)))}]}
+        return {
+            "state": {i: dict(self.state[p]) for i, p in enumerate(params) if p in self.state},
+            "param_groups": [{**group, "params": list(range(len(params)))}],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load `state_dict()`'s output, or torch.optim.AdamW's for the same parameters."""
@@ -84,9 +115,14 @@ class AdamW:
         for index, entry in state["state"].items():
             p = params[saved["params"].index(int(index))]
             if entry["exp_avg"].shape != p.shape:  # another model's state: the fused kernel would write out of bounds
-                raise ValueError(f"optimizer state of parameter {index} has shape {tuple(entry['exp_avg'].shape)}, the model's {tuple(p.shape)}")
-            self.state[p] = {"step": entry["step"].to(device=p.device, dtype=torch.float32),
-                             "exp_avg": entry["exp_avg"].to(p), "exp_avg_sq": entry["exp_avg_sq"].to(p)}
+                raise ValueError(
+                    f"optimizer state of parameter {index} has shape {tuple(entry['exp_avg'].shape)}, the model's {tuple(p.shape)}"
+                )
+            self.state[p] = {
+                "step": entry["step"].to(device=p.device, dtype=torch.float32),
+                "exp_avg": entry["exp_avg"].to(p),
+                "exp_avg_sq": entry["exp_avg_sq"].to(p),
+            }
 
 
 def _adamw(p: Tensor, grad: Tensor, state: dict[str, Tensor], group: dict[str, Any]) -> None:
@@ -129,13 +165,20 @@ class Schedule:
         self._apply()
 
 
-def build(model: Any, lr: float, betas: tuple[float, float], weight_decay: float,
-          multiplier: Callable[[int], float]) -> tuple[Any, Schedule]:
+def build(
+    model: Any, lr: float, betas: tuple[float, float], weight_decay: float, multiplier: Callable[[int], float]
+) -> tuple[Any, Schedule]:
     """(optimizer, schedule) for `model` (torch's AdamW under FSDP2, else `AdamW`)."""
     from grpo_cli.distributed import is_fsdp
 
     if is_fsdp(model):
-        optimizer: Any = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay, fused=all(_fused(p.device, p.dtype) for p in model.parameters()))
+        optimizer: Any = torch.optim.AdamW(
+            model.parameters(),
+            lr=lr,
+            betas=betas,
+            weight_decay=weight_decay,
+            fused=all(_fused(p.device, p.dtype) for p in model.parameters()),
+        )
     else:
         optimizer = AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
     return optimizer, Schedule(optimizer, multiplier)

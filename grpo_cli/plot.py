@@ -72,7 +72,7 @@ def plot_training(metrics_rows: list[dict[str, Any]], path: Path, keys: list[str
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes[len(keys):]:
+    for ax in axes[len(keys) :]:
         ax.set_visible(False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from grpo_cli.errors import UserError
 from grpo_verifiers.base import Verifier
+
+from grpo_cli.errors import UserError
 
 GROUP = "grpo.verifiers"
 

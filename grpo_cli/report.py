@@ -6,9 +6,9 @@ which draws rich progress bars and logs on stderr (data goes to files or stdout)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
 
 class Reporter:
@@ -19,7 +19,7 @@ class Reporter:
         self.quiet = quiet
 
     @classmethod
-    def console(cls, quiet: bool = False) -> "Reporter":
+    def console(cls, quiet: bool = False) -> Reporter:
         from rich.console import Console
 
         return cls(Console(stderr=True), quiet=quiet)

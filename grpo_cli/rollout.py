@@ -31,7 +31,9 @@ def make_sampler(model: Any, tokenizer: Any, cfg: Config) -> Sampler:
     if s.backend == "vllm":
         from grpo_cli.sampling.vllm import VLLMSampler
 
-        return VLLMSampler(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=s.batch_size, vllm_kwargs=s.vllm_kwargs)
+        return VLLMSampler(
+            model, tokenizer, eos_token_ids(model, tokenizer), batch_size=s.batch_size, vllm_kwargs=s.vllm_kwargs
+        )
     from grpo_cli.sampling.hf import HFSampler
 
     return HFSampler(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=s.batch_size)
@@ -72,7 +74,9 @@ def render_prompts(problems: list[dict[str, Any]], tokenizer: Any, data: DataCon
     ]
 
 
-def sampling_params(cfg: Config, n: int | None = None, seed: int | None = None, prompt_offset: int = 0) -> SamplingParams:
+def sampling_params(
+    cfg: Config, n: int | None = None, seed: int | None = None, prompt_offset: int = 0
+) -> SamplingParams:
     s = cfg.sampling
     return SamplingParams(
         n=n or s.n,
@@ -84,7 +88,9 @@ def sampling_params(cfg: Config, n: int | None = None, seed: int | None = None, 
     )
 
 
-def to_records(problems: list[dict[str, Any]], completions: list[list[Completion]], *, logprobs: bool = True) -> list[dict[str, Any]]:
+def to_records(
+    problems: list[dict[str, Any]], completions: list[list[Completion]], *, logprobs: bool = True
+) -> list[dict[str, Any]]:
     """Sample records: the problem's fields plus the completion, its group and index in the group."""
     rows = []
     for group, (problem, comps) in enumerate(zip(problems, completions)):

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
+from grpo_verifiers.base import Verdict, Verifier
+
 from grpo_cli.config import VerifierConfig as VerifierSpec
 from grpo_cli.errors import UserError
 from grpo_cli.plugins import load_verifier
-from grpo_verifiers.base import Verdict, Verifier
 
 
 @dataclass

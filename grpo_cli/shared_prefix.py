@@ -48,7 +48,10 @@ def shareable(model: Any) -> bool:
 
 def _checkpointed(model: Any) -> bool:
     # transformers flags each checkpointed layer (`gradient_checkpointing`); torch's wrapper is a module.
-    return any(getattr(m, "gradient_checkpointing", False) is True or type(m).__name__ == "CheckpointWrapper" for m in model.modules())
+    return any(
+        getattr(m, "gradient_checkpointing", False) is True or type(m).__name__ == "CheckpointWrapper"
+        for m in model.modules()
+    )
 
 
 def target_hidden(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: Tensor) -> Tensor | None:
@@ -95,7 +98,9 @@ def target_hidden(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: T
     if isinstance(model, native.CausalLM):
         last, hidden = _packed(model, prefix_ids, plen, comp_ids, owner_t, start[:, None] + j)
     else:
-        last, hidden = _two_passes(model, prefix_ids, plen, comp_ids, owner_t, count, start[:, None] + j, attention_mask.dtype)
+        last, hidden = _two_passes(
+            model, prefix_ids, plen, comp_ids, owner_t, count, start[:, None] + j, attention_mask.dtype
+        )
     parts = [last] if hidden is None else [last, hidden.flatten(0, 1)]
 
     # Target t of row i: prefix state if t == p_i - 1, else completion state t - p_i.
@@ -107,8 +112,9 @@ def target_hidden(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: T
     return torch.cat(parts)[pick]
 
 
-def _packed(model: Any, prefix_ids: Tensor, plen: Tensor, comp_ids: Tensor, owner: Tensor,
-            positions: Tensor) -> tuple[Tensor, Tensor | None]:
+def _packed(
+    model: Any, prefix_ids: Tensor, plen: Tensor, comp_ids: Tensor, owner: Tensor, positions: Tensor
+) -> tuple[Tensor, Tensor | None]:
     """grpo's own model: prefixes and completions in one pass (`native.Packing`). Returns the
     prefixes' last hidden states `[u, H]` and the completions' `[r, C, H]` (None when C = 0)."""
     from grpo_cli import native
@@ -119,13 +125,23 @@ def _packed(model: Any, prefix_ids: Tensor, plen: Tensor, comp_ids: Tensor, owne
     ids = torch.cat([prefix_ids.reshape(-1), comp_ids.reshape(-1)])[None]  # [1, N]
     pos = torch.cat([torch.arange(w, device=ids.device).repeat(u), positions.reshape(-1)])[None]
     inputs = backbone_inputs(model, ids)
-    hidden = model.base_model.forward_packed(inputs.get("input_ids"), inputs.get("inputs_embeds"), pos, packing)[0]  # [N, H]
+    hidden = model.base_model.forward_packed(inputs.get("input_ids"), inputs.get("inputs_embeds"), pos, packing)[
+        0
+    ]  # [N, H]
     last = hidden[: u * w].view(u, w, -1)[torch.arange(u, device=ids.device), plen - 1]  # [u, H]: predicts token p
     return last, hidden[u * w :].view(r, c, -1) if c > 0 else None
 
 
-def _two_passes(model: Any, prefix_ids: Tensor, plen: Tensor, comp_ids: Tensor, owner: Tensor, count: Tensor,
-                positions: Tensor, mask_dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+def _two_passes(
+    model: Any,
+    prefix_ids: Tensor,
+    plen: Tensor,
+    comp_ids: Tensor,
+    owner: Tensor,
+    count: Tensor,
+    positions: Tensor,
+    mask_dtype: torch.dtype,
+) -> tuple[Tensor, Tensor | None]:
     """A transformers model: the prefixes run once with a KV cache, which is indexed out to the
     completion rows (differentiable: each row's copy of its prefix); then the completion tokens run.
     Same returns as `_packed`."""
@@ -135,14 +151,19 @@ def _two_passes(model: Any, prefix_ids: Tensor, plen: Tensor, comp_ids: Tensor, 
     width, c = prefix_ids.shape[1], comp_ids.shape[1]
     prefix_mask = (torch.arange(width, device=device) < plen[:, None]).to(mask_dtype)
     cache = DynamicCache()
-    out = model.base_model(**backbone_inputs(model, prefix_ids), attention_mask=prefix_mask, past_key_values=cache, use_cache=True)
+    out = model.base_model(
+        **backbone_inputs(model, prefix_ids), attention_mask=prefix_mask, past_key_values=cache, use_cache=True
+    )
     last = out.last_hidden_state[torch.arange(len(plen), device=device), plen - 1]
     if c == 0:
         return last, None
     comp_mask = (torch.arange(c, device=device) < count[:, None]).to(mask_dtype)
     cache.batch_select_indices(owner)
     hidden = model.base_model(
-        **backbone_inputs(model, comp_ids), attention_mask=torch.cat([prefix_mask[owner], comp_mask], 1),
-        position_ids=positions, past_key_values=cache, use_cache=True,
+        **backbone_inputs(model, comp_ids),
+        attention_mask=torch.cat([prefix_mask[owner], comp_mask], 1),
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
     ).last_hidden_state  # [r, C, H]
     return last, hidden

@@ -28,7 +28,15 @@ from grpo_cli.logprobs import sequence_logprobs
 from grpo_cli.loss import micro_batch_weight, policy_loss
 from grpo_cli.modeling import enable_activation_checkpointing
 from grpo_cli.report import Reporter
-from grpo_cli.rollout import Policy, load_policy, make_sampler, problems_from, render_prompts, sampling_params, to_records
+from grpo_cli.rollout import (
+    Policy,
+    load_policy,
+    make_sampler,
+    problems_from,
+    render_prompts,
+    sampling_params,
+    to_records,
+)
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.scoring import ScoreSummary, opened_verifiers, score
 
@@ -126,8 +134,13 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     ref_model = _load_frozen(cfg, ref_source) if t.beta > 0 else None
     rft_sampler = _rft_sampler(cfg, policy, initial_model) if cfg.algorithm == "rft" else None
     total = t.steps * t.mu
-    optimizer, schedule = optim.build(model, t.lr, tuple(t.adam_betas), t.weight_decay,
-                                      lambda i: lr_multiplier(i, t.warmup_steps, total, t.lr_schedule))
+    optimizer, schedule = optim.build(
+        model,
+        t.lr,
+        tuple(t.adam_betas),
+        t.weight_decay,
+        lambda i: lr_multiplier(i, t.warmup_steps, total, t.lr_schedule),
+    )
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
     if state:
@@ -155,12 +168,18 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             t0 = time.perf_counter()
             batch = collect_batch(step, cfg, policy, rft_sampler, problems, order, verifiers)
             t1 = time.perf_counter()
-            update = policy_update(model, ref_model, batch, cfg, optimizer, schedule) if batch.size else {"skipped": 1.0}
+            update = (
+                policy_update(model, ref_model, batch, cfg, optimizer, schedule) if batch.size else {"skipped": 1.0}
+            )
             if batch.size:
-                policy.sampler.sync_weights(policy.model)  # a backend with its own copy (vLLM) reloads them; unwrapped: no DDP `module.` prefix
+                policy.sampler.sync_weights(
+                    policy.model
+                )  # a backend with its own copy (vLLM) reloads them; unwrapped: no DDP `module.` prefix
             t2 = time.perf_counter()
             if t.ref_sync_every and ref_model is not None and (step + 1) % t.ref_sync_every == 0:
-                ref_model.load_state_dict(distributed.full_state_dict(policy.model))  # iterative RL: the reference catches up
+                ref_model.load_state_dict(
+                    distributed.full_state_dict(policy.model)
+                )  # iterative RL: the reference catches up
             row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
             if distributed.is_main():
@@ -184,7 +203,20 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
                 savable = distributed.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
                 if distributed.is_main():
-                    last_ckpt = _checkpoint(run_dir, step + 1, savable, policy.tokenizer, cfg, state, synced, final=step + 1 == t.steps, report=report) or last_ckpt
+                    last_ckpt = (
+                        _checkpoint(
+                            run_dir,
+                            step + 1,
+                            savable,
+                            policy.tokenizer,
+                            cfg,
+                            state,
+                            synced,
+                            final=step + 1 == t.steps,
+                            report=report,
+                        )
+                        or last_ckpt
+                    )
                 last_ckpt = distributed.broadcast(last_ckpt)  # the other ranks wait for the checkpoint
 
     if tensorboard is not None:
@@ -220,7 +252,13 @@ def collect_batch(
 
     sampler = rft_sampler or policy.sampler
     kept: list[tuple[dict[str, Any], list[Completion], list[dict[str, Any]]]] = []
-    stats = {"sampling_rounds": 0.0, "groups_dropped": 0.0, "prompts_sampled": 0.0, "sampling_time": 0.0, "scoring_time": 0.0}
+    stats = {
+        "sampling_rounds": 0.0,
+        "groups_dropped": 0.0,
+        "prompts_sampled": 0.0,
+        "sampling_time": 0.0,
+        "scoring_time": 0.0,
+    }
     all_scored: list[dict[str, Any]] = []
     summaries: list[ScoreSummary] = []
     for rnd in range(t.max_sampling_rounds if t.dynamic_sampling else 1):
@@ -233,7 +271,9 @@ def collect_batch(
             completions = sampler.generate(prompts, params)
         t1 = time.perf_counter()
         scored, summary = score(to_records(chosen[mine], completions, logprobs=False), verifiers)
-        completions, scored, round_summaries = distributed.gather(completions, scored, [summary])  # the whole round, on every rank
+        completions, scored, round_summaries = distributed.gather(
+            completions, scored, [summary]
+        )  # the whole round, on every rank
         stats["sampling_time"] += t1 - t0
         stats["scoring_time"] += time.perf_counter() - t1
         stats["sampling_rounds"] += 1
@@ -253,7 +293,14 @@ def collect_batch(
 
     stats.update(_reward_stats(all_scored, summaries, G))
     if not kept:
-        return Batch(torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1), torch.zeros(0, 0, dtype=torch.bool), None, torch.zeros(0), stats)
+        return Batch(
+            torch.zeros(0, 1, dtype=torch.long),
+            torch.zeros(0, 1),
+            torch.zeros(0, 0, dtype=torch.bool),
+            None,
+            torch.zeros(0),
+            stats,
+        )
     comps = [c for _, group, _ in kept for c in group]
     records = [r for _, _, group in kept for r in group]
     rewards = torch.tensor([r["reward"] for r in records], dtype=torch.float32)  # [N]
@@ -314,28 +361,48 @@ def policy_update(
         old_logp = batch.old_logp if cfg.algorithm in ("grpo", "online_rft") else None
         if t.mu > 1 and old_logp is None:
             old_logp = _logprobs(model, batch, micro, temperature, device)
-    sums: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "clip_frac": 0.0, "ratio_mean": 0.0}
+    sums: dict[str, float] = {
+        "loss": 0.0,
+        "kl": 0.0,
+        "clip_low": 0.0,
+        "clip_high": 0.0,
+        "clip_frac": 0.0,
+        "ratio_mean": 0.0,
+    }
     out: dict[str, float] = {}
     skipped = 0
     model.train()
     for epoch in range(t.mu):
         optimizer.zero_grad(set_to_none=True)
         entropy_sum = 0.0
-        for i, (mb, width) in enumerate(distributed.accumulate(model, micro)):  # gradients reduced over ranks on the last
+        for i, (mb, width) in enumerate(
+            distributed.accumulate(model, micro)
+        ):  # gradients reduced over ranks on the last
             cols = slice(0, width - 1)  # this micro-batch's target positions: its own padding only
             if trim:
                 heap.trim()  # the step's peak is this micro-batch's: drop earlier phases' free pages first
-            ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, cols].to(device)
+            ids, attn, mask = (
+                batch.input_ids[mb, :width].to(device),
+                batch.attention_mask[mb, :width].to(device),
+                batch.loss_mask[mb, cols].to(device),
+            )
             mask &= i < live  # a padding micro-batch has no token: zero loss, zero gradient
             logp, entropy = sequence_logprobs(model, ids, attn, mask, temperature, entropy=epoch == 0)  # [n, T]
             old = logp.detach() if t.mu == 1 else old_logp[mb, cols].to(device)
             advantages = batch.advantages[mb] if batch.advantages.dim() == 1 else batch.advantages[mb, cols]
             loss, st = policy_loss(
-                logp, old, advantages.to(device), mask,
-                eps_low=t.eps_low, eps_high=t.eps_high, beta=t.beta,
+                logp,
+                old,
+                advantages.to(device),
+                mask,
+                eps_low=t.eps_low,
+                eps_high=t.eps_high,
+                beta=t.beta,
                 ref_logp=ref_logp[mb, cols].to(device) if ref_logp is not None else None,
-                kl=t.kl_estimator, aggregation=t.loss_aggregation,
-                max_len=cfg.sampling.max_new_tokens, importance=t.importance,
+                kl=t.kl_estimator,
+                aggregation=t.loss_aggregation,
+                max_len=cfg.sampling.max_new_tokens,
+                importance=t.importance,
             )
             w = micro_batch_weight(t.loss_aggregation, mask, batch.size, total_tokens)
             (loss * w * distributed.grad_scale()).backward()
@@ -409,7 +476,13 @@ def _pack(comps: list[Completion], pad_id: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def _advantages(
-    cfg: Config, rewards: torch.Tensor, records: list[dict[str, Any]], comps: list[Completion], tokenizer: Any, G: int, loss_mask: torch.Tensor
+    cfg: Config,
+    rewards: torch.Tensor,
+    records: list[dict[str, Any]],
+    comps: list[Completion],
+    tokenizer: Any,
+    G: int,
+    loss_mask: torch.Tensor,
 ) -> torch.Tensor:
     """GRPO advantages ([N] outcome or [N, T] process), or the RFT gradient coefficients ([N])."""
     t = cfg.train
@@ -449,7 +522,9 @@ def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
     field_name = cfg.data.solution_field
     for i, p in enumerate(problems):
         if not isinstance(p.get(field_name), str):
-            raise UserError(f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' (data.solution_field)")
+            raise UserError(
+                f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' (data.solution_field)"
+            )
 
 
 def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Batch:
@@ -460,10 +535,15 @@ def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Bat
     eos = tokenizer.eos_token_id
     comps = []
     for prompt, problem in zip(prompts, chosen):
-        ids = tokenizer(problem[cfg.data.solution_field], add_special_tokens=False)["input_ids"][: cfg.sampling.max_new_tokens - 1]
+        ids = tokenizer(problem[cfg.data.solution_field], add_special_tokens=False)["input_ids"][
+            : cfg.sampling.max_new_tokens - 1
+        ]
         comps.append(Completion(problem[cfg.data.solution_field], _encode(tokenizer, prompt), ids + [eos], [], "stop"))
     ids, attn, loss_mask, _ = _pack(comps, tokenizer.pad_token_id)
-    stats = {"sampled_tokens": float(sum(len(c.token_ids) for c in comps)), "completion_len_mean": float(sum(len(c.token_ids) for c in comps) / len(comps))}
+    stats = {
+        "sampled_tokens": float(sum(len(c.token_ids) for c in comps)),
+        "completion_len_mean": float(sum(len(c.token_ids) for c in comps) / len(comps)),
+    }
     return Batch(ids, attn, loss_mask, None, torch.ones(len(comps)), stats)
 
 
@@ -476,11 +556,17 @@ def _micro_batches(batch: Batch, rows: torch.Tensor, max_rows: int, max_tokens: 
     return [(rows[mb], max(lengths[i] for i in mb)) for mb in plan]
 
 
-def _logprobs(model: Any, batch: Batch, micro: list[tuple[torch.Tensor, int]], temperature: float, device: Any) -> torch.Tensor:
+def _logprobs(
+    model: Any, batch: Batch, micro: list[tuple[torch.Tensor, int]], temperature: float, device: Any
+) -> torch.Tensor:
     """Log-probs [N, T] of the batch's tokens under `model`, filled in on the rows of `micro`."""
     out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
     for mb, width in micro:
-        ids, attn, mask = batch.input_ids[mb, :width].to(device), batch.attention_mask[mb, :width].to(device), batch.loss_mask[mb, : width - 1].to(device)
+        ids, attn, mask = (
+            batch.input_ids[mb, :width].to(device),
+            batch.attention_mask[mb, :width].to(device),
+            batch.loss_mask[mb, : width - 1].to(device),
+        )
         out[mb, : width - 1] = sequence_logprobs(model, ids, attn, mask, temperature)[0].cpu()
     return out
 
@@ -489,9 +575,15 @@ def _reward_stats(scored: list[dict[str, Any]], summaries: list[ScoreSummary], G
     """Reward mean/std overall and per verifier, zero-std group fraction, lengths, failures and
     timeouts (in total and per verifier)."""
     rewards = torch.tensor([r["reward"] for r in scored], dtype=torch.float64)
-    out = {"samples_scored": float(len(scored)), "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False))}
+    out = {
+        "samples_scored": float(len(scored)),
+        "reward_mean": float(rewards.mean()),
+        "reward_std": float(rewards.std(unbiased=False)),
+    }
     for name in scored[0]["rewards"] if scored else []:
-        vals = torch.tensor([r["rewards"][name] for r in scored if r["rewards"].get(name) is not None], dtype=torch.float64)
+        vals = torch.tensor(
+            [r["rewards"][name] for r in scored if r["rewards"].get(name) is not None], dtype=torch.float64
+        )
         if len(vals):
             out[f"reward/{name}_mean"] = float(vals.mean())
             out[f"reward/{name}_std"] = float(vals.std(unbiased=False))
@@ -510,14 +602,18 @@ def _reward_stats(scored: list[dict[str, Any]], summaries: list[ScoreSummary], G
 
 def _warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
     if row.get("skipped_updates"):
-        report.warn(f"step {step}: {int(row['skipped_updates'])} update(s) skipped: non-finite gradient (weights unchanged)")
+        report.warn(
+            f"step {step}: {int(row['skipped_updates'])} update(s) skipped: non-finite gradient (weights unchanged)"
+        )
     if row.get("skipped"):
         report.warn(f"step {step}: no group with unequal rewards after dynamic sampling; update skipped")
     elif row.get("zero_std_frac") == 1.0:
         report.warn(f"step {step}: every group has equal rewards: no learning signal this step")
     failed = row.get("verifier_failures", 0) + row.get("verifier_timeouts", 0)
     if failed:
-        report.warn(f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} samples (they got the failure value)")
+        report.warn(
+            f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} samples (they got the failure value)"
+        )
 
 
 def _tensorboard(run_dir: Path) -> Any:
@@ -549,9 +645,29 @@ def _truncate_metrics(path: Path, keep_until: int) -> None:
     path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
-def _checkpoint(run_dir: Path, step: int, model: Any, tokenizer: Any, cfg: Config, state: dict[str, Any], ref: Any, *, final: bool, report: Reporter) -> Path | None:
+def _checkpoint(
+    run_dir: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    cfg: Config,
+    state: dict[str, Any],
+    ref: Any,
+    *,
+    final: bool,
+    report: Reporter,
+) -> Path | None:
     try:
-        path = save_checkpoint(run_dir, step, model=model, tokenizer=tokenizer, cfg=cfg, state=state, ref_model=ref, keep_last=cfg.train.keep_last)
+        path = save_checkpoint(
+            run_dir,
+            step,
+            model=model,
+            tokenizer=tokenizer,
+            cfg=cfg,
+            state=state,
+            ref_model=ref,
+            keep_last=cfg.train.keep_last,
+        )
     except OSError as e:
         last = latest_checkpoint(run_dir)
         message = f"checkpoint at step {step} not written ({e.strerror or e}); last good checkpoint: {last or 'none'}"
@@ -568,7 +684,9 @@ def _eval_problems(cfg: Config) -> list[dict[str, Any]]:
     return problems[: cfg.train.eval_limit] if cfg.train.eval_limit else problems
 
 
-def evaluate_policy(policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> dict[str, Any]:
+def evaluate_policy(
+    policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str
+) -> dict[str, Any]:
     """Held-out accuracy, pass@k and maj@k of the in-memory policy (same seed and n every time)."""
     from grpo_cli import evaluate
 
@@ -578,7 +696,9 @@ def evaluate_policy(policy: Policy, problems: list[dict[str, Any]], cfg: Config,
     return evaluate.evaluate_policy(policy, problems, eval_cfg, report, f"eval ({label})").result
 
 
-def _evaluate_on_main(policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> dict[str, Any]:
+def _evaluate_on_main(
+    policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str
+) -> dict[str, Any]:
     """The held-out evaluation, run by rank 0 alone (the others wait for its result)."""
     with distributed.full_weights(policy.model):
         result = evaluate_policy(policy, problems, cfg, report, label) if distributed.is_main() else None

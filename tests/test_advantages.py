@@ -103,9 +103,7 @@ def test_process_advantages_groups_are_separate_and_edges():
     # Group 1 as above; group 2: o_3 has no steps (all 0), o_4 one step of reward 7 ending past
     # seq_len. Group 2 pools a single step: std 0, deviation 0 -> normalized 0 / (0 + eps) = 0,
     # and group 1's steps do not leak into it.
-    a = process_advantages(
-        [[1.0, 1.0], [0.0], [], [7.0]], [[1, 3], [2], [], [99]], group_size=2, seq_len=5
-    )
+    a = process_advantages([[1.0, 1.0], [0.0], [], [7.0]], [[1, 3], [2], [], [99]], group_size=2, seq_len=5)
     assert a.shape == (4, 5)
     torch.testing.assert_close(a[2:], torch.zeros(2, 5))
     # One group of two one-step outputs [0] and [2]: pooled mean 1, unbiased std sqrt(2),

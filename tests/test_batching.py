@@ -78,8 +78,17 @@ def test_token_budget_update_equals_one_big_batch(random_model_dir, aggregation,
     results = []
     # One pass over the whole padded batch, then passes of at most 24 positions, cut to their own width.
     for sets in (["train.micro_batch_size=6"], ["train.micro_batch_size=6", "train.micro_batch_tokens=24"]):
-        cfg = load_config(None, [*sets, f"train.loss_aggregation={aggregation}", f"train.mu={mu}", "train.beta=0.1",
-                                 "train.max_grad_norm=0", "sampling.max_new_tokens=12"])
+        cfg = load_config(
+            None,
+            [
+                *sets,
+                f"train.loss_aggregation={aggregation}",
+                f"train.mu={mu}",
+                "train.beta=0.1",
+                "train.max_grad_norm=0",
+                "sampling.max_new_tokens=12",
+            ],
+        )
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=1.0)  # the weight change is minus the gradient
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)

@@ -63,7 +63,14 @@ def read_config(path: Path):
 def samples_file(tmp_path) -> Path:
     """Two hand-written sample records (no model needed)."""
     rows = [
-        {"id": "a", "prompt": "What is 1 + 1?", "answer": "2", "completion": "1 + 1 = 2\n#### 2", "group": 0, "index": 0},
+        {
+            "id": "a",
+            "prompt": "What is 1 + 1?",
+            "answer": "2",
+            "completion": "1 + 1 = 2\n#### 2",
+            "group": 0,
+            "index": 0,
+        },
         {"id": "a", "prompt": "What is 1 + 1?", "answer": "2", "completion": "#### 3", "group": 0, "index": 1},
     ]
     path = tmp_path / "hand.jsonl"
@@ -82,8 +89,24 @@ def test_sample_score_eval_equals_one_shot_eval(tmp_path, random_model_dir, arit
         grpo("eval", "--samples", "sc.jsonl", "--k", "1,2,4", "--n", "4", "--json", "-q", cwd=tmp_path).stdout
     )
     one_shot = json.loads(
-        grpo("eval", "--model", model, "--data", data, "--n", "4", "--k", "1,2,4", "--json", "-q",
-             "--out", "E", "--threads", "1", cwd=tmp_path).stdout
+        grpo(
+            "eval",
+            "--model",
+            model,
+            "--data",
+            data,
+            "--n",
+            "4",
+            "--k",
+            "1,2,4",
+            "--json",
+            "-q",
+            "--out",
+            "E",
+            "--threads",
+            "1",
+            cwd=tmp_path,
+        ).stdout
     )
     assert list(staged) == ["sc.jsonl"] and list(one_shot) == [model]
     assert staged["sc.jsonl"] == one_shot[model]
@@ -145,19 +168,25 @@ def test_score_to_stdout(tmp_path, samples_file):
 
 
 def test_missing_data_file(tmp_path, random_model_dir):
-    proc = grpo("sample", "--model", str(random_model_dir), "--data", "nope.jsonl", "--threads", "1", cwd=tmp_path, expect=None)
+    proc = grpo(
+        "sample", "--model", str(random_model_dir), "--data", "nope.jsonl", "--threads", "1", cwd=tmp_path, expect=None
+    )
     assert_user_error(proc, "nope.jsonl", "not found")
 
 
 def test_malformed_json_line(tmp_path, random_model_dir):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "answer": "1"}\n{"prompt": oops}\n', encoding="utf-8")
-    proc = grpo("sample", "--model", str(random_model_dir), "--data", "bad.jsonl", "--threads", "1", cwd=tmp_path, expect=None)
+    proc = grpo(
+        "sample", "--model", str(random_model_dir), "--data", "bad.jsonl", "--threads", "1", cwd=tmp_path, expect=None
+    )
     assert_user_error(proc, "bad.jsonl", "line 2")
 
 
 def test_missing_prompt_field(tmp_path, random_model_dir):
     (tmp_path / "g.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n', encoding="utf-8")
-    proc = grpo("eval", "--model", str(random_model_dir), "--data", "g.jsonl", "--n", "1", "--k", "1", cwd=tmp_path, expect=None)
+    proc = grpo(
+        "eval", "--model", str(random_model_dir), "--data", "g.jsonl", "--n", "1", "--k", "1", cwd=tmp_path, expect=None
+    )
     assert_user_error(proc, "'prompt'", "question")
 
 
@@ -166,7 +195,9 @@ def test_unknown_preset(tmp_path):
 
 
 def test_unknown_config_key(tmp_path):
-    assert_user_error(grpo("sample", "--set", "sampling.nn=3", cwd=tmp_path, expect=None), "sampling.nn", "'sampling.n'")
+    assert_user_error(
+        grpo("sample", "--set", "sampling.nn=3", cwd=tmp_path, expect=None), "sampling.nn", "'sampling.n'"
+    )
 
 
 def test_k_larger_than_n(tmp_path):
@@ -207,7 +238,10 @@ def test_output_path_that_is_a_directory(tmp_path, samples_file):
 def test_light_commands_do_not_import_torch(tmp_path, args):
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "grpo_cli", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
@@ -251,8 +285,24 @@ def test_eval_plot_two_models(tmp_path, random_model_dir, arith_file):
     other = tmp_path / "other-model"
     shutil.copytree(random_model_dir, other)
     proc = grpo(
-        "eval", "--model", str(random_model_dir), "--model", str(other), "--data", str(arith_file),
-        "--n", "2", "--k", "1,2", "--plot", "p.png", "--json", "-q", "--threads", "1", cwd=tmp_path,
+        "eval",
+        "--model",
+        str(random_model_dir),
+        "--model",
+        str(other),
+        "--data",
+        str(arith_file),
+        "--n",
+        "2",
+        "--k",
+        "1,2",
+        "--plot",
+        "p.png",
+        "--json",
+        "-q",
+        "--threads",
+        "1",
+        cwd=tmp_path,
     )
     results = json.loads(proc.stdout)
     assert list(results) == [str(random_model_dir), str(other)]

@@ -7,18 +7,34 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_cli import assert_user_error, grpo
 
 PAPER_VALUES = {
     # DeepSeekMath section 4.2: lr 1e-6, KL 0.04, G 64, max length 1024, batch 1024, one update.
-    "deepseekmath": {"train.lr": 1e-6, "train.beta": 0.04, "train.kl_estimator": "k3", "sampling.n": 64,
-                     "sampling.max_new_tokens": 1024, "train.batch_size": 1024, "train.mu": 1,
-                     "train.loss_aggregation": "sequence", "algorithm": "grpo"},
+    "deepseekmath": {
+        "train.lr": 1e-6,
+        "train.beta": 0.04,
+        "train.kl_estimator": "k3",
+        "sampling.n": 64,
+        "sampling.max_new_tokens": 1024,
+        "train.batch_size": 1024,
+        "train.mu": 1,
+        "train.loss_aggregation": "sequence",
+        "algorithm": "grpo",
+    },
     # DAPO: clip-higher 0.2/0.28, token-level loss, dynamic sampling, soft overlong (4096 of 20480), no KL.
-    "dapo": {"train.eps_low": 0.2, "train.eps_high": 0.28, "train.loss_aggregation": "token",
-             "train.dynamic_sampling": True, "train.soft_overlong": True, "train.overlong_cache": 4096,
-             "sampling.max_new_tokens": 20480, "train.beta": 0.0, "sampling.n": 16, "algorithm": "grpo"},
+    "dapo": {
+        "train.eps_low": 0.2,
+        "train.eps_high": 0.28,
+        "train.loss_aggregation": "token",
+        "train.dynamic_sampling": True,
+        "train.soft_overlong": True,
+        "train.overlong_cache": 4096,
+        "sampling.max_new_tokens": 20480,
+        "train.beta": 0.0,
+        "sampling.n": 16,
+        "algorithm": "grpo",
+    },
     # Dr. GRPO: no std scaling, constant normaliser.
     "dr-grpo": {"train.scale_rewards": "none", "train.loss_aggregation": "constant", "algorithm": "grpo"},
     # GSPO: sequence-level ratio with its small clip range.
@@ -52,10 +68,29 @@ def test_every_preset_file_is_covered():
 
 def test_short_run_prints_before_after_and_plots(random_model_dir, tmp_path):
     proc = grpo(
-        "train", "--model", str(random_model_dir), "--out", "run", "--steps", "2", "--threads", "1",
-        "--plot", "curves.png",
-        "--set", "data.limit=20", "--set", "sampling.n=4", "--set", "sampling.max_new_tokens=8",
-        "--set", "train.batch_size=8", "--set", "train.eval_n=2", "--set", "train.eval_limit=4",
+        "train",
+        "--model",
+        str(random_model_dir),
+        "--out",
+        "run",
+        "--steps",
+        "2",
+        "--threads",
+        "1",
+        "--plot",
+        "curves.png",
+        "--set",
+        "data.limit=20",
+        "--set",
+        "sampling.n=4",
+        "--set",
+        "sampling.max_new_tokens=8",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.eval_n=2",
+        "--set",
+        "train.eval_limit=4",
         cwd=tmp_path,
     )
     assert "before" in proc.stderr and "after" in proc.stderr and "held-out accuracy" in proc.stderr
@@ -64,13 +99,36 @@ def test_short_run_prints_before_after_and_plots(random_model_dir, tmp_path):
     assert (run / "checkpoints" / "step-000002" / "model.safetensors").is_file()
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The checkpoint is a model folder the other commands accept.
-    grpo("eval", "--model", str(run / "checkpoints" / "step-000002"), "--data", "arith:test", "--n", "2",
-         "--set", "data.limit=3", "--set", "sampling.max_new_tokens=8", "--threads", "1", cwd=tmp_path)
+    grpo(
+        "eval",
+        "--model",
+        str(run / "checkpoints" / "step-000002"),
+        "--data",
+        "arith:test",
+        "--n",
+        "2",
+        "--set",
+        "data.limit=3",
+        "--set",
+        "sampling.max_new_tokens=8",
+        "--threads",
+        "1",
+        cwd=tmp_path,
+    )
 
 
 def test_bad_batch_size_is_one_line(random_model_dir, tmp_path):
-    proc = grpo("train", "--model", str(random_model_dir), "--set", "sampling.n=3", "--set", "train.batch_size=8",
-                cwd=tmp_path, expect=None)
+    proc = grpo(
+        "train",
+        "--model",
+        str(random_model_dir),
+        "--set",
+        "sampling.n=3",
+        "--set",
+        "train.batch_size=8",
+        cwd=tmp_path,
+        expect=None,
+    )
     assert_user_error(proc, "train.batch_size=8", "sampling.n=3")
 
 

@@ -77,12 +77,28 @@ HOSTILE = {
     "infinite loop in the call": ("def add(a, b):\n    while True:\n        pass\n", ASSERTS, 0.0),
     "sleep": ("import time\ndef add(a, b):\n    time.sleep(1000)\n", ASSERTS, 0.0),
     "memory bomb": ("blocks = []\nwhile True:\n    blocks.append(bytearray(2**24))\n" + ADD, ASSERTS, 0.0),
-    "fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n" + ADD, ASSERTS, 0.0),
-    "fork bomb, stdin/stdout": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", IO[:1], 0.0),
+    "fork bomb": (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n" + ADD,
+        ASSERTS,
+        0.0,
+    ),
+    "fork bomb, stdin/stdout": (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        IO[:1],
+        0.0,
+    ),
     "deep recursion": ("def add(a, b):\n    return add(a, b)\n", ASSERTS, 0.0),
-    "C stack overflow": ("import sys\nsys.setrecursionlimit(10**8)\ndef add(a, b):\n    return add(a, b)\n", ASSERTS, 0.0),
+    "C stack overflow": (
+        "import sys\nsys.setrecursionlimit(10**8)\ndef add(a, b):\n    return add(a, b)\n",
+        ASSERTS,
+        0.0,
+    ),
     "output flood at import": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n" + ADD, ASSERTS, 0.0),
-    "output flood after the answer": ("print(sum(map(int, input().split())))\nwhile True:\n    print('y' * 65536)\n", IO, 0.0),
+    "output flood after the answer": (
+        "print(sum(map(int, input().split())))\nwhile True:\n    print('y' * 65536)\n",
+        IO,
+        0.0,
+    ),
     "sys.exit(0) at import": ("import sys\nsys.exit(0)\n" + ADD, ASSERTS, 0.0),
     "os._exit(0) at import": ("import os\nos._exit(0)\n" + ADD, ASSERTS, 0.0),
     "sys.exit(0) in the call": ("import sys\ndef add(a, b):\n    sys.exit(0)\n", UNITTEST, 0.0),
@@ -107,8 +123,16 @@ HOSTILE = {
         PYTEST,
         0.0,
     ),
-    "an object equal to everything": ("class Liar:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Liar()\n", ASSERTS, 0.0),
-    "an int equal to everything": ("class Liar(int):\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Liar(7)\n", ASSERTS, 0.0),
+    "an object equal to everything": (
+        "class Liar:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Liar()\n",
+        ASSERTS,
+        0.0,
+    ),
+    "an int equal to everything": (
+        "class Liar(int):\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Liar(7)\n",
+        ASSERTS,
+        0.0,
+    ),
     "shadowing the tests' builtins": (
         "def len(x):\n    return 2\ndef sorted(x):\n    return [1, 2]\ndef pair(x):\n    return [x]\n",
         "assert len(pair(1)) == 2\nassert sorted(pair(2)) == [1, 2]\n",
@@ -121,18 +145,21 @@ HOSTILE = {
         1.0,
     ),
     "ignoring SIGTERM": (
-        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + LOOP,
+        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        + LOOP,
         ASSERTS,
         0.0,
     ),
     "segfault": ("import ctypes\ndef add(a, b):\n    return ctypes.string_at(0)\n", ASSERTS, 0.0),
     "a child that leaves the session": (
-        f"import subprocess\nsubprocess.Popen(['/bin/sh', '-c', 'trap \"\" TERM; sleep 1000', '{MARKER}'], start_new_session=True)\n" + ZERO,
+        f"import subprocess\nsubprocess.Popen(['/bin/sh', '-c', 'trap \"\" TERM; sleep 1000', '{MARKER}'], start_new_session=True)\n"
+        + ZERO,
         ASSERTS,
         0.25,
     ),
     "killing the parent, kill -1": (
-        "import os, signal\nfor pid in (os.getppid(), -1, 1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n" + ZERO,
+        "import os, signal\nfor pid in (os.getppid(), -1, 1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+        + ZERO,
         ASSERTS,
         0.25,  # add(0, 0) == 0 is right
     ),
@@ -148,7 +175,10 @@ def test_hostile_program_gets_the_right_verdict(verifier, name):
 
 
 def test_killing_the_parent_spares_the_other_samples(verifier):
-    killer = "import os, signal\nfor pid in (os.getppid(), -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n" + ADD
+    killer = (
+        "import os, signal\nfor pid in (os.getppid(), -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+        + ADD
+    )
     samples = [{"completion": f"```python\n{c}\n```", "tests": ASSERTS} for c in (killer, ADD, killer, ZERO)]
     # killing is refused (another uid, another PID namespace), so the killer's right answers count
     assert [v.reward for v in verifier.verify(samples)] == [1.0, 1.0, 1.0, 0.25]
@@ -158,7 +188,10 @@ def test_killing_the_parent_spares_the_other_samples(verifier):
 def test_writes_outside_land_nowhere(verifier, tmp_path):
     targets = [tmp_path / "pwned", Path(f"/tmp/{MARKER}"), Path(f"/var/tmp/{MARKER}"), Path(f"/dev/shm/{MARKER}"),
                Path(f"/etc/{MARKER}"), Path(os.getcwd()) / MARKER, Path(f"/opt/{MARKER}")]  # fmt: skip
-    code = f"for path in {[str(t) for t in targets]!r}:\n    try:\n        open(path, 'w').write('x')\n    except OSError:\n        pass\n" + ADD
+    code = (
+        f"for path in {[str(t) for t in targets]!r}:\n    try:\n        open(path, 'w').write('x')\n    except OSError:\n        pass\n"
+        + ADD
+    )
     reward, _ = score(verifier, code, ASSERTS)
     assert reward == 1.0  # its answers are right; its writes went nowhere
     assert [t for t in targets if t.exists()] == []
@@ -201,7 +234,8 @@ print(found)
 def test_deleting_or_rewriting_the_tests_changes_nothing(verifier, tmp_path):
     host_tests = tmp_path / "problems.jsonl"
     host_tests.write_text(ASSERTS)
-    vandal = f"""
+    vandal = (
+        f"""
 import glob, os
 for path in glob.glob("*") + glob.glob("/tmp/**", recursive=True) + [{str(host_tests)!r}]:
     try:
@@ -209,7 +243,9 @@ for path in glob.glob("*") + glob.glob("/tmp/**", recursive=True) + [{str(host_t
         os.unlink(path)
     except OSError:
         pass
-""" + ZERO
+"""
+        + ZERO
+    )
     for tests in (ASSERTS, UNITTEST):
         reward, info = score(verifier, vandal, tests)
         assert reward == (0.25 if tests is ASSERTS else 0.0), info

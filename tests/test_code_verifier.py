@@ -38,7 +38,10 @@ class TestMore:
     def test_neg(self):
         assert add(-1, 5) == 4
 """
-CHECK = {"check": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n", "entry_point": "add"}
+CHECK = {
+    "check": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n",
+    "entry_point": "add",
+}
 IO = [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "4"}, {"input": "-1 5", "output": "4\n"}]
 IO_ADD = "a, b = map(int, input().split())\nprint(a + b)\n"
 IO_MUL = "a, b = map(int, input().split())\nprint(a * b)\n"
@@ -75,7 +78,11 @@ def test_extract_code_last_first_all_bare():
 
 def test_parse_tests_shapes_and_counts():
     assert parse_tests({"tests": ASSERTS}).names == ("assert:1", "assert:2", "assert:3", "assert:4")
-    assert parse_tests({"tests": UNITTEST}).names == ("case:TestAdd.test_small", "case:TestAdd.test_square", "case:TestAdd.test_raises")
+    assert parse_tests({"tests": UNITTEST}).names == (
+        "case:TestAdd.test_small",
+        "case:TestAdd.test_square",
+        "case:TestAdd.test_raises",
+    )
     assert parse_tests({"tests": PYTEST}).names == ("func:test_small", "func:test_raises", "class:TestMore.test_neg")
     check = parse_tests({"tests": CHECK})
     assert (check.kind, check.names, check.entry_point) == ("check", ("check:2", "check:3"), "add")
@@ -204,7 +211,10 @@ def test_no_code_no_tests_and_syntax_errors(verifier):
     verdicts = verifier.verify(samples)
     assert [v.reward for v in verdicts] == [0.0, 0.0, None]
     v = CodeVerifier(bare=False)
-    assert v.verify([{"completion": "def add(a, b): return a + b", "tests": ASSERTS}])[0].info["error"] == "no code in the completion"
+    assert (
+        v.verify([{"completion": "def add(a, b): return a + b", "tests": ASSERTS}])[0].info["error"]
+        == "no code in the completion"
+    )
 
 
 @needs_bwrap
@@ -219,7 +229,10 @@ def test_a_broken_harness_costs_one_sample(verifier, monkeypatch):
         return real(code, tests, slot, info)
 
     monkeypatch.setattr(verifier, "_run_functions", flaky)
-    samples = [{"completion": fenced(ADD + "# BREAK\n"), "tests": ASSERTS}, {"completion": fenced(ADD), "tests": ASSERTS}]
+    samples = [
+        {"completion": fenced(ADD + "# BREAK\n"), "tests": ASSERTS},
+        {"completion": fenced(ADD), "tests": ASSERTS},
+    ]
     verdicts = verifier.verify(samples)
     assert [v.reward for v in verdicts] == [0.0, 1.0]
     assert verdicts[0].info["error"] == "OSError: no more pipes"

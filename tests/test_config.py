@@ -216,7 +216,13 @@ def _config_classes(cls: type = Config) -> list[type]:
 def test_field_docs_cover_every_field_of_every_config_class():
     classes = _config_classes()
     assert {c.__name__ for c in classes} >= {
-        "Config", "ModelConfig", "DataConfig", "SamplingConfig", "VerifierConfig", "EvalConfig", "TrainConfig",
+        "Config",
+        "ModelConfig",
+        "DataConfig",
+        "SamplingConfig",
+        "VerifierConfig",
+        "EvalConfig",
+        "TrainConfig",
     }
     for cls in classes:
         docs = C.field_docs(cls)

@@ -12,15 +12,26 @@ from grpo_cli.data import atomic_writer, load_problems, read_jsonl, render_promp
 from grpo_cli.errors import UserError
 
 GSM8K = [
-    {"question": "Natalia sold 48 clips in April and half as many in May. How many in total?",
-     "answer": "In May she sold 48/2 = 24.\nIn total 48 + 24 = 72.\n#### 72", "source": "gsm8k"},
-    {"question": "Weng earns $12 an hour. How much for 50 minutes?",
-     "answer": "12/60 = 0.2 per minute.\n0.2 * 50 = 10.\n#### 10", "source": "gsm8k"},
+    {
+        "question": "Natalia sold 48 clips in April and half as many in May. How many in total?",
+        "answer": "In May she sold 48/2 = 24.\nIn total 48 + 24 = 72.\n#### 72",
+        "source": "gsm8k",
+    },
+    {
+        "question": "Weng earns $12 an hour. How much for 50 minutes?",
+        "answer": "12/60 = 0.2 per minute.\n0.2 * 50 = 10.\n#### 10",
+        "source": "gsm8k",
+    },
     {"question": "What is 2 + 2?", "answer": "#### 4", "source": "mine"},
 ]
 MATH = [
     {"problem": "What is $1 + 1$?", "solution": "We add: $1 + 1 = \\boxed{2}$.", "level": "Level 1", "type": "Algebra"},
-    {"problem": "Simplify $\\frac{4}{6}$.", "solution": "$\\boxed{\\frac{2}{3}}$", "level": "Level 2", "type": "Algebra"},
+    {
+        "problem": "Simplify $\\frac{4}{6}$.",
+        "solution": "$\\boxed{\\frac{2}{3}}$",
+        "level": "Level 2",
+        "type": "Algebra",
+    },
 ]
 
 

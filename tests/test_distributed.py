@@ -12,26 +12,44 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_trainer import plugin_dir, weights  # noqa: F401  (plugin_dir is a fixture)
 
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import SamplingParams
 from grpo_cli.trainer import TIMING_KEYS, train
-from test_trainer import plugin_dir, weights  # noqa: F401  (plugin_dir is a fixture)
 
 # 3 prompts x 4 samples: the ranks sample 2 and 1 prompts; 6 rows each, in micro-batches of 4.
 SETS = [
-    "model.threads=1", "data.limit=40", "sampling.n=4", "sampling.max_new_tokens=8", "train.batch_size=12",
-    "train.micro_batch_size=4", "train.steps=3", "train.lr=1e-3", "train.eval_n=0", "verifiers=[{name: digits}]",
+    "model.threads=1",
+    "data.limit=40",
+    "sampling.n=4",
+    "sampling.max_new_tokens=8",
+    "train.batch_size=12",
+    "train.micro_batch_size=4",
+    "train.steps=3",
+    "train.lr=1e-3",
+    "train.eval_n=0",
+    "verifiers=[{name: digits}]",
 ]
 DDP = ["train.beta=0.04", "train.mu=2", "train.ref_sync_every=2"]  # reference model, old log-probs, ref sync
 # No KL: zero-advantage rows are skipped, so the ranks train on unequal shares (padding micro-batches).
-FSDP = ["train.parallel=fsdp", "train.beta=0", "train.loss_aggregation=token", "train.save_every=1", "train.keep_last=3"]
+FSDP = [
+    "train.parallel=fsdp",
+    "train.beta=0",
+    "train.loss_aggregation=token",
+    "train.save_every=1",
+    "train.keep_last=3",
+]
 
 
 def _env(plugins: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
 
 
 def _cli(model_dir: Path, out: Path, sets: list[str]) -> list[str]:
@@ -45,7 +63,20 @@ def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "grpo_cli", *args], env)
+    return _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "grpo_cli",
+            *args,
+        ],
+        env,
+    )
 
 
 def _rows(run: Path) -> list[dict]:
@@ -75,8 +106,10 @@ def test_ddp_two_ranks_equal_one_process(random_model_dir, plugin_dir, tmp_path)
     one = tmp_path / "one"
     _single(random_model_dir, one, DDP)
     # The --nproc shortcut re-runs the command under torchrun.
-    proc = _run([sys.executable, "-m", "grpo_cli", *_cli(random_model_dir, tmp_path / "two", [*SETS, *DDP]), "--nproc", "2"],
-                _env(plugin_dir))
+    proc = _run(
+        [sys.executable, "-m", "grpo_cli", *_cli(random_model_dir, tmp_path / "two", [*SETS, *DDP]), "--nproc", "2"],
+        _env(plugin_dir),
+    )
     _assert_same_run(one, tmp_path / "two")
     assert proc.stderr.count("trained 3 steps") == 1  # one rank reports
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["step-000003"]
@@ -101,9 +134,10 @@ def test_fsdp_two_ranks_equal_one_process_and_resume(random_model_dir, plugin_di
 def test_a_share_of_the_prompts_samples_what_the_whole_request_does(random_model_dir):
     """Each completion has its own random stream keyed by its global prompt index: a rank sampling
     prompts 1.. of a request (prompt_offset=1) gets exactly the whole request's completions."""
+    from transformers import AutoModelForCausalLM
+
     from grpo_cli.modeling import eos_token_ids, load_tokenizer
     from grpo_cli.sampling.hf import HFSampler
-    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(random_model_dir)).eval()
     tokenizer = load_tokenizer(random_model_dir)
@@ -111,7 +145,9 @@ def test_a_share_of_the_prompts_samples_what_the_whole_request_does(random_model
     prompts = ["1+2=\n", "What is 3*4?\n", "7-5\n"]
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=3)
     whole = sampler.generate(prompts, params)
-    share = sampler.generate(prompts[1:], SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=3, prompt_offset=1))
+    share = sampler.generate(
+        prompts[1:], SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=3, prompt_offset=1)
+    )
     assert [[c.token_ids for c in g] for g in whole[1:]] == [[c.token_ids for c in g] for g in share]
     assert len({tuple(c.token_ids) for g in whole for c in g}) > 3  # real sampling, not copies
 
@@ -119,7 +155,9 @@ def test_a_share_of_the_prompts_samples_what_the_whole_request_does(random_model
 def test_nproc_checks_the_config_before_launching(tmp_path):
     from test_cli import assert_user_error, grpo
 
-    proc = grpo("train", "--nproc", "2", "--set", "sampling.n=3", "--set", "train.batch_size=8", cwd=tmp_path, expect=None)
+    proc = grpo(
+        "train", "--nproc", "2", "--set", "sampling.n=3", "--set", "train.batch_size=8", cwd=tmp_path, expect=None
+    )
     assert_user_error(proc, "train.batch_size=8", "sampling.n=3")
 
 
@@ -134,11 +172,11 @@ def test_wrapped_models_run_the_blocked_head_and_prefix_sharing(random_model_dir
     import copy
 
     import torch.distributed as dist
+    from test_logprobs import _prompt_batch
 
     from grpo_cli import distributed, grad_in_place, logprobs
     from grpo_cli.config import ModelConfig
     from grpo_cli.modeling import load_model
-    from test_logprobs import _prompt_batch
 
     model = load_model(random_model_dir, ModelConfig(path=str(random_model_dir), threads=1), trainable=True)
     ids, attn, mask = _prompt_batch([5, 3], [4, 2, 6])
@@ -151,11 +189,18 @@ def test_wrapped_models_run_the_blocked_head_and_prefix_sharing(random_model_dir
     try:
         monkeypatch.setattr(distributed, "world", lambda: 2)
         wrapped = distributed.wrap(model, parallel)
-        assert not any(grad_in_place.accumulates_in_place(p) for p in model.parameters())  # the hooks see every gradient
+        assert not any(
+            grad_in_place.accumulates_in_place(p) for p in model.parameters()
+        )  # the hooks see every gradient
         heads, shared = [], []
-        monkeypatch.setattr(logprobs, "head_logprobs", lambda *a, inner=logprobs.head_logprobs, **k: heads.append(1) or inner(*a, **k))
-        monkeypatch.setattr(logprobs.shared_prefix, "target_hidden",
-                            lambda *a, inner=logprobs.shared_prefix.target_hidden: shared.append(1) or inner(*a))
+        monkeypatch.setattr(
+            logprobs, "head_logprobs", lambda *a, inner=logprobs.head_logprobs, **k: heads.append(1) or inner(*a, **k)
+        )
+        monkeypatch.setattr(
+            logprobs.shared_prefix,
+            "target_hidden",
+            lambda *a, inner=logprobs.shared_prefix.target_hidden: shared.append(1) or inner(*a),
+        )
         got, _ = logprobs.sequence_logprobs(wrapped, ids, attn, mask, 0.9)
         (got * weights).sum().backward()
         grads = {name: distributed.local(p.grad) for name, p in wrapped.named_parameters()}

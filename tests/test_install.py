@@ -15,7 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "__pycache__", ".pytest_cache", "tests", "benchmarks"}
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("pip") is None, reason="pip is not available in this environment")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("pip") is None, reason="pip is not available in this environment"
+)
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:
@@ -34,9 +36,24 @@ def installed(tmp_path_factory) -> Path:
 def pip_install_to(source: Path, target: Path) -> Path:
     """`pip install --target` of a source folder, offline and without dependencies; returns target."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-compile",
-         "--disable-pip-version-check", "--no-index", "--quiet", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--quiet",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return target
@@ -49,7 +66,9 @@ def _python(code: str, target: Path, cwd: Path, *args: str) -> subprocess.Comple
 
 
 def test_package_imports_from_the_install(installed, tmp_path):
-    proc = _python("import grpo_cli, grpo_verifiers; print(grpo_cli.__file__); print(grpo_verifiers.__file__)", installed, tmp_path)
+    proc = _python(
+        "import grpo_cli, grpo_verifiers; print(grpo_cli.__file__); print(grpo_verifiers.__file__)", installed, tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     for line in proc.stdout.splitlines():
         assert Path(line).resolve().is_relative_to(installed.resolve()), line
@@ -61,7 +80,9 @@ def test_presets_list_from_another_directory(installed, tmp_path):
     assert any(line.split()[0] == "tiny" for line in proc.stdout.splitlines() if line.strip())
     shipped = sorted(p.name for p in (ROOT / "presets").glob("*.yaml"))
     assert sorted(p.name for p in (installed / "grpo_cli" / "presets").glob("*.yaml")) == shipped
-    proc = _python("from grpo_cli.config import load_config; print(load_config('tiny').sampling.backend)", installed, tmp_path)
+    proc = _python(
+        "from grpo_cli.config import load_config; print(load_config('tiny').sampling.backend)", installed, tmp_path
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "hf", proc.stderr
 
 
@@ -84,7 +105,9 @@ def test_math_entry_point_registered_in_the_install(installed, tmp_path):
         "print([ep.value for ep in dist.entry_points if ep.group == 'console_scripts'])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(installed)}
-    proc = subprocess.run([sys.executable, "-c", code, str(installed)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(installed)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     value, scripts = proc.stdout.splitlines()
     assert value == "grpo_verifiers.math:MathVerifier"

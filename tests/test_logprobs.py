@@ -50,7 +50,9 @@ def test_hand_computed_two_token_vocabulary():
     hidden = torch.tensor([[torch.log(torch.tensor(3.0)).item()]])
     logp, entropy = head_logprobs(hidden, weight, None, torch.tensor([1]))
     assert logp.item() == pytest.approx(torch.log(torch.tensor(0.75)).item(), abs=1e-6)
-    assert entropy.item() == pytest.approx(-(0.25 * torch.log(torch.tensor(0.25)) + 0.75 * torch.log(torch.tensor(0.75))).item(), abs=1e-6)
+    assert entropy.item() == pytest.approx(
+        -(0.25 * torch.log(torch.tensor(0.25)) + 0.75 * torch.log(torch.tensor(0.75))).item(), abs=1e-6
+    )
 
 
 def test_model_path_equals_full_logits_path(random_model_dir, monkeypatch):
@@ -239,8 +241,14 @@ def test_other_shared_architectures_with_grouped_query_attention(config_class, m
 
     torch.manual_seed(0)
     config = getattr(transformers, config_class)(
-        vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+        vocab_size=260,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
     )
     model = transformers.AutoModelForCausalLM.from_config(config).train()
     assert logprobs.shared_prefix.shareable(model)

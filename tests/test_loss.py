@@ -46,9 +46,7 @@ def test_on_policy_ratio_is_one_and_gradient_is_advantage():
     # d loss / d logp = -A / (2 sequences * 3 tokens) = [-1/3, ...], [1/6, ...].
     logp = torch.randn(2, 3)
     new = logp.clone().requires_grad_()
-    loss, stats = policy_loss(
-        new, logp, torch.tensor([2.0, -1.0]), torch.ones(2, 3), eps_low=0.2, eps_high=0.2
-    )
+    loss, stats = policy_loss(new, logp, torch.tensor([2.0, -1.0]), torch.ones(2, 3), eps_low=0.2, eps_high=0.2)
     torch.testing.assert_close(loss, torch.tensor(-0.5))
     loss.backward()
     torch.testing.assert_close(new.grad, torch.tensor([[-1 / 3] * 3, [1 / 6] * 3]))
@@ -64,9 +62,7 @@ def test_kl_estimators():
     ref = torch.tensor([LN2, -1.0, -1.0])
     torch.testing.assert_close(KL_ESTIMATORS["k1"](logp, ref), torch.tensor([-LN2, 1.0, 0.0]))
     torch.testing.assert_close(KL_ESTIMATORS["k2"](logp, ref), torch.tensor([LN2**2 / 2, 0.5, 0.0]))
-    torch.testing.assert_close(
-        KL_ESTIMATORS["k3"](logp, ref), torch.tensor([1 - LN2, math.exp(-1), 0.0])
-    )
+    torch.testing.assert_close(KL_ESTIMATORS["k3"](logp, ref), torch.tensor([1 - LN2, math.exp(-1), 0.0]))
 
 
 def test_kl_penalty_in_the_loss():
@@ -75,15 +71,11 @@ def test_kl_penalty_in_the_loss():
     logp = torch.zeros(2, 3)
     ref = torch.full((2, 3), LN2)
     mask = torch.ones(2, 3)
-    loss, stats = policy_loss(
-        logp, logp, torch.zeros(2), mask, eps_low=0.2, eps_high=0.2, beta=0.1, ref_logp=ref
-    )
+    loss, stats = policy_loss(logp, logp, torch.zeros(2), mask, eps_low=0.2, eps_high=0.2, beta=0.1, ref_logp=ref)
     torch.testing.assert_close(loss, torch.tensor(0.1 * (1 - LN2)))
     torch.testing.assert_close(stats.kl, torch.tensor(1 - LN2))
     # k1 instead: KL = -ln 2, loss = 0.1 * -0.6931.
-    loss, _ = policy_loss(
-        logp, logp, torch.zeros(2), mask, eps_low=0.2, eps_high=0.2, beta=0.1, ref_logp=ref, kl="k1"
-    )
+    loss, _ = policy_loss(logp, logp, torch.zeros(2), mask, eps_low=0.2, eps_high=0.2, beta=0.1, ref_logp=ref, kl="k1")
     torch.testing.assert_close(loss, torch.tensor(-0.1 * LN2))
     # beta = 0 needs no reference; beta > 0 does.
     policy_loss(logp, logp, torch.zeros(2), mask, eps_low=0.2, eps_high=0.2)
@@ -107,16 +99,12 @@ def test_aggregations_differ_with_unequal_lengths():
     torch.testing.assert_close(AGGREGATIONS["constant"](PER_TOKEN, MASK, 8), torch.tensor(1.0))
 
 
-@pytest.mark.parametrize(
-    ("aggregation", "expected"), [("sequence", -2.5), ("token", -16 / 6), ("constant", -1.0)]
-)
+@pytest.mark.parametrize(("aggregation", "expected"), [("sequence", -2.5), ("token", -16 / 6), ("constant", -1.0)])
 def test_policy_loss_aggregation(aggregation, expected):
     # On-policy (ratio 1) with per-token advantages equal to PER_TOKEN: objective = PER_TOKEN,
     # so the loss is minus the aggregates above.
     logp = torch.zeros(2, 4)
-    loss, _ = policy_loss(
-        logp, logp, PER_TOKEN, MASK, eps_low=0.2, eps_high=0.2, aggregation=aggregation, max_len=8
-    )
+    loss, _ = policy_loss(logp, logp, PER_TOKEN, MASK, eps_low=0.2, eps_high=0.2, aggregation=aggregation, max_len=8)
     torch.testing.assert_close(loss, torch.tensor(expected))
 
 
@@ -140,9 +128,7 @@ def test_gspo_sequence_ratio_and_clipping():
     logp = torch.tensor([[LN2, 0.0], [LN2, -LN2]], requires_grad=True)
     adv = torch.tensor([1.0, -1.0])
     mask = torch.ones(2, 2)
-    loss, stats = policy_loss(
-        logp, old, adv, mask, eps_low=3e-4, eps_high=4e-4, importance="sequence"
-    )
+    loss, stats = policy_loss(logp, old, adv, mask, eps_low=3e-4, eps_high=4e-4, importance="sequence")
     torch.testing.assert_close(loss, torch.tensor(-0.0002))
     loss.backward()
     # seq 2: d s / d logp_t = s / |o| = 1/2; d loss / d logp_t = -(1/2 seqs) * (-1) * (1/2) = 0.25.
@@ -168,7 +154,13 @@ def test_gspo_token_gradient_equals_sequence_ratio_gradient(aggregation):
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]]).bool()
     adv = torch.tensor([1.0, -0.5, 2.0])
     loss, _ = policy_loss(
-        logp, old, adv, mask, eps_low=10.0, eps_high=10.0, aggregation=aggregation,
+        logp,
+        old,
+        adv,
+        mask,
+        eps_low=10.0,
+        eps_high=10.0,
+        aggregation=aggregation,
         importance="sequence",
     )
     (grad,) = torch.autograd.grad(loss, logp)
@@ -189,8 +181,15 @@ def test_padding_with_inf_never_leaks():
     mask = torch.tensor([[1, 0], [1, 0]])
     for importance in ("token", "sequence"):
         loss, stats = policy_loss(
-            logp, old, torch.tensor([1.0, -1.0]), mask, eps_low=0.2, eps_high=0.2, beta=0.1,
-            ref_logp=ref, importance=importance,
+            logp,
+            old,
+            torch.tensor([1.0, -1.0]),
+            mask,
+            eps_low=0.2,
+            eps_high=0.2,
+            beta=0.1,
+            ref_logp=ref,
+            importance=importance,
         )
         (grad,) = torch.autograd.grad(loss, logp)
         assert torch.isfinite(loss) and torch.isfinite(stats.kl) and torch.isfinite(grad).all()
@@ -218,9 +217,7 @@ def test_token_entropy():
     # Position 0, uniform over 4 tokens: ln 4 = 1.3863. Position 1, two equal logits and two -inf:
     # ln 2 = 0.6931 (0 * log 0 counts as 0, not NaN). Position 2 is masked and does not count.
     # Mean over the unmasked positions: (1.3863 + 0.6931) / 2 = 1.0397.
-    logits = torch.tensor(
-        [[[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, float("-inf"), float("-inf")], [5.0, 0.0, 0.0, 0.0]]]
-    )
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, float("-inf"), float("-inf")], [5.0, 0.0, 0.0, 0.0]]])
     mask = torch.tensor([[1, 1, 0]])
     for chunk_size in (1, 4096):
         got = token_entropy(logits, mask, chunk_size=chunk_size)

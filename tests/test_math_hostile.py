@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-
 from grpo_verifiers.math import MAX_ANSWER_CHARS, MathVerifier
 
 

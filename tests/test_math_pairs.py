@@ -12,7 +12,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
 from grpo_verifiers.math import MathVerifier
 
 DATA = Path(__file__).parents[1] / "benchmarks" / "data" / "math_pairs.jsonl"
@@ -55,7 +54,11 @@ def test_agreement_with_the_labels(verdicts):
 
 
 def test_known_failures_still_fail(verdicts):
-    fixed = [row for row, verdict in zip(ROWS, verdicts) if row.get("known_failure") and (verdict.reward == 1.0) == row["label"]]
+    fixed = [
+        row
+        for row, verdict in zip(ROWS, verdicts)
+        if row.get("known_failure") and (verdict.reward == 1.0) == row["label"]
+    ]
     assert fixed == []
 
 

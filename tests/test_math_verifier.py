@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from grpo_verifiers._watchdog import Watchdog
 from grpo_verifiers.math import MathVerifier, canonical, extract_answer, extract_gold, normalize
 
@@ -170,59 +169,91 @@ def test_sympy_path(verifier, completion, gold, reward):
 # Every category of the issue: (completion, gold, reward), equivalent forms and near misses.
 CATEGORIES = {
     "thousands": [
-        (r"\boxed{1,234}", "1234", 1.0), (r"\boxed{1{,}234}", "1234", 1.0), (r"\boxed{1\,234}", "1234", 1.0),
-        (r"\boxed{12,34}", "1234", 0.0), (r"\boxed{\{1, 2\}}", "1,2", 1.0),  # `1,2` is a list, `1,234` a number
+        (r"\boxed{1,234}", "1234", 1.0),
+        (r"\boxed{1{,}234}", "1234", 1.0),
+        (r"\boxed{1\,234}", "1234", 1.0),
+        (r"\boxed{12,34}", "1234", 0.0),
+        (r"\boxed{\{1, 2\}}", "1,2", 1.0),  # `1,2` is a list, `1,234` a number
         (r"\boxed{1000000008}", "1000000007", 0.0),  # integers are exact: no rel_tol
         (r"\boxed{1000000008.0}", "1000000007", 0.0),  # judged by value: the same key as 1000000008
     ],
     "decimals": [(r"\boxed{.5}", "0.50", 1.0), (r"\boxed{2.750}", "2.75", 1.0), (r"\boxed{2.57}", "2.75", 0.0)],
     "fractions": [
-        (r"\boxed{\dfrac{3}{4}}", r"\frac{3}{4}", 1.0), (r"\boxed{6/8}", r"\frac{3}{4}", 1.0),
-        (r"\boxed{\frac{1}{-2}}", r"-\frac{1}{2}", 1.0), (r"\boxed{\frac{4}{3}}", r"\frac{3}{4}", 0.0),
+        (r"\boxed{\dfrac{3}{4}}", r"\frac{3}{4}", 1.0),
+        (r"\boxed{6/8}", r"\frac{3}{4}", 1.0),
+        (r"\boxed{\frac{1}{-2}}", r"-\frac{1}{2}", 1.0),
+        (r"\boxed{\frac{4}{3}}", r"\frac{3}{4}", 0.0),
     ],
     "mixed numbers": [
-        (r"\boxed{2\frac{1}{2}}", r"\frac{5}{2}", 1.0), (r"\boxed{2.5}", "2 1/2", 1.0),
-        (r"\boxed{-3\frac{1}{4}}", "-3.25", 1.0), (r"\boxed{1}", r"2\frac{1}{2}", 0.0),  # not 2 * 1/2
+        (r"\boxed{2\frac{1}{2}}", r"\frac{5}{2}", 1.0),
+        (r"\boxed{2.5}", "2 1/2", 1.0),
+        (r"\boxed{-3\frac{1}{4}}", "-3.25", 1.0),
+        (r"\boxed{1}", r"2\frac{1}{2}", 0.0),  # not 2 * 1/2
     ],
     "percentages": [
-        (r"\boxed{12.5\%}", "12.5", 1.0), ("So it is 25 percent.", "25", 1.0), (r"\boxed{0.5}", r"50\%", 0.0),
+        (r"\boxed{12.5\%}", "12.5", 1.0),
+        ("So it is 25 percent.", "25", 1.0),
+        (r"\boxed{0.5}", r"50\%", 0.0),
     ],
     "scientific": [
-        (r"\boxed{1.5e3}", "1500", 1.0), (r"\boxed{1.5\times10^3}", "1500", 1.0),
-        (r"\boxed{0.0003}", r"3 \times 10^{-4}", 1.0), (r"\boxed{1.5e4}", "1500", 0.0),
+        (r"\boxed{1.5e3}", "1500", 1.0),
+        (r"\boxed{1.5\times10^3}", "1500", 1.0),
+        (r"\boxed{0.0003}", r"3 \times 10^{-4}", 1.0),
+        (r"\boxed{1.5e4}", "1500", 0.0),
     ],
     "negatives": [(r"\boxed{−3}", "-3", 1.0), (r"\boxed{-(3)}", "-3", 1.0), (r"\boxed{3}", "-3", 0.0)],
     "radicals": [
-        (r"\boxed{\sqrt{12}}", r"2\sqrt{3}", 1.0), (r"\boxed{2\sqrt[3]{2}}", r"\sqrt[3]{16}", 1.0),
-        (r"\boxed{1+\sqrt{2}}", r"\sqrt{3+2\sqrt{2}}", 1.0), (r"\boxed{\sqrt{6}}", r"2\sqrt{3}", 0.0),
+        (r"\boxed{\sqrt{12}}", r"2\sqrt{3}", 1.0),
+        (r"\boxed{2\sqrt[3]{2}}", r"\sqrt[3]{16}", 1.0),
+        (r"\boxed{1+\sqrt{2}}", r"\sqrt{3+2\sqrt{2}}", 1.0),
+        (r"\boxed{\sqrt{6}}", r"2\sqrt{3}", 0.0),
         (r"\boxed{1.414}", r"\sqrt{2}", 0.0),
     ],
     "pi and e": [
-        (r"\boxed{\pi/2}", r"\frac{\pi}{2}", 1.0), (r"\boxed{\exp(2)}", "e^2", 1.0),
-        (r"\boxed{e^{-1}}", r"\frac{1}{e}", 1.0), (r"\boxed{2e}", "e^2", 0.0), (r"\boxed{3.14}", r"\pi", 0.0),
+        (r"\boxed{\pi/2}", r"\frac{\pi}{2}", 1.0),
+        (r"\boxed{\exp(2)}", "e^2", 1.0),
+        (r"\boxed{e^{-1}}", r"\frac{1}{e}", 1.0),
+        (r"\boxed{2e}", "e^2", 0.0),
+        (r"\boxed{3.14}", r"\pi", 0.0),
     ],
     "symbolic": [
-        (r"\boxed{\sin(2x)}", r"2\sin x \cos x", 1.0), (r"\boxed{1}", r"\sin^2 x + \cos^2 x", 1.0),
-        (r"\boxed{3}", r"\log_2 8", 1.0), (r"\boxed{1073741825}", "2^{30}", 0.0),  # exact, not within rel_tol
+        (r"\boxed{\sin(2x)}", r"2\sin x \cos x", 1.0),
+        (r"\boxed{1}", r"\sin^2 x + \cos^2 x", 1.0),
+        (r"\boxed{3}", r"\log_2 8", 1.0),
+        (r"\boxed{1073741825}", "2^{30}", 0.0),  # exact, not within rel_tol
         (r"\boxed{(x-y)^2}", "x^2+2xy+y^2", 0.0),
     ],
     "equations": [
-        (r"\boxed{x = 3}", "3", 1.0), (r"\boxed{2x+1}", "y = 2x+1", 1.0), (r"\boxed{5 = x}", "5", 1.0),
-        (r"\boxed{2x+2y=6}", "x+y=3", 1.0), (r"\boxed{y=3}", "x=3", 0.0), (r"\boxed{x-y=3}", "x+y=3", 0.0),
-        (r"\boxed{x=4 \text{ or } x=-4}", "4, -4", 1.0), (r"\boxed{f(x) = 2x}", "2x", 1.0),
+        (r"\boxed{x = 3}", "3", 1.0),
+        (r"\boxed{2x+1}", "y = 2x+1", 1.0),
+        (r"\boxed{5 = x}", "5", 1.0),
+        (r"\boxed{2x+2y=6}", "x+y=3", 1.0),
+        (r"\boxed{y=3}", "x=3", 0.0),
+        (r"\boxed{x-y=3}", "x+y=3", 0.0),
+        (r"\boxed{x=4 \text{ or } x=-4}", "4, -4", 1.0),
+        (r"\boxed{f(x) = 2x}", "2x", 1.0),
     ],
     "inequalities": [
-        (r"\boxed{3<x}", "x>3", 1.0), (r"\boxed{3 \le x}", r"x \ge 3", 1.0), (r"\boxed{x > 3}", r"(3, \infty)", 1.0),
-        (r"\boxed{4 \ge x > -1}", r"-1 < x \le 4", 1.0), (r"\boxed{x \geq 3}", "x>3", 0.0),
+        (r"\boxed{3<x}", "x>3", 1.0),
+        (r"\boxed{3 \le x}", r"x \ge 3", 1.0),
+        (r"\boxed{x > 3}", r"(3, \infty)", 1.0),
+        (r"\boxed{4 \ge x > -1}", r"-1 < x \le 4", 1.0),
+        (r"\boxed{x \geq 3}", "x>3", 0.0),
         (r"\boxed{x+y<1}", "x+y>1", 0.0),
     ],
     "intervals": [
-        (r"\boxed{\left(1, 2\right]}", "(1,2]", 1.0), (r"\boxed{(2,\infty)\cup(-\infty,1)}", r"(-\infty,1)\cup(2,\infty)", 1.0),
-        (r"\boxed{[1,2]}", "(1,2]", 0.0), (r"\boxed{(-\infty,1]\cup(2,\infty)}", r"(-\infty,1)\cup(2,\infty)", 0.0),
+        (r"\boxed{\left(1, 2\right]}", "(1,2]", 1.0),
+        (r"\boxed{(2,\infty)\cup(-\infty,1)}", r"(-\infty,1)\cup(2,\infty)", 1.0),
+        (r"\boxed{[1,2]}", "(1,2]", 0.0),
+        (r"\boxed{(-\infty,1]\cup(2,\infty)}", r"(-\infty,1)\cup(2,\infty)", 0.0),
     ],
     "sets and tuples": [
-        (r"\boxed{\{2, 1\}}", r"\{1, 2\}", 1.0), (r"\boxed{-2, 1}", "1, -2", 1.0), (r"\boxed{\{1, 2, 3\}}", r"\{1, 2\}", 0.0),
-        (r"\boxed{(2, 1)}", "(1, 2)", 0.0), (r"\boxed{\{1, 2\}}", "(1, 2)", 0.0), (r"\boxed{x=1, y=2}", "(1, 2)", 1.0),
+        (r"\boxed{\{2, 1\}}", r"\{1, 2\}", 1.0),
+        (r"\boxed{-2, 1}", "1, -2", 1.0),
+        (r"\boxed{\{1, 2, 3\}}", r"\{1, 2\}", 0.0),
+        (r"\boxed{(2, 1)}", "(1, 2)", 0.0),
+        (r"\boxed{\{1, 2\}}", "(1, 2)", 0.0),
+        (r"\boxed{x=1, y=2}", "(1, 2)", 1.0),
     ],
     "matrices": [
         (r"\boxed{\begin{bmatrix}1&2\\3&4\end{bmatrix}}", r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", 1.0),
@@ -230,32 +261,56 @@ CATEGORIES = {
         (r"\boxed{\begin{pmatrix}1&2&3&4\end{pmatrix}}", r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", 0.0),
     ],
     "plus-minus": [
-        (r"\boxed{\pm 2}", "2, -2", 1.0), (r"\boxed{-2, 2}", r"\pm 2", 1.0), (r"\boxed{1+\sqrt2, 1-\sqrt2}", r"1 \pm \sqrt{2}", 1.0),
-        (r"\boxed{2}", r"\pm 2", 0.0), (r"\boxed{-1 \pm \sqrt{2}}", r"1 \pm \sqrt{2}", 0.0),
+        (r"\boxed{\pm 2}", "2, -2", 1.0),
+        (r"\boxed{-2, 2}", r"\pm 2", 1.0),
+        (r"\boxed{1+\sqrt2, 1-\sqrt2}", r"1 \pm \sqrt{2}", 1.0),
+        (r"\boxed{2}", r"\pm 2", 0.0),
+        (r"\boxed{-1 \pm \sqrt{2}}", r"1 \pm \sqrt{2}", 0.0),
     ],
     "infinity": [
-        (r"\boxed{+\infty}", r"\infty", 1.0), (r"\boxed{∞}", r"\infty", 1.0), (r"\boxed{\text{infinity}}", r"\infty", 1.0),
-        (r"\boxed{-\infty}", r"\infty", 0.0), (r"\boxed{[0, \infty)}", r"(0, \infty)", 0.0),
+        (r"\boxed{+\infty}", r"\infty", 1.0),
+        (r"\boxed{∞}", r"\infty", 1.0),
+        (r"\boxed{\text{infinity}}", r"\infty", 1.0),
+        (r"\boxed{-\infty}", r"\infty", 0.0),
+        (r"\boxed{[0, \infty)}", r"(0, \infty)", 0.0),
     ],
     "complex": [
-        (r"\boxed{2i+3}", "3+2i", 1.0), (r"\boxed{i^2}", "-1", 1.0), (r"\boxed{\frac{1}{1+i}}", r"\frac{1-i}{2}", 1.0),
-        (r"\boxed{3-2i}", "3+2i", 0.0), (r"\boxed{3+2}", "3+2i", 0.0),
+        (r"\boxed{2i+3}", "3+2i", 1.0),
+        (r"\boxed{i^2}", "-1", 1.0),
+        (r"\boxed{\frac{1}{1+i}}", r"\frac{1-i}{2}", 1.0),
+        (r"\boxed{3-2i}", "3+2i", 0.0),
+        (r"\boxed{3+2}", "3+2i", 0.0),
     ],
-    "degrees": [(r"\boxed{30^{\circ}}", "30", 1.0), (r"\boxed{120 \text{ degrees}}", r"120^\circ", 1.0), (r"\boxed{60^\circ}", "30", 0.0)],
+    "degrees": [
+        (r"\boxed{30^{\circ}}", "30", 1.0),
+        (r"\boxed{120 \text{ degrees}}", r"120^\circ", 1.0),
+        (r"\boxed{60^\circ}", "30", 0.0),
+    ],
     "units": [
-        (r"\boxed{5\text{ cm}}", "5", 1.0), (r"\boxed{5}", "5 cm", 1.0), (r"\boxed{5 \text{ centimeters}}", r"5\text{ cm}", 1.0),
-        (r"\boxed{10 \text{ m}}", "10", 1.0), (r"\boxed{7\text{ kg}}", r"7\text{ g}", 0.0),
-        (r"\boxed{12 \text{ cm}}", r"12\text{ cm}^2", 0.0), (r"\boxed{6 \text{ cm}}", "5", 0.0),
+        (r"\boxed{5\text{ cm}}", "5", 1.0),
+        (r"\boxed{5}", "5 cm", 1.0),
+        (r"\boxed{5 \text{ centimeters}}", r"5\text{ cm}", 1.0),
+        (r"\boxed{10 \text{ m}}", "10", 1.0),
+        (r"\boxed{7\text{ kg}}", r"7\text{ g}", 0.0),
+        (r"\boxed{12 \text{ cm}}", r"12\text{ cm}^2", 0.0),
+        (r"\boxed{6 \text{ cm}}", "5", 0.0),
         (r"\boxed{10 \text{ million}}", "10", 0.0),
     ],
     "multiple choice": [
-        (r"\boxed{(C)}", "C", 1.0), (r"\boxed{\text{(C)}}", "C", 1.0), ("The answer is (C) 24.", "C", 1.0),
-        (r"\boxed{C}", r"\text{(C)}", 1.0), ("The answer is C or D.", "C", 0.0), (r"\boxed{C, D}", "C", 0.0),
-        ("The answer is (C) or (D).", "C", 0.0), (r"\boxed{D}", "C", 0.0),
+        (r"\boxed{(C)}", "C", 1.0),
+        (r"\boxed{\text{(C)}}", "C", 1.0),
+        ("The answer is (C) 24.", "C", 1.0),
+        (r"\boxed{C}", r"\text{(C)}", 1.0),
+        ("The answer is C or D.", "C", 0.0),
+        (r"\boxed{C, D}", "C", 0.0),
+        ("The answer is (C) or (D).", "C", 0.0),
+        (r"\boxed{D}", "C", 0.0),
     ],
     "text": [
-        (r"\boxed{tuesday}", r"\text{Tuesday}", 1.0), (r"\boxed{\text{No Solution}}", r"\text{no solution}", 1.0),
-        (r"\boxed{Thursday}", r"\text{Tuesday}", 0.0), (r"\boxed{\text{York}}", "New York", 0.0),
+        (r"\boxed{tuesday}", r"\text{Tuesday}", 1.0),
+        (r"\boxed{\text{No Solution}}", r"\text{no solution}", 1.0),
+        (r"\boxed{Thursday}", r"\text{Tuesday}", 0.0),
+        (r"\boxed{\text{York}}", "New York", 0.0),
     ],
 }
 
@@ -273,7 +328,12 @@ def test_relative_tolerance_is_configurable():
     # 7.0001 is 1.4e-5 off 7: wrong at the default 1e-6, right at 1e-4; integers stay exact.
     loose = MathVerifier(rel_tol=1e-4, workers=1)
     try:
-        assert [v.reward for v in loose.verify([{"completion": r"\boxed{7.0001}", "answer": "7"}, {"completion": r"\boxed{70001}", "answer": "70000"}])] == [1.0, 0.0]
+        assert [
+            v.reward
+            for v in loose.verify(
+                [{"completion": r"\boxed{7.0001}", "answer": "7"}, {"completion": r"\boxed{70001}", "answer": "70000"}]
+            )
+        ] == [1.0, 0.0]
     finally:
         loose.close()
 

@@ -10,7 +10,6 @@ import pytest
 
 from grpo_cli.metrics import evaluate_groups, maj_at_k, parse_ks, parse_metrics, pass_at_k
 
-
 # ---- pass@k ----------------------------------------------------------------------------------
 
 

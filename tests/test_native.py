@@ -44,8 +44,14 @@ SHAPE = {
     "bos_token_id": 1,
     "eos_token_id": 1,
 }
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 8}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8,
+}
 LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.5}
 YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16}
 
@@ -61,7 +67,16 @@ def _config(kind: str, **overrides):
 
     classes = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}
     if kind == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=VOCAB, n_positions=64, bos_token_id=1, eos_token_id=1, **overrides)
+        return GPT2Config(
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            vocab_size=VOCAB,
+            n_positions=64,
+            bos_token_id=1,
+            eos_token_id=1,
+            **overrides,
+        )
     return classes[kind](**{**SHAPE, **overrides})
 
 
@@ -70,8 +85,9 @@ VARIANTS = {
     "qwen2-gqa-tied": lambda: _config("qwen2", tie_word_embeddings=True),
     "qwen2-mha-untied": lambda: _config("qwen2", num_key_value_heads=4, tie_word_embeddings=False),
     # Llama with every bias (q/k/v/o and the MLP's) and llama3 RoPE scaling.
-    "llama-biases-llama3rope": lambda: _config("llama", attention_bias=True, mlp_bias=True, rope_parameters=dict(LLAMA3_ROPE),
-                                               tie_word_embeddings=False),
+    "llama-biases-llama3rope": lambda: _config(
+        "llama", attention_bias=True, mlp_bias=True, rope_parameters=dict(LLAMA3_ROPE), tie_word_embeddings=False
+    ),
     "llama-linear-rope-tied": lambda: _config("llama", rope_parameters=dict(LINEAR_ROPE), tie_word_embeddings=True),
     # YaRN scales cos/sin by its attention factor (0.1 ln 4 + 1 here): a wrong scale shows.
     "llama-yarn-mha": lambda: _config("llama", num_key_value_heads=4, rope_parameters=dict(YARN_ROPE)),
@@ -215,8 +231,10 @@ def test_qwen3_with_attention_bias_loads_natively(tmp_path):
     assert isinstance(nat, native.CausalLM), nat
     ids, right, _ = _inputs()
     with torch.no_grad():
-        _close(nat.eval()(input_ids=ids, attention_mask=right).logits[right.bool()],
-               hf(input_ids=ids, attention_mask=right).logits[right.bool()])
+        _close(
+            nat.eval()(input_ids=ids, attention_mask=right).logits[right.bool()],
+            hf(input_ids=ids, attention_mask=right).logits[right.bool()],
+        )
 
 
 # ------------------------------------------------------------------------------------- gradients
@@ -229,7 +247,10 @@ def _grad_batch(kind: str = "ragged"):
     row (the decoding-shaped attention path, here with gradients); single: one-token completions, each
     predicted by its prompt's last state alone (no completion tokens to run); even: no padding at all."""
     g = torch.Generator().manual_seed(7)
-    prompts = [torch.randint(2, VOCAB, (4,), generator=g), torch.randint(2, VOCAB, (4 if kind == "even" else 3,), generator=g)]
+    prompts = [
+        torch.randint(2, VOCAB, (4,), generator=g),
+        torch.randint(2, VOCAB, (4 if kind == "even" else 3,), generator=g),
+    ]
     lengths = {"ragged": [10, 8, 9, 5], "short": [6, 6, 5, 5], "single": [5, 5, 4, 4], "even": [10, 10, 10, 10]}[kind]
     prompt_of = [0, 0, 1, 1]
     ids = torch.randint(2, VOCAB, (4, 10), generator=g)
@@ -253,8 +274,11 @@ def _grads(model, batch):
     return logp.detach(), {n: p.grad for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("checkpointing, kind", [(False, "ragged"), (False, "short"), (False, "single"), (False, "even"), (True, "ragged")],
-                         ids=["ragged", "short", "single", "even", "checkpointed"])
+@pytest.mark.parametrize(
+    "checkpointing, kind",
+    [(False, "ragged"), (False, "short"), (False, "single"), (False, "even"), (True, "ragged")],
+    ids=["ragged", "short", "single", "even", "checkpointed"],
+)
 def test_gradients_equal_transformers(pair, checkpointing, kind, monkeypatch):
     """Transformers' model shares the prompts through its KV cache (no checkpointing there); ours
     runs them packed with the completions (`native.Packing`), with checkpointing too."""
@@ -276,7 +300,9 @@ def test_gradients_equal_transformers(pair, checkpointing, kind, monkeypatch):
         assert got[name] is not None, name
         # float32 round-off of sums over the batch: relative to the gradient's scale (up to ~40 here)
         scale = max(1.0, float(want[name].abs().max()))
-        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=2e-5 * scale, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            got[name], want[name], rtol=1e-4, atol=2e-5 * scale, msg=lambda m, name=name: f"{name}: {m}"
+        )
     assert any(float(g.abs().sum()) > 0 for g in want.values())
 
 
@@ -306,7 +332,12 @@ def test_checkpointing_recomputes_in_backward(pair):
 # ------------------------------------------------------------------------------------- decoding
 
 
-PROMPTS = ["What is 3 + 4 * 5 - 2?\n", "Hi\n", "12 - 7 =", "A much longer prompt, with words and numbers 1 2 3 in it.\n"]
+PROMPTS = [
+    "What is 3 + 4 * 5 - 2?\n",
+    "Hi\n",
+    "12 - 7 =",
+    "A much longer prompt, with words and numbers 1 2 3 in it.\n",
+]
 
 
 @pytest.fixture(scope="module")
@@ -316,8 +347,15 @@ def gqa_tokenizer_model_dir(tmp_path_factory):
 
     tokenizer = tiny.build_tokenizer()
     path = tmp_path_factory.mktemp("gqa-llama")
-    config = _config("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id,
-                     eos_token_id=tokenizer.eos_token_id, max_position_embeddings=128, tie_word_embeddings=True)
+    config = _config(
+        "llama",
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
     _save_hf(path, config, seed=3)
     tiny.save_tokenizer(tokenizer, path)
     return path
@@ -361,12 +399,20 @@ def test_cached_decoding_equals_full_forward(gqa_tokenizer_model_dir):
     positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
     cache = SlotCache(mask.shape[1])
     with torch.no_grad():
-        out = nat(input_ids=ids, attention_mask=mask[:, :width], position_ids=positions, past_key_values=cache, use_cache=True)
+        out = nat(
+            input_ids=ids, attention_mask=mask[:, :width], position_ids=positions, past_key_values=cache, use_cache=True
+        )
         logits = [out.logits[:, -1]]
         pos = positions[:, -1:] + 1
         for step in range(steps - 1):
             tok = torch.stack([s[n + step] for s, n in zip(seqs, starts)])[:, None]
-            out = nat(input_ids=tok, attention_mask=mask[:, : width + step + 1], position_ids=pos, past_key_values=cache, use_cache=True)
+            out = nat(
+                input_ids=tok,
+                attention_mask=mask[:, : width + step + 1],
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
             logits.append(out.logits[:, -1])
             pos = pos + 1
         for r, (s, n) in enumerate(zip(seqs, starts)):
@@ -398,7 +444,10 @@ def test_save_pretrained_round_trip(tmp_path, variant):
 
     for name in ("config.json", "generation_config.json", "model.safetensors"):
         assert (tmp_path / "saved" / name).is_file(), name
-    with safe_open(str(tmp_path / "saved" / "model.safetensors"), "pt") as f, safe_open(str(source / "model.safetensors"), "pt") as ref:
+    with (
+        safe_open(str(tmp_path / "saved" / "model.safetensors"), "pt") as f,
+        safe_open(str(source / "model.safetensors"), "pt") as ref,
+    ):
         assert set(f.keys()) == set(ref.keys())  # as transformers writes it (a tied head stored once)
         assert (f.metadata() or {}).get("format") == "pt"
 
@@ -480,11 +529,24 @@ def _to_pytorch_bin(path: Path) -> Path:
 def _unsupported_dirs(tmp_path):
     return {
         "gpt2": (_save_hf(tmp_path / "gpt2", _config("gpt2")), "model_type 'gpt2'"),
-        "qwen2-sliding": (_save_hf(tmp_path / "qwen2-sliding", _config("qwen2", use_sliding_window=True, sliding_window=4,
-                                                                       max_window_layers=1)), "sliding-window"),
-        "mistral-window": (_save_hf(tmp_path / "mistral-window", _config("mistral", sliding_window=8)), "sliding-window"),
-        "dynamic-rope": (_save_hf(tmp_path / "dynamic-rope", _config("llama", rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
-                                                                                               "factor": 2.0})), "RoPE type 'dynamic'"),
+        "qwen2-sliding": (
+            _save_hf(
+                tmp_path / "qwen2-sliding",
+                _config("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1),
+            ),
+            "sliding-window",
+        ),
+        "mistral-window": (
+            _save_hf(tmp_path / "mistral-window", _config("mistral", sliding_window=8)),
+            "sliding-window",
+        ),
+        "dynamic-rope": (
+            _save_hf(
+                tmp_path / "dynamic-rope",
+                _config("llama", rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}),
+            ),
+            "RoPE type 'dynamic'",
+        ),
         "gelu": (_save_hf(tmp_path / "gelu", _config("llama", hidden_act="gelu")), "hidden_act 'gelu'"),
         "bin": (_to_pytorch_bin(_save_hf(tmp_path / "bin", _config("qwen2"))), "safetensors"),
     }
@@ -573,7 +635,9 @@ STEP = textwrap.dedent("""
 def test_training_step_imports_no_dynamo_sympy_or_transformers_modeling(tmp_path):
     script = tmp_path / "step.py"
     script.write_text(STEP, encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=str(tmp_path), check=False)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=str(tmp_path), check=False
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["native"] == [True, True]

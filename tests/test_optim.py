@@ -50,7 +50,9 @@ def _assert_same(ours_params, ours_opt, torch_params, torch_opt, rtol=0.0, atol=
         assert float(sa["step"]) == float(sb["step"]), i
         assert sa["step"].dtype == torch.float32
         for key in ("exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(sa[key], sb[key], rtol=rtol, atol=atol, msg=lambda m, i=i, key=key: f"param {i} {key}: {m}")
+            torch.testing.assert_close(
+                sa[key], sb[key], rtol=rtol, atol=atol, msg=lambda m, i=i, key=key: f"param {i} {key}: {m}"
+            )
 
 
 @pytest.fixture(params=["fused", "per-parameter"])
@@ -63,7 +65,11 @@ def path(request, monkeypatch):
 
 def _torch_adamw(params, path):
     # The fused path is torch's fused kernel; the per-parameter path torch's single-tensor one.
-    return torch.optim.AdamW(params, **HYPER, fused=True) if path == "fused" else torch.optim.AdamW(params, **HYPER, foreach=False)
+    return (
+        torch.optim.AdamW(params, **HYPER, fused=True)
+        if path == "fused"
+        else torch.optim.AdamW(params, **HYPER, foreach=False)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -74,7 +80,9 @@ def test_adamw_equals_torch(path, dtype):
         _run(a, ours, range(step, step + 1))
         _run(b, theirs, range(step, step + 1))
         _assert_same(ours, a, theirs, b)  # the same kernel or the same arithmetic: bit for bit
-    assert float(a.state[ours[1]]["step"]) == 4 and float(a.state[ours[3]]["step"]) == 4  # a step without a gradient does not count
+    assert (
+        float(a.state[ours[1]]["step"]) == 4 and float(a.state[ours[3]]["step"]) == 4
+    )  # a step without a gradient does not count
     assert not torch.equal(ours[0].detach(), _params(dtype)[0])
 
 
@@ -101,7 +109,9 @@ def test_hand_computed_first_steps(path):
     before = w.detach().clone()
     w.grad = torch.tensor([0.5, -4.0, 0.0])
     opt.step()
-    torch.testing.assert_close(w.detach(), before * (1 - lr * wd) - lr * torch.tensor([1.0, -1.0, 0.0]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        w.detach(), before * (1 - lr * wd) - lr * torch.tensor([1.0, -1.0, 0.0]), rtol=1e-5, atol=1e-6
+    )
     s = opt.state[w]
     torch.testing.assert_close(s["exp_avg"], torch.tensor([0.5, -4.0, 0.0]) * (1 - 0.9**2))
     torch.testing.assert_close(s["exp_avg_sq"], torch.tensor([0.25, 16.0, 0.0]) * (1 - 0.999**2))
@@ -139,7 +149,9 @@ def test_state_dict_resume_equals_uninterrupted(path):
     saved = _roundtrip(b.state_dict())
     assert sorted(saved["state"]) == [0, 1, 2, 3] and saved["param_groups"][0]["params"] == [0, 1, 2, 3]
     resumed = [torch.nn.Parameter(p.detach().clone()) for p in first]
-    c = optim.AdamW(resumed, lr=1.0, betas=(0.5, 0.5), eps=1.0, weight_decay=0.0)  # hyper-parameters come from the state
+    c = optim.AdamW(
+        resumed, lr=1.0, betas=(0.5, 0.5), eps=1.0, weight_decay=0.0
+    )  # hyper-parameters come from the state
     c.load_state_dict(saved)
     assert c.param_groups[0]["betas"] == HYPER["betas"] and c.param_groups[0]["lr"] == HYPER["lr"]
     _run(c, resumed, range(2, 4))

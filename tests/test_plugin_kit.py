@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from grpo_verifiers import Verdict, Verifier
 from grpo_verifiers.math import MathVerifier
 from grpo_verifiers.prm import PRMVerifier
@@ -126,7 +125,12 @@ class NeedsAnswer(Good):
 
 class ByteOffsets(Good):
     def verify(self, samples):  # ends in UTF-8 bytes, not characters
-        return [Verdict(1.0, steps=[{"end": len(s["completion"].encode()), "reward": 1.0}]) if s["completion"] else Verdict(1.0) for s in samples]
+        return [
+            Verdict(1.0, steps=[{"end": len(s["completion"].encode()), "reward": 1.0}])
+            if s["completion"]
+            else Verdict(1.0)
+            for s in samples
+        ]
 
 
 class CloseTwiceFails(Good):
@@ -194,7 +198,9 @@ def test_a_good_verifier_passes_and_the_checks_are_all_run():
 
 def test_entry_point_check():
     problems = check_verifier(Good, entry_point="no_such_verifier_here")
-    assert problems == ["entry_point: no entry point 'no_such_verifier_here' in the 'grpo.verifiers' group (is the package installed?)"]
+    assert problems == [
+        "entry_point: no entry point 'no_such_verifier_here' in the 'grpo.verifiers' group (is the package installed?)"
+    ]
     problems = check_verifier(Good, entry_point="math", checks=["entry_point"])
     assert problems == ["entry_point: entry point 'math' builds MathVerifier, not Good"]
 
@@ -212,7 +218,13 @@ def test_the_mixin_fails_on_a_broken_verifier():
 
 
 def _env(target: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(target),
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "200",
+        "PYTHONWARNINGS": "ignore",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +237,14 @@ def installed_example(tmp_path_factory) -> Path:
 
 
 def test_example_plugin_is_listed(installed_example, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "grpo_cli", "verifiers", "list"], cwd=tmp_path,
-                          env=_env(installed_example), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpo_cli", "verifiers", "list"],
+        cwd=tmp_path,
+        env=_env(installed_example),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if "answer_format" in line)
     assert "grpo-answer-format 0.1.0" in row and "grpo_answer_format:AnswerFormatVerifier" in row and "ok" in row
@@ -240,9 +258,24 @@ def test_example_plugin_scores_beside_math(installed_example, tmp_path):
     ]
     (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     proc = subprocess.run(
-        [sys.executable, "-m", "grpo_cli", "score", "s.jsonl", "--out", "sc.jsonl",
-         "--verifier", "math", "--verifier", "answer_format:style=hash,weight=0.5,bonus=1.0"],
-        cwd=tmp_path, env=_env(installed_example), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "grpo_cli",
+            "score",
+            "s.jsonl",
+            "--out",
+            "sc.jsonl",
+            "--verifier",
+            "math",
+            "--verifier",
+            "answer_format:style=hash,weight=0.5,bonus=1.0",
+        ],
+        cwd=tmp_path,
+        env=_env(installed_example),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     scored = [json.loads(line) for line in (tmp_path / "sc.jsonl").read_text().splitlines()]
@@ -259,7 +292,11 @@ def test_example_plugin_scores_beside_math(installed_example, tmp_path):
     # A bad option is one line naming the verifier.
     proc = subprocess.run(
         [sys.executable, "-m", "grpo_cli", "score", "s.jsonl", "--verifier", "answer_format:style=xml"],
-        cwd=tmp_path, env=_env(installed_example), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env=_env(installed_example),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "answer_format" in lines[0] and "style" in lines[0], proc.stderr
@@ -268,7 +305,11 @@ def test_example_plugin_scores_beside_math(installed_example, tmp_path):
 def test_example_plugin_passes_its_own_contract_tests(installed_example, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", str(EXAMPLE / "tests")],
-        cwd=tmp_path, env=_env(installed_example), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=_env(installed_example),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "12 passed" in proc.stdout, proc.stdout
@@ -290,11 +331,14 @@ def test_failure_value_weight_and_counts_per_verifier(tmp_path):
             return [Verdict(1.0, info={"timeout": True, "error": "timed out after 1 s"}) for _ in samples]
 
     samples = [{"answer": "7", "completion": "#### 7"}, {"answer": "7", "completion": "#### 8"}]
-    records, summary = score(samples, [
-        (VerifierConfig("good", weight=2.0), Good()),
-        (VerifierConfig("raises", weight=1.0, failure_value=-1.0), Raises()),
-        (VerifierConfig("slow", weight=0.5, failure_value=-0.5), TimesOut()),
-    ])
+    records, summary = score(
+        samples,
+        [
+            (VerifierConfig("good", weight=2.0), Good()),
+            (VerifierConfig("raises", weight=1.0, failure_value=-1.0), Raises()),
+            (VerifierConfig("slow", weight=0.5, failure_value=-0.5), TimesOut()),
+        ],
+    )
     # 2 * good + 1 * (-1) + 0.5 * (-0.5): 2 - 1 - 0.25 = 0.75 and 0 - 1 - 0.25 = -1.25
     assert [r["reward"] for r in records] == [0.75, -1.25]
     assert [r["rewards"] for r in records][1] == {"good": 0.0, "raises": -1.0, "slow": -0.5}

@@ -10,7 +10,7 @@ import pytest
 from grpo_cli.errors import UserError
 from grpo_cli.plugins import discover, load_verifier
 
-ACME = '''
+ACME = """
 from grpo_verifiers import Verdict, Verifier
 
 
@@ -26,7 +26,7 @@ class AcmeVerifier(Verifier):
 
 class NotAVerifier:
     pass
-'''
+"""
 
 
 def make_dist(root, dist, version, entry_points, modules):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from grpo_verifiers.prm import PRMVerifier, SympyClaim, step_claims
 
 from grpo_cli import arith
-from grpo_verifiers.prm import PRMVerifier, SympyClaim, step_claims
 
 # 3 + 4 * 5 - 2, as grpo_cli.arith writes it. Lines and their [start, end) spans:
 #   "4 * 5 = 20"   [0, 10)   newline at 10

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SMALL_SHAPE
-from grpo_cli.errors import UserError
-from grpo_cli.plugins import load_verifier
 from grpo_verifiers.prm import PRMVerifier
 
+from grpo_cli.errors import UserError
+from grpo_cli.plugins import load_verifier
+
 TAG, SEP = "ки", "<extra_0>"
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-)
+CHATML = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 # With every layer's output projections zeroed, the last hidden state at a token is its own
 # embedding after the final RMSNorm. The marker's embedding is all ones (RMS 1), so the head sees
 # a vector of ones there: a head row of ln(3)/H ones gives logit ln 3, a zero row gives 0, and
@@ -180,10 +178,13 @@ def plain_qwen_scores(model_dir: Path, sample) -> list[float]:
     return logits[ids[0] == tok.convert_tokens_to_ids(SEP)].softmax(-1)[:, 1].tolist()
 
 
-@pytest.mark.parametrize(("make", "name", "plain"), [
-    (shepherd, "lm_random", plain_shepherd_scores),
-    (qwen, "token_random", plain_qwen_scores),
-])
+@pytest.mark.parametrize(
+    ("make", "name", "plain"),
+    [
+        (shepherd, "lm_random", plain_shepherd_scores),
+        (qwen, "token_random", plain_qwen_scores),
+    ],
+)
 def test_scores_equal_a_plain_forward_pass_at_every_batch_size(models, make, name, plain):
     expected = [plain(models[name], sample) if sample["completion"].strip() else [] for sample in SAMPLES]
     assert len({round(x, 4) for row in expected for x in row}) > 5  # random weights: the scores differ
@@ -209,10 +210,12 @@ def test_truncated_steps_get_no_score(models):
 def test_final_answer_check_combines_with_the_model(models):
     # final_answer (on by default) puts min(model score, gold check) on the answer's step.
     verifier = PRMVerifier(backend="hf", model=str(models["lm_known"]), device="cpu")
-    right, wrong = verifier.verify([
-        {"prompt": "q", "completion": COMPLETION, "answer": "23"},
-        {"prompt": "q", "completion": COMPLETION, "answer": "24"},
-    ])
+    right, wrong = verifier.verify(
+        [
+            {"prompt": "q", "completion": COMPLETION, "answer": "23"},
+            {"prompt": "q", "completion": COMPLETION, "answer": "24"},
+        ]
+    )
     assert rewards(right) == pytest.approx([KNOWN] * 3, abs=1e-5) and right.info["final"] == 1.0
     assert rewards(wrong) == pytest.approx([KNOWN, KNOWN, 0.0], abs=1e-5) and wrong.reward == 0.0
     verifier.close()
@@ -252,15 +255,18 @@ def test_cli_bad_model_path(tmp_path):
     assert not (tmp_path / "scored.jsonl").exists()
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"style": "shepherd"}, "style must be one of math_shepherd, qwen"),
-    ({"good_token": "++"}, "good_token '\\+\\+' is not a single token"),
-    ({"step_tag": "<tag>"}, "step_tag '<tag>' is not a single token"),
-    ({"style": "qwen"}, "separator '<extra_0>' is not a single token"),  # the lm model has no <extra_0>
-    ({"dtype": "float64"}, "dtype must be one of"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"colour": "red"}, "unexpected keyword argument 'colour'"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"style": "shepherd"}, "style must be one of math_shepherd, qwen"),
+        ({"good_token": "++"}, "good_token '\\+\\+' is not a single token"),
+        ({"step_tag": "<tag>"}, "step_tag '<tag>' is not a single token"),
+        ({"style": "qwen"}, "separator '<extra_0>' is not a single token"),  # the lm model has no <extra_0>
+        ({"dtype": "float64"}, "dtype must be one of"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"colour": "red"}, "unexpected keyword argument 'colour'"),
+    ],
+)
 def test_bad_options(models, options, message):
     with pytest.raises((ValueError, TypeError), match=message):
         PRMVerifier(backend="hf", model=str(models["lm_known"]), **options)
@@ -294,7 +300,7 @@ def test_hf_backend_keeps_the_plugin_contract(models, make, name):
 
 # A checkpoint with its own modeling code, shaped like Qwen2.5-Math-PRM's Qwen2ForProcessRewardModel
 # (a Qwen2 body, a Linear-ReLU-Linear head to 2 classes), returning the logits as its first output.
-REMOTE_CODE = '''
+REMOTE_CODE = """
 import torch
 from transformers import Qwen2Model, Qwen2PreTrainedModel
 
@@ -311,7 +317,7 @@ class ToyProcessRewardModel(Qwen2PreTrainedModel):
     def forward(self, input_ids, attention_mask=None, **kwargs):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return (self.score(hidden),)
-'''
+"""
 
 
 def test_remote_code_checkpoint_with_a_two_class_head(models, tmp_path, monkeypatch):

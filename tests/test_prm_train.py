@@ -6,18 +6,38 @@ from __future__ import annotations
 import json
 
 from safetensors.torch import load_file
+from test_cli import grpo
 
 from grpo_cli.modeling import tiny_model_dir
-from test_cli import grpo
 
 
 def test_train_with_process_advantages(tmp_path):
     grpo(
-        "train", "--out", "run", "--steps", "2", "--threads", "1",
-        "--set", "train.advantage=process", "--set", "verifiers=[{name: prm}]",
-        "--set", "data.limit=16", "--set", "sampling.n=4", "--set", "sampling.max_new_tokens=48",
-        "--set", "train.batch_size=8", "--set", "train.micro_batch_size=8", "--set", "train.lr=1e-3",
-        "--set", "train.eval_n=0",
+        "train",
+        "--out",
+        "run",
+        "--steps",
+        "2",
+        "--threads",
+        "1",
+        "--set",
+        "train.advantage=process",
+        "--set",
+        "verifiers=[{name: prm}]",
+        "--set",
+        "data.limit=16",
+        "--set",
+        "sampling.n=4",
+        "--set",
+        "sampling.max_new_tokens=48",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.micro_batch_size=8",
+        "--set",
+        "train.lr=1e-3",
+        "--set",
+        "train.eval_n=0",
         cwd=tmp_path,
     )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -51,12 +51,15 @@ def test_greedy_equals_generate_with_left_padding(policy):
     assert len(set(enc["attention_mask"].sum(1).tolist())) > 1, "prompts should differ in length"
     with torch.no_grad():
         out = model.generate(
-            **enc, do_sample=False, max_new_tokens=max_new,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            **enc,
+            do_sample=False,
+            max_new_tokens=max_new,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
     eos = tokenizer.eos_token_id
     for row, (group, prompt) in enumerate(zip(results, PROMPTS)):
-        expected = out[row, enc["input_ids"].shape[1]:].tolist()
+        expected = out[row, enc["input_ids"].shape[1] :].tolist()
         if eos in expected:  # generate pads finished rows; the sampler stops at (and keeps) eos
             expected = expected[: expected.index(eos) + 1]
         (c,) = group
@@ -67,7 +70,9 @@ def test_greedy_equals_generate_with_left_padding(policy):
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_logprobs_equal_a_full_forward_pass(policy, temperature):
     model, _ = policy
-    results = _sampler(policy).generate(PROMPTS, SamplingParams(n=3, temperature=temperature, max_new_tokens=16, seed=1))
+    results = _sampler(policy).generate(
+        PROMPTS, SamplingParams(n=3, temperature=temperature, max_new_tokens=16, seed=1)
+    )
     for group in results:
         for c in group:
             assert len(c.logprobs) == len(c.token_ids) > 0
@@ -210,7 +215,10 @@ def test_cached_batched_decoding_equals_full_recompute(peaked_policy, monkeypatc
     stop_ids = set(range(3, 259, 9))  # about 1 token in 9: rows stop at different steps, some never
     params = SamplingParams(n=4, temperature=temperature, top_p=top_p, max_new_tokens=12, seed=7)
     expected = [
-        [_full_recompute(model, tokenizer(p)["input_ids"], params, hf.stream_seed(params.seed, i, j), stop_ids) for j in range(params.n)]
+        [
+            _full_recompute(model, tokenizer(p)["input_ids"], params, hf.stream_seed(params.seed, i, j), stop_ids)
+            for j in range(params.n)
+        ]
         for i, p in enumerate(PROMPTS)
     ]
     outcomes = {(reason, len(ids)) for group in expected for ids, _, reason in group}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from grpo_verifiers.base import Verdict, Verifier
 
 from grpo_cli.errors import UserError
 from grpo_cli.scoring import VerifierSpec, open_verifiers, opened_verifiers, score
-from grpo_verifiers.base import Verdict, Verifier
 
 
 class FieldVerifier(Verifier):

@@ -89,8 +89,19 @@ def test_training_changes_the_weights_and_logs_every_step(random_model_dir, plug
     assert all(torch.isfinite(v).all() for v in after.values())
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
-    for key in ("reward_mean", "reward/digits_mean", "zero_std_frac", "kl", "clip_frac", "entropy",
-                "completion_len_mean", "truncated_frac", "tokens_per_s", "step_time", "verifier_failures"):
+    for key in (
+        "reward_mean",
+        "reward/digits_mean",
+        "zero_std_frac",
+        "kl",
+        "clip_frac",
+        "entropy",
+        "completion_len_mean",
+        "truncated_frac",
+        "tokens_per_s",
+        "step_time",
+        "verifier_failures",
+    ):
         assert key in rows[0], key
     # The checkpoint is a loadable Hugging Face folder with the resolved config beside the weights.
     ckpt = result.last_checkpoint
@@ -127,7 +138,12 @@ def test_beta_zero_loads_no_reference_model(random_model_dir, plugin_dir, tmp_pa
 
 
 def test_nan_rewards_cost_only_their_samples(random_model_dir, plugin_dir, tmp_path):
-    cfg = small_config(random_model_dir, tmp_path / "run", "verifiers=[{name: digits}, {name: nanny, failure_value: 0.0}]", "train.steps=1")
+    cfg = small_config(
+        random_model_dir,
+        tmp_path / "run",
+        "verifiers=[{name: digits}, {name: nanny, failure_value: 0.0}]",
+        "train.steps=1",
+    )
     result = train(cfg, Reporter())
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["verifier_failures"] == 8  # every sample of the nan verifier, counted
@@ -139,8 +155,14 @@ def test_dynamic_sampling_is_counted(random_model_dir, plugin_dir, tmp_path):
     # A verifier weighted 0 gives every sample reward 0 whatever the model writes (a random model is
     # right by chance now and then): every group has zero reward variance, so dynamic sampling drops
     # them all, tries its bounded rounds, and skips the update.
-    cfg = small_config(random_model_dir, tmp_path / "run", "verifiers=[{name: math, weight: 0.0}]", "train.dynamic_sampling=true",
-                       "train.max_sampling_rounds=2", "train.steps=1")
+    cfg = small_config(
+        random_model_dir,
+        tmp_path / "run",
+        "verifiers=[{name: math, weight: 0.0}]",
+        "train.dynamic_sampling=true",
+        "train.max_sampling_rounds=2",
+        "train.steps=1",
+    )
     train(cfg, Reporter())
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["sampling_rounds"] == 2
@@ -150,7 +172,9 @@ def test_dynamic_sampling_is_counted(random_model_dir, plugin_dir, tmp_path):
 
 @pytest.mark.parametrize("algorithm", ["rft", "online_rft", "sft"])
 def test_unified_paradigm_algorithms_run(random_model_dir, plugin_dir, tmp_path, algorithm):
-    cfg = small_config(random_model_dir, tmp_path / "run", f"algorithm={algorithm}", "train.steps=1", "train.correct_threshold=0.1")
+    cfg = small_config(
+        random_model_dir, tmp_path / "run", f"algorithm={algorithm}", "train.steps=1", "train.correct_threshold=0.1"
+    )
     result = train(cfg, Reporter())
     assert result.last_checkpoint is not None
 
@@ -174,8 +198,16 @@ def test_micro_batches_equal_one_big_batch(random_model_dir, aggregation):
     ref = copy.deepcopy(base).requires_grad_(False)
     results = []
     for micro in (4, 1):
-        cfg = load_config(None, [f"train.micro_batch_size={micro}", f"train.loss_aggregation={aggregation}", "train.beta=0.1",
-                                 "train.max_grad_norm=0", "sampling.max_new_tokens=8"])
+        cfg = load_config(
+            None,
+            [
+                f"train.micro_batch_size={micro}",
+                f"train.loss_aggregation={aggregation}",
+                "train.beta=0.1",
+                "train.max_grad_norm=0",
+                "sampling.max_new_tokens=8",
+            ],
+        )
         model = copy.deepcopy(base)
         # SGD with lr 1: the weight change is exactly minus the accumulated gradient.
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -191,18 +223,52 @@ def test_micro_batches_equal_one_big_batch(random_model_dir, aggregation):
 
 
 def _run_cli(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "grpo_cli", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "grpo_cli", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir, plugin_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")])}
     common = [
-        "--model", str(random_model_dir), "--threads", "1", "--steps", "6", "--quiet",
-        "--set", "data.limit=40", "--set", "sampling.n=4", "--set", "sampling.max_new_tokens=8",
-        "--set", "train.batch_size=8", "--set", "train.micro_batch_size=4", "--set", "train.lr=1e-3",
-        "--set", "train.save_every=1", "--set", "train.mu=2", "--set", "train.ref_sync_every=2", "--set", "train.beta=0.04",
-        "--set", "train.eval_n=2", "--set", "train.eval_limit=4", "--set", "verifiers=[{name: digits}]",
+        "--model",
+        str(random_model_dir),
+        "--threads",
+        "1",
+        "--steps",
+        "6",
+        "--quiet",
+        "--set",
+        "data.limit=40",
+        "--set",
+        "sampling.n=4",
+        "--set",
+        "sampling.max_new_tokens=8",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.micro_batch_size=4",
+        "--set",
+        "train.lr=1e-3",
+        "--set",
+        "train.save_every=1",
+        "--set",
+        "train.mu=2",
+        "--set",
+        "train.ref_sync_every=2",
+        "--set",
+        "train.beta=0.04",
+        "--set",
+        "train.eval_n=2",
+        "--set",
+        "train.eval_limit=4",
+        "--set",
+        "verifiers=[{name: digits}]",
     ]
     whole = _run_cli(["--out", str(tmp_path / "whole"), *common], env)
     out, err = whole.communicate(timeout=300)
@@ -290,8 +356,16 @@ def test_skipping_zero_advantage_rows_changes_nothing(random_model_dir):
     batch.advantages = torch.tensor([0.0, 1.5, 0.0, -1.5])
     results = []
     for beta in ("0", "1e-12"):
-        cfg = load_config(None, ["train.micro_batch_size=1", f"train.beta={beta}", "train.max_grad_norm=0",
-                                 "train.loss_aggregation=token", "sampling.max_new_tokens=8"])
+        cfg = load_config(
+            None,
+            [
+                "train.micro_batch_size=1",
+                f"train.beta={beta}",
+                "train.max_grad_norm=0",
+                "train.loss_aggregation=token",
+                "sampling.max_new_tokens=8",
+            ],
+        )
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
@@ -317,7 +391,10 @@ def test_lr_multiplier_warmup_then_schedules():
 
 def test_gradient_checkpointing_and_token_budget_give_the_same_run(random_model_dir, plugin_dir, tmp_path):
     runs = {}
-    for name, extra in {"plain": [], "lean": ["train.gradient_checkpointing=true", "train.micro_batch_tokens=40"]}.items():
+    for name, extra in {
+        "plain": [],
+        "lean": ["train.gradient_checkpointing=true", "train.micro_batch_tokens=40"],
+    }.items():
         cfg = small_config(random_model_dir, tmp_path / name, "train.steps=2", *extra)
         result = train(cfg, Reporter())
         runs[name] = weights(result.last_checkpoint)

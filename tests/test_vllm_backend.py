@@ -170,16 +170,39 @@ def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
     recorded log-probs at the sampling temperature."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     args = [
-        "train", "--out", "run", "--steps", "2", "--threads", "1",
-        "--set", "sampling.backend=vllm", "--set", "sampling.n=4", "--set", "sampling.max_new_tokens=64",
-        "--set", "sampling.temperature=0.8", "--set", "train.batch_size=32", "--set", "train.mu=2",
-        "--set", "train.lr=1e-3", "--set", "train.warmup_steps=0", "--set", "train.eval_n=0",
+        "train",
+        "--out",
+        "run",
+        "--steps",
+        "2",
+        "--threads",
+        "1",
+        "--set",
+        "sampling.backend=vllm",
+        "--set",
+        "sampling.n=4",
+        "--set",
+        "sampling.max_new_tokens=64",
+        "--set",
+        "sampling.temperature=0.8",
+        "--set",
+        "train.batch_size=32",
+        "--set",
+        "train.mu=2",
+        "--set",
+        "train.lr=1e-3",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.eval_n=0",
         # beta > 0 trains on every row, so the ratio is measured whatever the rewards; 8 prompts with
         # room for whole solutions make some group's rewards differ, so step 1 moves the weights
-        "--set", "train.beta=0.04",
+        "--set",
+        "train.beta=0.04",
     ]
-    proc = subprocess.run([sys.executable, "-m", "grpo_cli", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpo_cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
@@ -203,8 +226,19 @@ def test_missing_vllm_is_a_one_line_user_error(monkeypatch):
 def test_cli_without_vllm_says_how_to_install(tmp_path):
     from test_cli import assert_user_error, grpo
 
-    proc = grpo("sample", "--set", "sampling.backend=vllm", "--n", "1", "--set", "data.limit=1",
-                "--out", str(tmp_path / "s.jsonl"), cwd=tmp_path, expect=None)
+    proc = grpo(
+        "sample",
+        "--set",
+        "sampling.backend=vllm",
+        "--n",
+        "1",
+        "--set",
+        "data.limit=1",
+        "--out",
+        str(tmp_path / "s.jsonl"),
+        cwd=tmp_path,
+        expect=None,
+    )
     assert_user_error(proc, "vLLM is not installed", "grpo-cli[vllm]")
 
 

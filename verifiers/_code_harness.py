@@ -155,7 +155,7 @@ def decode(data, handle=None):
         raise ValueError("bad message")
     if len(data) != 1:
         raise ValueError("bad message")
-    (tag, body), = data.items()
+    ((tag, body),) = data.items()
     if tag == "t":
         return tuple(decode(v, handle) for v in body)
     if tag == "s":
@@ -213,7 +213,12 @@ def apply_limits(limits: dict) -> None:
     """rlimits, then (when root) this run's own uid: RLIMIT_NPROC only binds a non-root uid."""
     import resource
 
-    for name, key in (("RLIMIT_CPU", "cpu"), ("RLIMIT_AS", "memory"), ("RLIMIT_FSIZE", "fsize"), ("RLIMIT_NPROC", "nproc")):
+    for name, key in (
+        ("RLIMIT_CPU", "cpu"),
+        ("RLIMIT_AS", "memory"),
+        ("RLIMIT_FSIZE", "fsize"),
+        ("RLIMIT_NPROC", "nproc"),
+    ):
         value = limits.get(key)
         if value:
             extra = 1 if key == "cpu" else 0  # the hard CPU limit kills (SIGKILL) a second after SIGXCPU

@@ -61,7 +61,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise _ParseError(f"unexpected {text[pos:pos + 10]!r}")
+            raise _ParseError(f"unexpected {text[pos : pos + 10]!r}")
         pos = m.end()
         kind = m.lastgroup or ""
         value = m.group(kind)

@@ -135,7 +135,10 @@ class HFBackend:
         marker = step_tag if style == "math_shepherd" else separator
         self.marker_id = self._single_token(marker, "step_tag" if style == "math_shepherd" else "separator")
         if style == "math_shepherd":
-            self.candidate_ids = [self._single_token(good_token, "good_token"), self._single_token(bad_token, "bad_token")]
+            self.candidate_ids = [
+                self._single_token(good_token, "good_token"),
+                self._single_token(bad_token, "bad_token"),
+            ]
         self._model: Any = None
         self._device: str | None = None
 
@@ -149,7 +152,9 @@ class HFBackend:
         except Exception as exc:  # transformers raises many kinds, with multi-line messages
             raise ValueError(f"prm model {self.model_path!r}: cannot load its tokenizer ({_one_line(exc)})") from None
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"prm model {self.model_path!r}: needs a fast tokenizer (tokenizer.json) for character offsets")
+            raise ValueError(
+                f"prm model {self.model_path!r}: needs a fast tokenizer (tokenizer.json) for character offsets"
+            )
         return tokenizer
 
     def _single_token(self, text: str, option: str) -> int:
@@ -182,7 +187,9 @@ class HFBackend:
             model = loader.from_pretrained(self.model_path, dtype=dtype, trust_remote_code=self.trust_remote_code)
             model.to(device).eval().requires_grad_(False)
         except Exception as exc:
-            self._model = RuntimeError(f"prm model {self.model_path!r}: cannot load it with {loader.__name__} ({_one_line(exc)})")
+            self._model = RuntimeError(
+                f"prm model {self.model_path!r}: cannot load it with {loader.__name__} ({_one_line(exc)})"
+            )
             raise self._model from None
         self._model, self._device = model, device
         return model
@@ -269,7 +276,9 @@ class HFBackend:
                 pair = logits[..., self.candidate_ids].float()  # [B, T, 2]: (+, -)
                 return pair.softmax(dim=-1)[..., 0].cpu()
             if logits.dim() != 3 or logits.shape[-1] != 2:
-                raise ValueError(f"prm model {self.model_path!r}: expected [batch, tokens, 2] logits, got {tuple(logits.shape)}")
+                raise ValueError(
+                    f"prm model {self.model_path!r}: expected [batch, tokens, 2] logits, got {tuple(logits.shape)}"
+                )
             return logits.float().softmax(dim=-1)[..., self.label].cpu()
 
     def close(self) -> None:

@@ -200,7 +200,9 @@ class Sandboxed:
                 self.info_r, info_w = os.pipe()  # bwrap reports the namespace init's pid here
                 cmd = [*bwrap_command(fds, work_mb, hide), *harness]
                 cmd[1:1] = ["--info-fd", str(info_w)]
-                self.process = self._popen(cmd, None, (*pass_fds, *fds.values(), info_w), stdin, stdout, stderr, {"PATH": PATH})
+                self.process = self._popen(
+                    cmd, None, (*pass_fds, *fds.values(), info_w), stdin, stdout, stderr, {"PATH": PATH}
+                )
             except BaseException:
                 if self.info_r >= 0:
                     os.close(self.info_r)
@@ -216,11 +218,25 @@ class Sandboxed:
                 Path(self.tempdir, name).write_text(text, encoding="utf-8")
             os.chmod(self.tempdir, 0o700)
             self.token = f"GRPO_RUN_{secrets.token_hex(8)}"
-            env = {"PATH": PATH, "HOME": self.tempdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", self.token: "1"}
+            env = {
+                "PATH": PATH,
+                "HOME": self.tempdir,
+                "LANG": "C.UTF-8",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                self.token: "1",
+            }
             self.process = self._popen(harness, self.tempdir, pass_fds, stdin, stdout, stderr, env)
 
     @staticmethod
-    def _popen(cmd: list[str], cwd: str | None, pass_fds: tuple[int, ...], stdin: Any, stdout: Any, stderr: Any, env: dict[str, str]) -> subprocess.Popen:
+    def _popen(
+        cmd: list[str],
+        cwd: str | None,
+        pass_fds: tuple[int, ...],
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        env: dict[str, str],
+    ) -> subprocess.Popen:
         return subprocess.Popen(
             cmd, cwd=cwd, pass_fds=pass_fds, stdin=stdin, stdout=stdout, stderr=stderr, env=env, start_new_session=True
         )

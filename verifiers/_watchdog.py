@@ -133,7 +133,9 @@ class Watchdog:
     ) -> None:
         while pending or busy:
             while pending and len(busy) < self.size:
-                worker = self._idle.pop() if self._idle else _Worker(self.memory_bytes, self.preload, self.start_timeout)
+                worker = (
+                    self._idle.pop() if self._idle else _Worker(self.memory_bytes, self.preload, self.start_timeout)
+                )
                 index, item = pending.popleft()
                 try:
                     worker.conn.send((fn, item))

@@ -146,6 +146,7 @@ def outputs_match(got: str, wanted: str, mode: str) -> bool:
         return got == wanted
     if mode == "tokens":
         return got.split() == wanted.split()
+
     def lines(text: str) -> list[str]:
         return [line.rstrip() for line in text.strip("\n").splitlines()]
 
@@ -223,7 +224,10 @@ class CodeVerifier(Verifier):
         self.workers = int(workers) if workers is not None else max(1, min(4, os.cpu_count() or 1))
         self.hide = tuple(p for p in (hide.split(",") if isinstance(hide, str) else hide) if p)
         self.uid_base = int(uid_base)
-        if min(self.timeout, self.total_timeout) <= 0 or min(self.memory_mb, self.fsize_mb, self.nproc, self.work_mb, self.workers) < 1:
+        if (
+            min(self.timeout, self.total_timeout) <= 0
+            or min(self.memory_mb, self.fsize_mb, self.nproc, self.work_mb, self.workers) < 1
+        ):
             raise ValueError("timeouts, memory_mb, fsize_mb, nproc, work_mb and workers must be positive")
         self.use_bwrap = self._choose_sandbox(sandbox)
         self._slots: queue.Queue[int] = queue.Queue()
@@ -296,7 +300,11 @@ class CodeVerifier(Verifier):
         finally:
             self._slots.put(slot)
         passed = sum(1 for name in tests.names if results.get(name, (False,))[0])
-        failures = [{"test": n, "error": results.get(n, (False, "not run"))[1]} for n in tests.names if not results.get(n, (False,))[0]]
+        failures = [
+            {"test": n, "error": results.get(n, (False, "not run"))[1]}
+            for n in tests.names
+            if not results.get(n, (False,))[0]
+        ]
         info.update(passed=passed, failures=failures[:3])
         total = len(tests.names)
         reward = float(passed == total) if self.all_or_nothing else passed / total
@@ -327,7 +335,9 @@ class CodeVerifier(Verifier):
                     use_bwrap=self.use_bwrap, stdin=stdin, stdout=subprocess.PIPE, work_mb=self.work_mb, hide=self.hide,
                 )  # fmt: skip
             try:
-                out, problem = _read_until(box.process.stdout.fileno(), time.monotonic() + self.timeout, self.max_output)
+                out, problem = _read_until(
+                    box.process.stdout.fileno(), time.monotonic() + self.timeout, self.max_output
+                )
             finally:
                 box.kill()
                 box.process.stdout.close()
@@ -336,7 +346,9 @@ class CodeVerifier(Verifier):
             results[name] = (problem is None, problem)
         return results
 
-    def _run_functions(self, code: str, tests: Tests, slot: int, info: dict[str, Any]) -> dict[str, tuple[bool, str | None]]:
+    def _run_functions(
+        self, code: str, tests: Tests, slot: int, info: dict[str, Any]
+    ) -> dict[str, tuple[bool, str | None]]:
         spec = json.dumps({"kind": tests.kind, "code": tests.code, "entry_point": tests.entry_point})
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
@@ -348,7 +360,11 @@ class CodeVerifier(Verifier):
             cpu = self.total_timeout
             boxes.append(
                 _sandbox.Sandboxed(
-                    "serve", {"solution.py": code}, self._limits(self._uid(slot, 0), cpu), pass_fds=(req_r, resp_w), **options
+                    "serve",
+                    {"solution.py": code},
+                    self._limits(self._uid(slot, 0), cpu),
+                    pass_fds=(req_r, resp_w),
+                    **options,
                 )
             )
             with tempfile.TemporaryFile() as stderr:

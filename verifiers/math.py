@@ -470,7 +470,11 @@ def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str,
         return False
     if not predicted.value or max(len(predicted.value), len(gold.value)) > MAX_SYMPY_CHARS:
         return False
-    return _sympy_text(predicted.value), _sympy_text(gold.value), approximate(predicted.value) or approximate(gold.value)
+    return (
+        _sympy_text(predicted.value),
+        _sympy_text(gold.value),
+        approximate(predicted.value) or approximate(gold.value),
+    )
 
 
 # ------------------------------------------------------------------ verifier
@@ -514,7 +518,9 @@ class MathVerifier(Verifier):
         self.memory_mb = int(memory_mb)
         if not (0 <= self.rel_tol < math.inf and self.timeout > 0 and self.workers >= 1 and self.memory_mb > 0):
             raise ValueError("rel_tol must be >= 0, timeout > 0, workers >= 1 and memory_mb > 0")
-        self._watchdog = Watchdog(self.workers, memory_mb=self.memory_mb, preload=("sympy",))  # starts workers on first use
+        self._watchdog = Watchdog(
+            self.workers, memory_mb=self.memory_mb, preload=("sympy",)
+        )  # starts workers on first use
 
     def verify(self, samples: list[dict[str, Any]]) -> list[Verdict]:
         verdicts: list[Verdict] = []

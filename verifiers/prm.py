@@ -435,7 +435,9 @@ class RuleBackend:
         if options:
             raise TypeError(f"the rule backend takes no options of its own, got {sorted(options)}")
         self.timeout, self.workers, self.memory_mb = timeout, workers, memory_mb
-        self._watchdog = Watchdog(self.workers, memory_mb=self.memory_mb, preload=("sympy",))  # starts workers on first use
+        self._watchdog = Watchdog(
+            self.workers, memory_mb=self.memory_mb, preload=("sympy",)
+        )  # starts workers on first use
 
     def score(self, samples: Sequence[dict[str, Any]], steps: Sequence[list[Step]]) -> list[StepScores]:
         judged: list[list[list[Claim]]] = []  # [sample][step][equality]

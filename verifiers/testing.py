@@ -167,11 +167,7 @@ def _verdict_problem(verdict: Any, completion: str) -> str | None:
     """Why a verdict breaks the contract, or None."""
     if not isinstance(verdict, Verdict):
         return f"got {type(verdict).__name__}, not a Verdict"
-    return (
-        _reward_problem(verdict.reward)
-        or _steps_problem(verdict.steps, completion)
-        or _info_problem(verdict.info)
-    )
+    return _reward_problem(verdict.reward) or _steps_problem(verdict.steps, completion) or _info_problem(verdict.info)
 
 
 def _verify(verifier: Verifier, samples: list[dict[str, Any]], what: str) -> tuple[list[Any] | None, list[str]]:
@@ -397,7 +393,9 @@ def check_verifier(
     unknown = [name for name in checks or () if name not in CHECKS]
     if unknown:
         raise ValueError(f"unknown checks {unknown}; known: {', '.join(CHECKS)}")
-    subject = Subject(target, samples, options=options, bad_options=bad_options, entry_point=entry_point, tolerance=tolerance)
+    subject = Subject(
+        target, samples, options=options, bad_options=bad_options, entry_point=entry_point, tolerance=tolerance
+    )
     problems: list[str] = []
     try:
         for name in checks or CHECKS:

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from grpo_cli.config import Config, load_config
 
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (see `grpo presets list`) or a YAML file. Default: tiny.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key, e.g. --set sampling.temperature=0.7 (repeatable).")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Local Hugging Face model folder, or `tiny` (the shipped model).")]
-DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Problems file (.jsonl/.json/.csv/.parquet), arith:train|test, or hf:NAME[:SPLIT].")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (config: seed).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Torch CPU threads; 0 = all cores (config: model.threads).")]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option("--preset", "-p", help="Preset name (see `grpo presets list`) or a YAML file. Default: tiny."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set sampling.temperature=0.7 (repeatable)."),
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Local Hugging Face model folder, or `tiny` (the shipped model).")
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data", "-d", help="Problems file (.jsonl/.json/.csv/.parquet), arith:train|test, or hf:NAME[:SPLIT]."
+    ),
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (config: seed).")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", help="Torch CPU threads; 0 = all cores (config: model.threads).")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print the final summary.")]
 
 

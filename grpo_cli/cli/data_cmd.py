@@ -12,7 +12,9 @@ app = typer.Typer(help="Built-in data sets.", no_args_is_help=True)
 
 @app.command("arith")
 def arith(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train.jsonl and test.jsonl.")] = Path("data/arith"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train.jsonl and test.jsonl.")] = Path(
+        "data/arith"
+    ),
     seed: Annotated[int, typer.Option(help="Generator seed (0 gives the built-in splits).")] = 0,
     n_train: Annotated[int, typer.Option(help="Training problems.")] = 20000,
     n_test: Annotated[int, typer.Option(help="Held-out problems.")] = 200,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,16 +12,33 @@ from grpo_cli.cli.common import DataOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, T
 
 
 def evaluate(
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model folder or `tiny`; repeat to compare models side by side.")] = None,
-    samples: Annotated[Optional[list[Path]], typer.Option("--samples", help="Evaluate existing samples/scored JSONL files instead of sampling (repeatable).")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model folder or `tiny`; repeat to compare models side by side."),
+    ] = None,
+    samples: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--samples", help="Evaluate existing samples/scored JSONL files instead of sampling (repeatable)."
+        ),
+    ] = None,
     data: DataOpt = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="Comma-separated metrics: maj@k,pass@k (config: eval.metrics).")] = None,
-    k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated k values, e.g. 1,4,16 (config: eval.k).")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Samples per problem (config: eval.n).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature (config: sampling.temperature).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for results.json, scored.jsonl per model and config.yaml.")] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Comma-separated metrics: maj@k,pass@k (config: eval.metrics).")
+    ] = None,
+    k: Annotated[
+        str | None, typer.Option("--k", help="Comma-separated k values, e.g. 1,4,16 (config: eval.k).")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Samples per problem (config: eval.n).")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (config: sampling.temperature).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for results.json, scored.jsonl per model and config.yaml."),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw pass@k / maj@k curves to this PNG.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Draw pass@k / maj@k curves to this PNG.")] = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
@@ -48,9 +65,16 @@ def evaluate(
         ks = sorted({k for k in resolve_config(preset, set_).eval.k if k <= n} | {n})
     # One --model is recorded as model.path, so the config written beside the results is the one that ran.
     cfg = resolve_config(
-        preset, set_, seed=seed, model__path=model[0] if model and len(model) == 1 else None,
-        model__threads=threads, data__eval=data, eval__n=n, eval__k=ks,
-        eval__metrics=metrics, sampling__temperature=temperature,
+        preset,
+        set_,
+        seed=seed,
+        model__path=model[0] if model and len(model) == 1 else None,
+        model__threads=threads,
+        data__eval=data,
+        eval__n=n,
+        eval__k=ks,
+        eval__metrics=metrics,
+        sampling__temperature=temperature,
     )
     report = Reporter.console(quiet)
     if samples:
@@ -79,6 +103,5 @@ def evaluate(
     best = max(runs, key=lambda r: r.result["accuracy"])
     report.summary(
         f"evaluated {len(runs)} model(s) on {runs[0].result['problems']} problems x {runs[0].result['n']} samples; "
-        f"best accuracy {100 * best.result['accuracy']:.1f}% ({best.label})"
-        + (f" -> {out}" if out else "")
+        f"best accuracy {100 * best.result['accuracy']:.1f}% ({best.label})" + (f" -> {out}" if out else "")
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,9 @@ app = typer.Typer(help="The shipped tiny model.", no_args_is_help=True)
 def build_tiny(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the model to.")] = Path("tiny-model"),
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 0,
-    steps: Annotated[Optional[int], typer.Option(help="Supervised training steps (default: the shipped build's).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Supervised training steps (default: the shipped build's).")
+    ] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (the shipped model was built with 2).")] = 2,
 ) -> None:
     """Train the tiny arithmetic model from scratch (supervised), as shipped in grpo_cli/assets/tiny-model."""

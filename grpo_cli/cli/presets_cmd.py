@@ -31,8 +31,12 @@ def list_presets() -> None:
 @app.command("show")
 def show(
     name: Annotated[str, typer.Argument(help="Preset name or YAML file.")] = "tiny",
-    resolved: Annotated[bool, typer.Option("--resolved", help="Print the fully resolved config instead of the file.")] = False,
-    docs: Annotated[bool, typer.Option("--docs", help="Print every config key with its type and documentation.")] = False,
+    resolved: Annotated[
+        bool, typer.Option("--resolved", help="Print the fully resolved config instead of the file.")
+    ] = False,
+    docs: Annotated[
+        bool, typer.Option("--docs", help="Print every config key with its type and documentation.")
+    ] = False,
 ) -> None:
     """Print a preset file (or the config it resolves to, or the documentation of every key)."""
     from grpo_cli.config import documented_keys, dump_config, load_config, preset_text

@@ -4,22 +4,40 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import DataOpt, ModelOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, path_or_stdout, resolve_config
+from grpo_cli.cli.common import (
+    DataOpt,
+    ModelOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    ThreadsOpt,
+    path_or_stdout,
+    resolve_config,
+)
 
 
 def sample(
     data: DataOpt = None,
     model: ModelOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL (- for stdout). The resolved config is written beside it.")] = Path("samples.jsonl"),
-    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Completions per prompt (config: sampling.n).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature, 0 = greedy (config: sampling.temperature).")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass (config: sampling.top_p).")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest completion (config: sampling.max_new_tokens).")] = None,
-    no_logprobs: Annotated[bool, typer.Option("--no-logprobs", help="Leave token_logprobs out of the records.")] = False,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output JSONL (- for stdout). The resolved config is written beside it.")
+    ] = Path("samples.jsonl"),
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Completions per prompt (config: sampling.n).")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature, 0 = greedy (config: sampling.temperature).")
+    ] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (config: sampling.top_p).")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Longest completion (config: sampling.max_new_tokens).")
+    ] = None,
+    no_logprobs: Annotated[
+        bool, typer.Option("--no-logprobs", help="Leave token_logprobs out of the records.")
+    ] = False,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
@@ -33,8 +51,16 @@ def sample(
     from grpo_cli.rollout import load_policy, problems_from, sample_problems, sampling_params
 
     cfg = resolve_config(
-        preset, set_, seed=seed, model__path=model, model__threads=threads, data__eval=data, sampling__n=n,
-        sampling__temperature=temperature, sampling__top_p=top_p, sampling__max_new_tokens=max_new_tokens,
+        preset,
+        set_,
+        seed=seed,
+        model__path=model,
+        model__threads=threads,
+        data__eval=data,
+        sampling__n=n,
+        sampling__temperature=temperature,
+        sampling__top_p=top_p,
+        sampling__max_new_tokens=max_new_tokens,
     )
     report = Reporter.console(quiet)
     problems = problems_from(cfg.data.eval, cfg.data, need_answer=False)

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from grpo_cli.cli.common import PresetOpt, QuietOpt, SetOpt, path_or_stdout, resolve_config
 
 VerifierOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--verifier", "-v", help="NAME[:key=value,...] (repeatable); weight=, failure_value= and hang_timeout= set those, other keys are the verifier's options. Replaces the config's verifiers."),
+    list[str] | None,
+    typer.Option(
+        "--verifier",
+        "-v",
+        help="NAME[:key=value,...] (repeatable); weight=, failure_value= and hang_timeout= set those, other keys are the verifier's options. Replaces the config's verifiers.",
+    ),
 ]
 
 
 def score(
     samples: Annotated[Path, typer.Argument(help="Samples JSONL (from `grpo sample`).")] = Path("samples.jsonl"),
-    out: Annotated[Path, typer.Option("--out", "-o", help="Scored JSONL (- for stdout). The resolved config is written beside it.")] = Path("scored.jsonl"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Scored JSONL (- for stdout). The resolved config is written beside it.")
+    ] = Path("scored.jsonl"),
     verifier: VerifierOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,

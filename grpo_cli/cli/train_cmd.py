@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,12 +15,23 @@ from grpo_cli.cli.common import DataOpt, ModelOpt, PresetOpt, QuietOpt, SeedOpt,
 def train(
     model: ModelOpt = None,
     data: DataOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (config: train.out_dir).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (config: train.steps).")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (config: train.out_dir).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps (config: train.steps).")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the training curves to this PNG at the end.")] = None,
-    nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="Train with N processes on this machine: re-runs this command under torchrun (config: train.parallel).")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw the training curves to this PNG at the end.")
+    ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train with N processes on this machine: re-runs this command under torchrun (config: train.parallel).",
+        ),
+    ] = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
@@ -40,8 +51,14 @@ def train(
         preset = preset or str(saved)
         out = out or resume
     cfg = resolve_config(
-        preset, set_, seed=seed, model__path=model, model__threads=threads, data__train=data,
-        train__out_dir=str(out) if out else None, train__steps=steps,
+        preset,
+        set_,
+        seed=seed,
+        model__path=model,
+        model__threads=threads,
+        data__train=data,
+        train__out_dir=str(out) if out else None,
+        train__steps=steps,
     )
     cfg.check_training()
     if dry_run:
@@ -68,11 +85,17 @@ def train(
     if result.before and result.after:
         from rich.table import Table
 
-        table = Table(title=f"held-out evaluation ({result.before['problems']} problems x {result.before['n']} samples)")
+        table = Table(
+            title=f"held-out evaluation ({result.before['problems']} problems x {result.before['n']} samples)"
+        )
         for col in ("", "accuracy", *(f"{m}@{k}" for m in ("maj", "pass") for k in result.before["pass@k"])):
             table.add_column(col, justify="right")
         for label, r in (("before", result.before), ("after", result.after)):
-            table.add_row(label, f"{100 * r['accuracy']:.1f}", *(f"{100 * r[m + '@k'][k]:.1f}" for m in ("maj", "pass") for k in r["pass@k"]))
+            table.add_row(
+                label,
+                f"{100 * r['accuracy']:.1f}",
+                *(f"{100 * r[m + '@k'][k]:.1f}" for m in ("maj", "pass") for k in r["pass@k"]),
+            )
         report.table(table)
         delta = 100 * (result.after["accuracy"] - result.before["accuracy"])
         report.summary(
@@ -101,5 +124,15 @@ def _relaunch(nproc: int, args: list[str]) -> int:
     """`python -m grpo_cli ARGS` as `nproc` ranks of this machine under torchrun; its exit code."""
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "grpo_cli", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "grpo_cli",
+        *args,
+    ]
     return subprocess.call(command)

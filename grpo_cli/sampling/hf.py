@@ -19,7 +19,9 @@ def _encode(tokenizer: Any, prompt: str) -> list[int]:
     return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
 
 
-def encode_prompts(tokenizer: Any, prompts: list[str], max_new_tokens: int, max_positions: int | None, where: str) -> list[list[int]]:
+def encode_prompts(
+    tokenizer: Any, prompts: list[str], max_new_tokens: int, max_positions: int | None, where: str
+) -> list[list[int]]:
     """Token ids of each prompt; a prompt that leaves no room for `max_new_tokens` within
     `max_positions` (`where`: "the model's", "the engine's") is a one-line error."""
     encoded = [_encode(tokenizer, p) for p in prompts]
@@ -38,7 +40,9 @@ def stream_seed(seed: int, prompt: int, copy: int) -> int:
     return int.from_bytes(digest, "little") >> 1  # < 2**63: a valid manual_seed
 
 
-def _sample_next(logits: torch.Tensor, params: SamplingParams, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample_next(
+    logits: torch.Tensor, params: SamplingParams, uniform: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick the next token of each row by inverting its CDF at the row's own uniform draw [B];
     return (tokens [B], their log-probs [B])."""
     logits = logits.float()  # [B, V]
@@ -127,7 +131,9 @@ class HFSampler(Sampler):
         from grpo_cli.sampling.kvcache import SlotCache
 
         # One uniform draw per sequence and position, from the sequence's own stream.
-        uniforms = torch.stack([torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        uniforms = torch.stack(
+            [torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        )
 
         device = self.model.device
         pad = self.tokenizer.pad_token_id
@@ -154,8 +160,14 @@ class HFSampler(Sampler):
 
         # Keys/values go into buffers sized for the whole generation (no per-step concatenation).
         cache = SlotCache(total)
-        out = self.model(input_ids=input_ids, attention_mask=mask[:, :width], position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask[:, :width],
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         rows = torch.tensor(owner, device=device)
         if len(unique) < len(prompts):
             cache.batch_select_indices(rows)
@@ -190,9 +202,20 @@ class HFSampler(Sampler):
                     keep = alive.nonzero().squeeze(1)
                     cache.batch_select_indices(keep)
                     active, tok, mask, next_pos, uniforms, alive = (
-                        active[keep], tok[keep], mask[keep], next_pos[keep], uniforms[keep], alive[keep])
-            out = self.model(input_ids=tok[:, None], attention_mask=mask[:, : width + step + 1], position_ids=next_pos,
-                             past_key_values=cache, use_cache=True)
+                        active[keep],
+                        tok[keep],
+                        mask[keep],
+                        next_pos[keep],
+                        uniforms[keep],
+                        alive[keep],
+                    )
+            out = self.model(
+                input_ids=tok[:, None],
+                attention_mask=mask[:, : width + step + 1],
+                position_ids=next_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         return [

@@ -26,7 +26,9 @@ class SlotLayer(DynamicLayer):
         self.capacity = capacity
         self.length = 0
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.dtype, self.device = key_states.dtype, key_states.device
             shape = key_states.shape[:2]

@@ -72,8 +72,14 @@ def engine_kwargs(model: Any, batch_size: int, overrides: dict[str, Any]) -> dic
 class VLLMSampler(Sampler):
     """Generates all prompts x n in one vLLM call; `sync_weights` copies the policy into the engine."""
 
-    def __init__(self, model: Any, tokenizer: Any, stop_ids: set[int], batch_size: int = 256,
-                 vllm_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        stop_ids: set[int],
+        batch_size: int = 256,
+        vllm_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         vllm = import_vllm()
         self.vllm = vllm
         self.tokenizer = tokenizer
@@ -117,7 +123,9 @@ class VLLMSampler(Sampler):
             tokens = list(seq.token_ids)
             logps = [float(seq.logprobs[pos][t].logprob) for pos, t in enumerate(tokens)]
             text = self.tokenizer.decode([t for t in tokens if t not in self.stop_ids], skip_special_tokens=True)
-            results[i].append(Completion(text, encoded[i], tokens, logps, "stop" if seq.finish_reason == "stop" else "length"))
+            results[i].append(
+                Completion(text, encoded[i], tokens, logps, "stop" if seq.finish_reason == "stop" else "length")
+            )
         return results
 
     def sync_weights(self, model: Any) -> None:
