@@ -17,7 +17,7 @@ from pathlib import Path
 
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
-from grpo_cli.trainer import train
+from grpo_cli.training.trainer import train
 
 METHODS = {
     "rft": ["algorithm=rft"],

@@ -18,8 +18,8 @@ import time
 import torch
 
 from grpo_cli.config import load_config
-from grpo_cli.modeling import eos_token_ids, load_model, load_tokenizer, resolve_model_dir, setup_torch
-from grpo_cli.rollout import problems_from, render_prompts, sampling_params
+from grpo_cli.models.loading import eos_token_ids, load_model, load_tokenizer, resolve_model_dir, setup_torch
+from grpo_cli.pipeline.sample import problems_from, render_prompts, sampling_params
 from grpo_cli.sampling.hf import HFSampler
 from grpo_cli.sampling.vllm import VLLMSampler
 

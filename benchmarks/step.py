@@ -123,7 +123,7 @@ def large_model_dir() -> Path:
     from tokenizers import AddedToken  # noqa: F401  (tokenizers is a transformers dependency)
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from grpo_cli import tiny
+    from grpo_cli.builtin import tiny
 
     tokenizer = tiny.build_tokenizer()
     # Filler tokens widen the vocabulary to a real size; the byte tokens keep their ids, so prompts
@@ -158,7 +158,7 @@ def large_model_dir() -> Path:
 
 def model_dir(name: str) -> Path:
     if name == "tiny":
-        from grpo_cli.modeling import tiny_model_dir
+        from grpo_cli.models.loading import tiny_model_dir
 
         return tiny_model_dir()
     if name == "large":
@@ -168,7 +168,7 @@ def model_dir(name: str) -> Path:
 
 def prompts_for(n_prompts: int, steps: int) -> list[dict[str, Any]]:
     """The arithmetic train split's first problems: each step takes the next n_prompts."""
-    from grpo_cli import arith
+    from grpo_cli.builtin import arith
 
     return arith.load_split("train")[: n_prompts * steps]
 
@@ -179,10 +179,10 @@ def prompts_for(n_prompts: int, steps: int) -> list[dict[str, Any]]:
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from grpo_cli import trainer
     from grpo_cli.config import load_config
-    from grpo_cli.rollout import load_policy
-    from grpo_cli.scoring import opened_verifiers
+    from grpo_cli.pipeline.sample import load_policy
+    from grpo_cli.pipeline.scoring import opened_verifiers
+    from grpo_cli.training import trainer
 
     steps = args.steps + 1  # + warm-up
     cfg = load_config(
@@ -209,30 +209,32 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     )
     cfg.check_training()
     if "fused_head" in args.ablate:
-        import grpo_cli.logprobs
+        import grpo_cli.perf.logprobs
 
-        grpo_cli.logprobs.fusable = lambda model: False
+        grpo_cli.perf.logprobs.fusable = lambda model: False
     if "prefix" in args.ablate:
-        import grpo_cli.logprobs
+        import grpo_cli.perf.logprobs
 
-        grpo_cli.logprobs.SHARE_PREFIXES = False
+        grpo_cli.perf.logprobs.SHARE_PREFIXES = False
     if "fused_adam" in args.ablate:
-        import grpo_cli.optim
+        import grpo_cli.training.optim
 
-        grpo_cli.optim._FUSED_DTYPES = ()  # AdamW's per-parameter path
+        grpo_cli.training.optim._FUSED_DTYPES = ()  # AdamW's per-parameter path
     if "inplace_grads" in args.ablate:
-        import grpo_cli.grad_in_place
-        import grpo_cli.logprobs
+        import grpo_cli.perf.grad_in_place
+        import grpo_cli.perf.logprobs
 
-        grpo_cli.grad_in_place.accumulates_in_place = grpo_cli.logprobs.accumulates_in_place = lambda weight: False
+        grpo_cli.perf.grad_in_place.accumulates_in_place = grpo_cli.perf.logprobs.accumulates_in_place = lambda weight: (
+            False
+        )
     if "trim" in args.ablate:
-        import grpo_cli.heap
+        import grpo_cli.perf.heap
 
-        grpo_cli.heap.trim = lambda *a, **k: False
+        grpo_cli.perf.heap.trim = lambda *a, **k: False
     torch.manual_seed(0)
     policy = load_policy(cfg, trainable=True)
     if getattr(cfg.train, "gradient_checkpointing", False):  # as trainer.train does
-        from grpo_cli.modeling import enable_activation_checkpointing
+        from grpo_cli.models.loading import enable_activation_checkpointing
 
         enable_activation_checkpointing(policy.model)
     if not args.natural:
@@ -271,17 +273,17 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_optimizer(model: Any, t: Any) -> tuple[Any, Any]:
     """As trainer.train builds them, at a constant learning rate; a `--before` tree older than
-    grpo_cli.optim gets torch's fused AdamW, as it did then."""
+    grpo_cli.training.optim gets torch's fused AdamW, as it did then."""
     import torch
 
-    from grpo_cli import trainer
+    from grpo_cli.training import trainer
 
-    if hasattr(trainer, "_fused_adam"):  # before grpo_cli.optim
+    if hasattr(trainer, "_fused_adam"):  # before grpo_cli.training.optim
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=0.0, fused=trainer._fused_adam(model)
         )
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-    from grpo_cli import optim
+    from grpo_cli.training import optim
 
     return optim.build(model, t.lr, tuple(t.adam_betas), 0.0, lambda i: 1.0)
 
@@ -298,7 +300,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from trl import GRPOConfig, GRPOTrainer
 
     from grpo_cli.config import load_config
-    from grpo_cli.scoring import opened_verifiers, score
+    from grpo_cli.pipeline.scoring import opened_verifiers, score
 
     torch.set_num_threads(args.threads)
     steps = args.steps + 1

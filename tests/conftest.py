@@ -24,7 +24,7 @@ def random_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from grpo_cli import tiny
+    from grpo_cli.builtin import tiny
 
     out = tmp_path_factory.mktemp("random-model")
     tokenizer = tiny.build_tokenizer()
@@ -54,6 +54,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def arith_file(tmp_path) -> Path:
     """Six arithmetic problems (`id`, `prompt`, `answer`, `solution`) as JSONL."""
-    from grpo_cli import arith
+    from grpo_cli.builtin import arith
 
     return _write_jsonl(tmp_path / "problems.jsonl", arith.generate(6, seed=1))

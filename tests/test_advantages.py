@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from grpo_cli.advantages import (
+from grpo_cli.algorithms.advantages import (
     char_to_token_ends,
     group_reward_std,
     outcome_advantages,

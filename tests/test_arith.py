@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from grpo_cli import arith
+from grpo_cli.builtin import arith
 
 STEP = re.compile(r"^(-?\d+) ([-+*]) (\d+) = (-?\d+)$")
 PROMPT = re.compile(r"^What is (\d+(?: [-+*] \d+)+)\?$")

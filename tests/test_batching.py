@@ -8,10 +8,10 @@ import copy
 import pytest
 import torch
 
-from grpo_cli.batching import padded_tokens, plan_micro_batches
 from grpo_cli.config import load_config
 from grpo_cli.errors import UserError
-from grpo_cli.trainer import Batch, policy_update
+from grpo_cli.training.batching import padded_tokens, plan_micro_batches
+from grpo_cli.training.trainer import Batch, policy_update
 
 
 def test_rows_only_sorts_longest_first_and_caps_rows():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli.data import atomic_writer, load_problems, read_jsonl, render_prompt, write_jsonl
 from grpo_cli.errors import UserError
+from grpo_cli.pipeline.data import atomic_writer, load_problems, read_jsonl, render_prompt, write_jsonl
 
 GSM8K = [
     {
@@ -202,14 +202,14 @@ CHAT_TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from grpo_cli.tiny import build_tokenizer
+    from grpo_cli.builtin.tiny import build_tokenizer
 
     return build_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def chat_tokenizer():
-    from grpo_cli.tiny import build_tokenizer
+    from grpo_cli.builtin.tiny import build_tokenizer
 
     tok = build_tokenizer()
     tok.chat_template = CHAT_TEMPLATE

@@ -17,7 +17,7 @@ from test_trainer import plugin_dir, weights  # noqa: F401  (plugin_dir is a fix
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import SamplingParams
-from grpo_cli.trainer import TIMING_KEYS, train
+from grpo_cli.training.trainer import TIMING_KEYS, train
 
 # 3 prompts x 4 samples: the ranks sample 2 and 1 prompts; 6 rows each, in micro-batches of 4.
 SETS = [
@@ -136,7 +136,7 @@ def test_a_share_of_the_prompts_samples_what_the_whole_request_does(random_model
     prompts 1.. of a request (prompt_offset=1) gets exactly the whole request's completions."""
     from transformers import AutoModelForCausalLM
 
-    from grpo_cli.modeling import eos_token_ids, load_tokenizer
+    from grpo_cli.models.loading import eos_token_ids, load_tokenizer
     from grpo_cli.sampling.hf import HFSampler
 
     model = AutoModelForCausalLM.from_pretrained(str(random_model_dir)).eval()
@@ -163,7 +163,7 @@ def test_nproc_checks_the_config_before_launching(tmp_path):
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_wrapped_models_run_the_blocked_head_and_prefix_sharing(random_model_dir, monkeypatch, tmp_path, parallel):
-    """The trainer's wrapped model (`distributed.wrap`) takes its log-probs through the blocked LM
+    """The trainer's wrapped model (`wrapping.wrap`) takes its log-probs through the blocked LM
     head with shared prompts, not through full logits, and its gradients are the bare model's: DDP
     computes them in its own forward (`logprobs.LogprobModel`), FSDP2 in grpo's model's forward, so
     the hooks that gather weights and reduce gradients run. (A one-rank group, with the ranks' view
@@ -174,9 +174,11 @@ def test_wrapped_models_run_the_blocked_head_and_prefix_sharing(random_model_dir
     import torch.distributed as dist
     from test_logprobs import _prompt_batch
 
-    from grpo_cli import distributed, grad_in_place, logprobs
+    from grpo_cli import ranks
     from grpo_cli.config import ModelConfig
-    from grpo_cli.modeling import load_model
+    from grpo_cli.models.loading import load_model
+    from grpo_cli.perf import grad_in_place, logprobs
+    from grpo_cli.training import wrapping
 
     model = load_model(random_model_dir, ModelConfig(path=str(random_model_dir), threads=1), trainable=True)
     ids, attn, mask = _prompt_batch([5, 3], [4, 2, 6])
@@ -187,8 +189,8 @@ def test_wrapped_models_run_the_blocked_head_and_prefix_sharing(random_model_dir
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        monkeypatch.setattr(distributed, "world", lambda: 2)
-        wrapped = distributed.wrap(model, parallel)
+        monkeypatch.setattr(ranks, "world", lambda: 2)
+        wrapped = wrapping.wrap(model, parallel)
         assert not any(
             grad_in_place.accumulates_in_place(p) for p in model.parameters()
         )  # the hooks see every gradient
@@ -203,7 +205,7 @@ def test_wrapped_models_run_the_blocked_head_and_prefix_sharing(random_model_dir
         )
         got, _ = logprobs.sequence_logprobs(wrapped, ids, attn, mask, 0.9)
         (got * weights).sum().backward()
-        grads = {name: distributed.local(p.grad) for name, p in wrapped.named_parameters()}
+        grads = {name: ranks.local(p.grad) for name, p in wrapped.named_parameters()}
     finally:
         dist.destroy_process_group()
     assert heads and shared

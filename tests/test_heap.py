@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli import heap
+from grpo_cli.perf import heap
 
 glibc = pytest.mark.skipif(heap.free_bytes() is None, reason="needs glibc's mallinfo2/malloc_trim")
 

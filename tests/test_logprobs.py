@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 
-from grpo_cli import logprobs
-from grpo_cli.logprobs import fusable, head_logprobs, sequence_logprobs
+from grpo_cli.perf import logprobs
+from grpo_cli.perf.logprobs import fusable, head_logprobs, sequence_logprobs
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -220,7 +220,7 @@ def test_left_padding_takes_the_full_pass(policy, monkeypatch):
 
 
 def test_activation_checkpointing_takes_the_full_pass(policy, monkeypatch):
-    from grpo_cli.modeling import enable_activation_checkpointing
+    from grpo_cli.models.loading import enable_activation_checkpointing
 
     enable_activation_checkpointing(policy)
     assert not logprobs.shared_prefix.shareable(policy)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from grpo_cli.loss import (
+from grpo_cli.algorithms.loss import (
     AGGREGATIONS,
     KL_ESTIMATORS,
     policy_loss,

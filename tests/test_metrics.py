@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli.metrics import evaluate_groups, maj_at_k, parse_ks, parse_metrics, pass_at_k
+from grpo_cli.pipeline.metrics import evaluate_groups, maj_at_k, parse_ks, parse_metrics, pass_at_k
 
 # ---- pass@k ----------------------------------------------------------------------------------
 
@@ -192,5 +192,5 @@ def test_parse_metrics_and_ks():
 
 
 def test_metrics_module_does_not_import_torch():
-    code = "import sys, grpo_cli.metrics; assert 'torch' not in sys.modules"
+    code = "import sys, grpo_cli.pipeline.metrics; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

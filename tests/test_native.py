@@ -1,4 +1,4 @@
-"""grpo's own Llama-family decoder (grpo_cli.native) against transformers' on the same weights:
+"""grpo's own Llama-family decoder (grpo_cli.models.llama) against transformers' on the same weights:
 logits (unpadded, right padding, left padding with explicit positions), parameter gradients through
 `sequence_logprobs` (with and without activation checkpointing), KV-cache decoding and sampling, the
 save/load round trip (single file, sharded, tied embeddings), the fallback to transformers for
@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from grpo_cli import native
 from grpo_cli.config import ModelConfig
 from grpo_cli.errors import UserError
-from grpo_cli.logprobs import sequence_logprobs
-from grpo_cli.modeling import (
+from grpo_cli.models import llama
+from grpo_cli.models.loading import (
     enable_activation_checkpointing,
     eos_token_ids,
     load_model,
     load_tokenizer,
     tiny_model_dir,
 )
+from grpo_cli.perf.logprobs import sequence_logprobs
 from grpo_cli.sampling.base import SamplingParams
 from grpo_cli.sampling.hf import HFSampler
 
@@ -134,8 +134,8 @@ def _hf(path: Path):
 
 
 def _native(path: Path):
-    model = native.load(Path(path), torch.float32)
-    assert isinstance(model, native.CausalLM), f"native.load refused {path}: {model}"
+    model = llama.load(Path(path), torch.float32)
+    assert isinstance(model, llama.CausalLM), f"llama.load refused {path}: {model}"
     return model.eval()
 
 
@@ -227,8 +227,8 @@ def test_qwen3_with_attention_bias_loads_natively(tmp_path):
     path = _save_hf(tmp_path, _config("qwen3", head_dim=16, attention_bias=True))
     hf = _hf(path)
     assert hf.model.layers[0].self_attn.o_proj.bias is not None
-    nat = native.load(path, torch.float32)
-    assert isinstance(nat, native.CausalLM), nat
+    nat = llama.load(path, torch.float32)
+    assert isinstance(nat, llama.CausalLM), nat
     ids, right, _ = _inputs()
     with torch.no_grad():
         _close(
@@ -281,8 +281,8 @@ def _grads(model, batch):
 )
 def test_gradients_equal_transformers(pair, checkpointing, kind, monkeypatch):
     """Transformers' model shares the prompts through its KV cache (no checkpointing there); ours
-    runs them packed with the completions (`native.Packing`), with checkpointing too."""
-    from grpo_cli import shared_prefix
+    runs them packed with the completions (`llama.Packing`), with checkpointing too."""
+    from grpo_cli.perf import shared_prefix
 
     path, _, _ = pair
     batch = _grad_batch(kind)
@@ -343,7 +343,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def gqa_tokenizer_model_dir(tmp_path_factory):
     """A random GQA Llama with larger weights, with the project's tokenizer."""
-    from grpo_cli import tiny
+    from grpo_cli.builtin import tiny
 
     tokenizer = tiny.build_tokenizer()
     path = tmp_path_factory.mktemp("gqa-llama")
@@ -488,9 +488,9 @@ def test_sharded_checkpoint_loads_natively(tmp_path):
     index = path / "model.safetensors.index.json"
     assert index.is_file() and not (path / "model.safetensors").exists()
     assert len(set(json.loads(index.read_text())["weight_map"].values())) > 1
-    assert native.unsupported(_hf(path).config, path) is None
+    assert llama.unsupported(_hf(path).config, path) is None
     model = load_model(path, ModelConfig(impl="native"))
-    assert isinstance(model, native.CausalLM)
+    assert isinstance(model, llama.CausalLM)
     ids, _, _ = _inputs()
     _close(_logits(model, ids), _logits(_hf(path), ids))
 
@@ -498,7 +498,7 @@ def test_sharded_checkpoint_loads_natively(tmp_path):
 def test_load_model_dtype_and_trainable(tmp_path):
     path = _save_hf(tmp_path, VARIANTS["qwen2-gqa-tied"]())
     frozen = load_model(path, ModelConfig(impl="native", dtype="bfloat16"))
-    assert isinstance(frozen, native.CausalLM) and frozen.dtype == torch.bfloat16 and not frozen.training
+    assert isinstance(frozen, llama.CausalLM) and frozen.dtype == torch.bfloat16 and not frozen.training
     assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in frozen.parameters())
     trainable = load_model(path, ModelConfig(impl="native"), trainable=True)
     assert trainable.training and all(p.requires_grad for p in trainable.parameters())
@@ -557,9 +557,9 @@ def test_unsupported_models_fall_back_to_transformers(tmp_path):
 
     ids, _, _ = _inputs()
     for name, (path, reason) in _unsupported_dirs(tmp_path).items():
-        assert reason in native.load(path, torch.float32), name
+        assert reason in llama.load(path, torch.float32), name
         model = load_model(path, ModelConfig(impl="auto"))
-        assert isinstance(model, PreTrainedModel) and not isinstance(model, native.CausalLM), name
+        assert isinstance(model, PreTrainedModel) and not isinstance(model, llama.CausalLM), name
         _close(_logits(model, ids), _logits(_hf(path), ids))
         with pytest.raises(UserError, match=reason.replace("(", r"\(")) as e:
             load_model(path, ModelConfig(impl="native"))
@@ -569,20 +569,20 @@ def test_unsupported_models_fall_back_to_transformers(tmp_path):
 def test_pytorch_bin_only_folder_falls_back(tmp_path):
     path = _to_pytorch_bin(_save_hf(tmp_path, _config("qwen2")))
     assert not list(path.glob("*.safetensors*"))
-    assert "safetensors" in native.unsupported(_hf(path).config, path)
-    assert not isinstance(load_model(path, ModelConfig()), native.CausalLM)
+    assert "safetensors" in llama.unsupported(_hf(path).config, path)
+    assert not isinstance(load_model(path, ModelConfig()), llama.CausalLM)
 
 
 def test_impl_transformers_loads_transformers(tmp_path):
     path = _save_hf(tmp_path, VARIANTS["qwen2-gqa-tied"]())
-    assert isinstance(load_model(path, ModelConfig(impl="auto")), native.CausalLM)
-    assert not isinstance(load_model(path, ModelConfig(impl="transformers")), native.CausalLM)
+    assert isinstance(load_model(path, ModelConfig(impl="auto")), llama.CausalLM)
+    assert not isinstance(load_model(path, ModelConfig(impl="transformers")), llama.CausalLM)
 
 
 def test_shipped_model_loads_natively_and_matches_transformers():
     path = tiny_model_dir()
     model = load_model(path, ModelConfig())
-    assert isinstance(model, native.CausalLM)
+    assert isinstance(model, llama.CausalLM)
     tokenizer = load_tokenizer(path)
     ids = torch.tensor([tokenizer("What is 12 + 30?\n")["input_ids"]])
     _close(_logits(model, ids), _logits(_hf(path), ids), rtol=1e-4, atol=1e-4)
@@ -599,10 +599,13 @@ STEP = textwrap.dedent("""
     def main():
         import torch
 
-        from grpo_cli import arith, native, optim, trainer
+        from grpo_cli.builtin import arith
+        from grpo_cli.models import llama
+        from grpo_cli.training import optim
+        from grpo_cli.training import trainer
         from grpo_cli.config import load_config
-        from grpo_cli.rollout import load_policy
-        from grpo_cli.scoring import opened_verifiers
+        from grpo_cli.pipeline.sample import load_policy
+        from grpo_cli.pipeline.scoring import opened_verifiers
 
         cfg = load_config("tiny", ["model.threads=1", "sampling.n=4", "sampling.max_new_tokens=8", "train.batch_size=8",
                                    "train.micro_batch_size=8", "train.beta=0.04", "train.warmup_steps=0", "train.weight_decay=0.1"])
@@ -619,7 +622,7 @@ STEP = textwrap.dedent("""
             batch = trainer.collect_batch(0, cfg, policy, None, problems, order, verifiers)
             trainer.policy_update(policy.model, ref, batch, cfg, optimizer, schedule)
         print(json.dumps({
-            "native": [isinstance(policy.model, native.CausalLM), isinstance(ref, native.CausalLM)],
+            "native": [isinstance(policy.model, llama.CausalLM), isinstance(ref, llama.CausalLM)],
             "optimizer": type(optimizer).__module__,
             "rows": batch.size,
             "changed": any(not torch.equal(before[n], p) for n, p in policy.model.named_parameters()),
@@ -641,6 +644,6 @@ def test_training_step_imports_no_dynamo_sympy_or_transformers_modeling(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["native"] == [True, True]
-    assert result["optimizer"] == "grpo_cli.optim"
+    assert result["optimizer"] == "grpo_cli.training.optim"
     assert result["rows"] == 8 and result["changed"]  # the step sampled, updated and moved the weights
     assert result["heavy"] == [], f"a training step imported {result['heavy']} (~115 MB resident)"

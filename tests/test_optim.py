@@ -1,4 +1,4 @@
-"""grpo's AdamW and learning-rate schedule (grpo_cli.optim) against torch.optim: the same
+"""grpo's AdamW and learning-rate schedule (grpo_cli.training.optim) against torch.optim: the same
 parameters and state after each step (fused kernel and per-parameter path), state-dict round trips
 (its own and torch's format), and LambdaLR's learning rates and resume."""
 
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from grpo_cli import optim
+from grpo_cli.training import optim
 
 SHAPES = [(5, 3), (7,), (2, 3, 4), ()]
 HYPER = {"lr": 3e-2, "betas": (0.9, 0.95), "eps": 1e-6, "weight_decay": 0.1}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli.plot import plot_curves, plot_training
+from grpo_cli.pipeline.plot import plot_curves, plot_training
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,5 +37,5 @@ def test_plot_training(tmp_path):
 
 
 def test_import_is_cheap():
-    code = "import sys, grpo_cli.plot; assert 'matplotlib' not in sys.modules"
+    code = "import sys, grpo_cli.pipeline.plot; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

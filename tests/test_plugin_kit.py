@@ -320,7 +320,7 @@ def test_example_plugin_passes_its_own_contract_tests(installed_example, tmp_pat
 
 def test_failure_value_weight_and_counts_per_verifier(tmp_path):
     from grpo_cli.config import VerifierConfig
-    from grpo_cli.scoring import score
+    from grpo_cli.pipeline.scoring import score
 
     class Raises(Good):
         def verify(self, samples):

@@ -8,9 +8,9 @@ import time
 import pytest
 from grpo_verifiers.prm import PRMVerifier, SympyClaim, step_claims
 
-from grpo_cli import arith
+from grpo_cli.builtin import arith
 
-# 3 + 4 * 5 - 2, as grpo_cli.arith writes it. Lines and their [start, end) spans:
+# 3 + 4 * 5 - 2, as grpo_cli.builtin.arith writes it. Lines and their [start, end) spans:
 #   "4 * 5 = 20"   [0, 10)   newline at 10
 #   "3 + 20 = 23"  [11, 22)  newline at 22
 #   "23 - 2 = 21"  [23, 34)  newline at 34
@@ -218,7 +218,7 @@ def test_arith_task_end_to_end(prm):
 
 
 def test_steps_reach_scored_records(prm):
-    from grpo_cli.scoring import VerifierSpec, score
+    from grpo_cli.pipeline.scoring import VerifierSpec, score
 
     records, summary = score([{"completion": GOLD, "answer": "21"}], [(VerifierSpec("prm"), prm)])
     assert records[0]["steps"] == [{"end": end, "reward": 1.0} for end in ENDS]

@@ -35,7 +35,7 @@ def build(out: Path, kind: str, *, known: bool, chat_template: str | None = None
     2 labels, the Qwen-PRM shape)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForTokenClassification
 
-    from grpo_cli import tiny
+    from grpo_cli.builtin import tiny
 
     tokenizer = tiny.build_tokenizer()
     marker = TAG if kind == "lm" else SEP
@@ -278,7 +278,7 @@ def test_unloadable_weights_cost_samples_not_the_run(models, tmp_path):
     import shutil
 
     from grpo_cli.config import VerifierConfig
-    from grpo_cli.scoring import score
+    from grpo_cli.pipeline.scoring import score
 
     broken = tmp_path / "broken"
     shutil.copytree(models["lm_known"], broken)

@@ -8,7 +8,7 @@ import json
 from safetensors.torch import load_file
 from test_cli import grpo
 
-from grpo_cli.modeling import tiny_model_dir
+from grpo_cli.models.loading import tiny_model_dir
 
 
 def test_train_with_process_advantages(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from grpo_cli.errors import UserError
-from grpo_cli.modeling import eos_token_ids, load_tokenizer
+from grpo_cli.models.loading import eos_token_ids, load_tokenizer
 from grpo_cli.sampling.base import SamplingParams
 from grpo_cli.sampling.hf import HFSampler
 

@@ -8,7 +8,7 @@ import pytest
 from grpo_verifiers.base import Verdict, Verifier
 
 from grpo_cli.errors import UserError
-from grpo_cli.scoring import VerifierSpec, open_verifiers, opened_verifiers, score
+from grpo_cli.pipeline.scoring import VerifierSpec, open_verifiers, opened_verifiers, score
 
 
 class FieldVerifier(Verifier):

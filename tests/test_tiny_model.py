@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import grpo_cli
-from grpo_cli import tiny
+from grpo_cli.builtin import tiny
 
-SHIPPED = Path(grpo_cli.__file__).parent / "assets" / "tiny-model"
+SHIPPED = Path(grpo_cli.__file__).parent / "builtin" / "tiny-model"
 
 TEXTS = [
     "What is 3 + 4 * 5 - 2?\n",

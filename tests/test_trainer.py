@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
-from grpo_cli.trainer import TIMING_KEYS, Batch, policy_update, train
+from grpo_cli.training.trainer import TIMING_KEYS, Batch, policy_update, train
 
 # A verifier whose reward varies on random text: the fraction of digit characters in the completion.
 PLUGIN = textwrap.dedent(
@@ -126,7 +126,7 @@ def test_existing_run_needs_resume(random_model_dir, plugin_dir, tmp_path):
 
 
 def test_beta_zero_loads_no_reference_model(random_model_dir, plugin_dir, tmp_path, monkeypatch):
-    import grpo_cli.trainer as trainer
+    import grpo_cli.training.trainer as trainer
 
     copies = []
     real = trainer._load_frozen
@@ -304,7 +304,7 @@ def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir,
 def test_disk_full_on_checkpoint_skips_it_then_stops_cleanly(random_model_dir, plugin_dir, tmp_path, monkeypatch):
     import errno
 
-    import grpo_cli.checkpoint as checkpoint
+    import grpo_cli.training.checkpoint as checkpoint
     from grpo_cli.errors import UserError
 
     calls = []
@@ -377,7 +377,7 @@ def test_skipping_zero_advantage_rows_changes_nothing(random_model_dir):
 
 
 def test_lr_multiplier_warmup_then_schedules():
-    from grpo_cli.trainer import lr_multiplier
+    from grpo_cli.training.trainer import lr_multiplier
 
     # warmup 2 of 6 steps: 1/2, 2/2, then the 4 post-warmup steps at progress 0, 1/4, 2/4, 3/4
     assert [lr_multiplier(i, 2, 6, "constant") for i in range(6)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from grpo_cli import arith
+from grpo_cli.algorithms.loss import selected_logprobs
+from grpo_cli.builtin import arith
 from grpo_cli.errors import UserError
-from grpo_cli.loss import selected_logprobs
-from grpo_cli.modeling import eos_token_ids, load_tokenizer, tiny_model_dir
+from grpo_cli.models.loading import eos_token_ids, load_tokenizer, tiny_model_dir
 from grpo_cli.sampling.base import SamplingParams
 from grpo_cli.sampling.hf import HFSampler
 

@@ -4,7 +4,7 @@ Steps (the `split` option): the non-empty segments of the completion between sep
 (`line`), blank lines (`blank_line`) or a step tag such as Math-Shepherd's `ки` (`tag`). A step is
 its segment without surrounding whitespace, and its `end` is an exclusive character offset:
 `completion[start:end]` is the step's text, so its last visible character is at `end - 1`, the
-convention of `grpo_cli.advantages.char_to_token_ends`.
+convention of `grpo_cli.algorithms.advantages.char_to_token_ends`.
 
 Backends score the steps (`backend`; a table, so a model-based backend sits beside the rule one):
 

@@ -20,7 +20,7 @@ def arith(
     n_test: Annotated[int, typer.Option(help="Held-out problems.")] = 200,
 ) -> None:
     """Write the synthetic multi-step arithmetic task (one equation per line, `#### N` answers)."""
-    from grpo_cli.arith import write_splits
+    from grpo_cli.builtin.arith import write_splits
 
     paths = write_splits(out, seed=seed, n_train=n_train, n_test=n_test)
     for split, path in paths.items():

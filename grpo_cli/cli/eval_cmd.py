@@ -47,10 +47,10 @@ def evaluate(
 ) -> None:
     """Evaluate models (default: the shipped model on the held-out arithmetic split)."""
     from grpo_cli.config import write_config_beside
-    from grpo_cli.data import atomic_writer, read_jsonl, write_jsonl
     from grpo_cli.errors import UserError
-    from grpo_cli.evaluate import evaluate_model, evaluate_samples, results_table
-    from grpo_cli.metrics import parse_ks, parse_metrics
+    from grpo_cli.pipeline.data import atomic_writer, read_jsonl, write_jsonl
+    from grpo_cli.pipeline.evaluate import evaluate_model, evaluate_samples, results_table
+    from grpo_cli.pipeline.metrics import parse_ks, parse_metrics
     from grpo_cli.report import Reporter
 
     try:
@@ -95,7 +95,7 @@ def evaluate(
             json.dump({"results": results, "sources": [r.label for r in runs]}, handle, indent=2)
         write_config_beside(cfg, out)
     if plot is not None:
-        from grpo_cli.plot import plot_curves
+        from grpo_cli.pipeline.plot import plot_curves
 
         plot_curves(results, plot)
     if json_:

@@ -14,13 +14,11 @@ app = typer.Typer(help="The shipped tiny model.", no_args_is_help=True)
 def build_tiny(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the model to.")] = Path("tiny-model"),
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 0,
-    steps: Annotated[
-        int | None, typer.Option(help="Supervised training steps (default: the shipped build's).")
-    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Supervised training steps (default: the shipped build's).")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (the shipped model was built with 2).")] = 2,
 ) -> None:
-    """Train the tiny arithmetic model from scratch (supervised), as shipped in grpo_cli/assets/tiny-model."""
-    from grpo_cli.tiny import build_tiny_model
+    """Train the tiny arithmetic model from scratch (supervised), as shipped in grpo_cli/builtin/tiny-model."""
+    from grpo_cli.builtin.tiny import build_tiny_model
 
     kwargs = {"steps": steps} if steps is not None else {}
     stats = build_tiny_model(out, seed=seed, threads=threads, log=typer.echo, **kwargs)

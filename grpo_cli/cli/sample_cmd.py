@@ -46,9 +46,9 @@ def sample(
 ) -> None:
     """Sample n completions per prompt. Default: the shipped model on the held-out arithmetic split."""
     from grpo_cli.config import write_config_beside
-    from grpo_cli.data import write_jsonl
+    from grpo_cli.pipeline.data import write_jsonl
+    from grpo_cli.pipeline.sample import load_policy, problems_from, sample_problems, sampling_params
     from grpo_cli.report import Reporter
-    from grpo_cli.rollout import load_policy, problems_from, sample_problems, sampling_params
 
     cfg = resolve_config(
         preset,

@@ -31,8 +31,8 @@ def score(
 ) -> None:
     """Score completions with the configured verifiers."""
     from grpo_cli.config import config_to_dict, parse_verifier_option, write_config_beside
-    from grpo_cli.data import read_jsonl, write_jsonl
-    from grpo_cli.evaluate import score_records
+    from grpo_cli.pipeline.data import read_jsonl, write_jsonl
+    from grpo_cli.pipeline.evaluate import score_records
     from grpo_cli.report import Reporter
 
     # As plain mappings: overrides are merged into the config dict before it is built.

@@ -67,18 +67,18 @@ def train(
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
         # The config was checked here once; each rank resolves the same arguments again.
         raise typer.Exit(_relaunch(nproc, _without_nproc(sys.argv[1:])))
-    from grpo_cli import distributed
+    from grpo_cli import ranks
     from grpo_cli.report import Reporter
-    from grpo_cli.trainer import train as run_training
+    from grpo_cli.training.trainer import train as run_training
 
-    if not distributed.is_main():  # rank 0 reports for all
+    if not ranks.is_main():  # rank 0 reports for all
         run_training(cfg, Reporter(), resume=resume is not None)
         return
     report = Reporter.console(quiet)
     result = run_training(cfg, report, resume=resume is not None)
     if plot is not None:
-        from grpo_cli.data import read_jsonl
-        from grpo_cli.plot import plot_training
+        from grpo_cli.pipeline.data import read_jsonl
+        from grpo_cli.pipeline.plot import plot_training
 
         rows = read_jsonl(result.run_dir / "metrics.jsonl")
         plot_training(rows, plot, ["reward_mean", "zero_std_frac", "kl", "entropy", "completion_len_mean", "clip_frac"])

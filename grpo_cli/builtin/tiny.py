@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from grpo_cli import arith
+from grpo_cli.builtin import arith
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, EOS, UNK)
@@ -249,7 +249,7 @@ def build_tiny_model(
         "command": "grpo model build-tiny",
         "args": {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads},
         "data": {
-            "task": "grpo_cli.arith",
+            "task": "grpo_cli.builtin.arith",
             "split_seed": arith.DEFAULT_SEED,
             "n_train": len(examples),
             "operands": [arith.MIN_OPERANDS, arith.MAX_OPERANDS],

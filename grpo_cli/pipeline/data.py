@@ -77,7 +77,7 @@ def write_jsonl(path: Path | None, rows: Iterable[dict[str, Any]]) -> None:
 def _read_rows(source: str) -> tuple[str, list[dict[str, Any]]]:
     """Rows of a file or dataset, with a label used in error messages."""
     if source.startswith(BUILTIN_PREFIX):
-        from grpo_cli import arith
+        from grpo_cli.builtin import arith
 
         split = source[len(BUILTIN_PREFIX) :]
         if split not in arith.SPLITS:

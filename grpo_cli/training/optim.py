@@ -169,7 +169,7 @@ def build(
     model: Any, lr: float, betas: tuple[float, float], weight_decay: float, multiplier: Callable[[int], float]
 ) -> tuple[Any, Schedule]:
     """(optimizer, schedule) for `model` (torch's AdamW under FSDP2, else `AdamW`)."""
-    from grpo_cli.distributed import is_fsdp
+    from grpo_cli.ranks import is_fsdp
 
     if is_fsdp(model):
         optimizer: Any = torch.optim.AdamW(

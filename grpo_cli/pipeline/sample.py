@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_cli.config import Config, DataConfig
-from grpo_cli.data import load_problems, render_prompt
+from grpo_cli.pipeline.data import load_problems, render_prompt
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
 
@@ -25,7 +25,7 @@ class Policy:
 
 def make_sampler(model: Any, tokenizer: Any, cfg: Config) -> Sampler:
     """The configured sampling backend, generating from `model`."""
-    from grpo_cli.modeling import eos_token_ids
+    from grpo_cli.models.loading import eos_token_ids
 
     s = cfg.sampling
     if s.backend == "vllm":
@@ -40,7 +40,7 @@ def make_sampler(model: Any, tokenizer: Any, cfg: Config) -> Sampler:
 
 
 def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool = False) -> Policy:
-    from grpo_cli.modeling import load_model, load_tokenizer, resolve_model_dir, setup_torch
+    from grpo_cli.models.loading import load_model, load_tokenizer, resolve_model_dir, setup_torch
 
     setup_torch(cfg.model.threads)
     model_dir = resolve_model_dir(model_path or cfg.model.path)

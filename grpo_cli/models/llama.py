@@ -17,7 +17,7 @@ sliding-window layers, a position-dependent RoPE variant, weights not in safeten
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +97,7 @@ def _weight_files(model_dir: Path) -> list[Path]:
 
 
 class Packing:
-    """Layout of a forward pass over prompts shared by several rows (grpo_cli.shared_prefix), run
+    """Layout of a forward pass over prompts shared by several rows (grpo_cli.perf.shared_prefix), run
     as one token sequence: `u` right-padded prefixes of width `w`, then `r` right-padded
     completion rows of width `c`. Token-wise work (projections, MLP, norms) runs once over all of
     them; in attention each prefix attends causally to itself, and each completion row to its
@@ -391,11 +391,12 @@ class CausalLM(nn.Module):
     """A Llama-family causal LM with transformers' parameter names and call interface."""
 
     base_model_prefix = "model"
-    _no_split_modules = ["DecoderLayer"]  # FSDP2 shards each block (grpo_cli.distributed.wrap)
+    _no_split_modules = ["DecoderLayer"]  # FSDP2 shards each block (grpo_cli.training.wrapping.wrap)
     computes_logprobs = True
-    """`forward(target_mask=...)` returns token log-probs through grpo's blocked LM head instead of
-    logits: how the update calls the model under FSDP2, whose hooks on this module's forward gather
-    its own weights (embedding, final norm, head) first."""
+    """`forward(target_mask=..., logprob_head=fn)` returns `fn(self, ...)`, token log-probs through
+    the caller's LM head instead of logits: how the update calls the model under FSDP2, whose hooks
+    on this module's forward gather its own weights (embedding, final norm, head) first. The head is
+    an argument so that the model never imports the trainer's log-prob code."""
 
     def __init__(self, config: Any, generation_config: Any = None) -> None:
         super().__init__()
@@ -441,12 +442,12 @@ class CausalLM(nn.Module):
         target_mask: Tensor | None = None,
         temperature: float = 1.0,
         entropy: bool = False,
+        logprob_head: Callable[..., Any] | None = None,
         **_: Any,
     ) -> Any:
         if target_mask is not None:  # (log-probs [n, T], mean entropy | None): see `computes_logprobs`
-            from grpo_cli.logprobs import blocked_logprobs
-
-            return blocked_logprobs(self, input_ids, attention_mask, target_mask, temperature, entropy)
+            assert logprob_head is not None, "target_mask needs logprob_head"
+            return logprob_head(self, input_ids, attention_mask, target_mask, temperature, entropy)
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds)
         hidden = out.last_hidden_state
         out.logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)

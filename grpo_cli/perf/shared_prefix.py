@@ -7,8 +7,8 @@ The first completion token is predicted by the prefix's last hidden state. Same 
 gradients as the full pass, to float rounding: the prompt's keys and values, and through them the
 weights, get their gradient from every row.
 
-- grpo's own model (grpo_cli.native) runs prefixes and completions as one packed sequence
-  (`native.Packing`): one pass, no KV cache, so activation checkpointing works with it.
+- grpo's own model (grpo_cli.models.llama) runs prefixes and completions as one packed sequence
+  (`llama.Packing`): one pass, no KV cache, so activation checkpointing works with it.
 - A transformers model runs the prefixes with a KV cache, indexes the cache out to the rows and
   then runs the completions: two passes, and not under activation checkpointing (a recomputed
   layer would write to the cache again).
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from grpo_cli.grad_in_place import backbone_inputs
+from grpo_cli.perf.grad_in_place import backbone_inputs
 
 _ATTENTION = frozenset({"sdpa", "eager"})
 
@@ -36,14 +36,14 @@ def shareable(model: Any) -> bool:
     attention, whose backbone takes `past_key_values` / `position_ids` / a 2-D padding mask the
     standard way (RoPE from the position alone, causal mask offset by the cache length), without
     checkpointing."""
-    from grpo_cli import native
+    from grpo_cli.models import llama
 
-    if isinstance(model, native.CausalLM):
+    if isinstance(model, llama.CausalLM):
         return True  # one packed pass, no cache written: a checkpointed layer recomputes the same
     config = model.config
     if getattr(config, "is_encoder_decoder", False) or getattr(config, "_attn_implementation", None) not in _ATTENTION:
         return False
-    return native.unsupported_architecture(config) is None and not _checkpointed(model)
+    return llama.unsupported_architecture(config) is None and not _checkpointed(model)
 
 
 def _checkpointed(model: Any) -> bool:
@@ -61,7 +61,7 @@ def target_hidden(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: T
     input_ids, attention_mask: `[n, S]` right-padded. mask: `[n, S-1]` bool, true where the target
     `input_ids[:, t+1]` enters the loss. Rows without a target are left out (no target, no output).
     """
-    from grpo_cli import native
+    from grpo_cli.models import llama
 
     s = input_ids.shape[1]
     device = input_ids.device
@@ -95,7 +95,7 @@ def target_hidden(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: T
     c = int(count.max())
     j = torch.arange(c, device=device)
     comp_ids = input_ids[rows].gather(1, (start[:, None] + j).clamp(max=s - 1))  # [r, C]
-    if isinstance(model, native.CausalLM):
+    if isinstance(model, llama.CausalLM):
         last, hidden = _packed(model, prefix_ids, plen, comp_ids, owner_t, start[:, None] + j)
     else:
         last, hidden = _two_passes(
@@ -115,13 +115,13 @@ def target_hidden(model: Any, input_ids: Tensor, attention_mask: Tensor, mask: T
 def _packed(
     model: Any, prefix_ids: Tensor, plen: Tensor, comp_ids: Tensor, owner: Tensor, positions: Tensor
 ) -> tuple[Tensor, Tensor | None]:
-    """grpo's own model: prefixes and completions in one pass (`native.Packing`). Returns the
+    """grpo's own model: prefixes and completions in one pass (`llama.Packing`). Returns the
     prefixes' last hidden states `[u, H]` and the completions' `[r, C, H]` (None when C = 0)."""
-    from grpo_cli import native
+    from grpo_cli.models import llama
 
     u, w = prefix_ids.shape
     r, c = comp_ids.shape
-    packing = native.Packing(plen, w, owner, c)
+    packing = llama.Packing(plen, w, owner, c)
     ids = torch.cat([prefix_ids.reshape(-1), comp_ids.reshape(-1)])[None]  # [1, N]
     pos = torch.cat([torch.arange(w, device=ids.device).repeat(u), positions.reshape(-1)])[None]
     inputs = backbone_inputs(model, ids)

@@ -19,16 +19,15 @@ from typing import Any
 
 import torch
 
-from grpo_cli import advantages as adv
-from grpo_cli import distributed, heap, optim
-from grpo_cli.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from grpo_cli import ranks
+from grpo_cli.algorithms import advantages as adv
+from grpo_cli.algorithms.loss import micro_batch_weight, policy_loss
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
-from grpo_cli.logprobs import sequence_logprobs
-from grpo_cli.loss import micro_batch_weight, policy_loss
-from grpo_cli.modeling import enable_activation_checkpointing
-from grpo_cli.report import Reporter
-from grpo_cli.rollout import (
+from grpo_cli.models.loading import enable_activation_checkpointing
+from grpo_cli.perf import heap
+from grpo_cli.perf.logprobs import sequence_logprobs
+from grpo_cli.pipeline.sample import (
     Policy,
     load_policy,
     make_sampler,
@@ -37,8 +36,11 @@ from grpo_cli.rollout import (
     sampling_params,
     to_records,
 )
+from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
+from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
-from grpo_cli.scoring import ScoreSummary, opened_verifiers, score
+from grpo_cli.training import optim, wrapping
+from grpo_cli.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
 """Metrics that measure wall time: everything else in metrics.jsonl is reproducible for a seed."""
@@ -116,15 +118,15 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     if not resume and latest_checkpoint(run_dir) is not None:
         raise UserError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --out")
 
-    owns_group = distributed.setup(cfg.model.device)  # under torchrun: join the ranks
-    if not distributed.is_main():
+    owns_group = ranks.setup(cfg.model.device)  # under torchrun: join the ranks
+    if not ranks.is_main():
         report = Reporter()  # rank 0 speaks for all
     torch.manual_seed(cfg.seed)
     policy = load_policy(cfg, str(start_ckpt) if start_ckpt else None, trainable=True)
-    distributed.split_threads(cfg.model.threads)
+    ranks.split_threads(cfg.model.threads)
     if t.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
         enable_activation_checkpointing(policy.model)
-    model = distributed.wrap(policy.model, t.parallel)  # DDP / FSDP2 under torchrun, else the model
+    model = wrapping.wrap(policy.model, t.parallel)  # DDP / FSDP2 under torchrun, else the model
     problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
     if cfg.algorithm == "sft":
         _check_solutions(problems, cfg)
@@ -144,14 +146,14 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
     if state:
-        distributed.load_optimizer_state(model, optimizer, state["optimizer"])
+        wrapping.load_optimizer_state(model, optimizer, state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         order = DataOrder(len(problems), cfg.seed, **state["data_order"])  # the same on every rank
-        distributed.restore_rng(state)
+        ranks.restore_rng(state)
         start_step, before = state["step"], state.get("before")
         report.log(f"resuming from {start_ckpt} at step {start_step}")
     metrics_path = run_dir / "metrics.jsonl"
-    if distributed.is_main():
+    if ranks.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         _truncate_metrics(metrics_path, start_step)
@@ -161,7 +163,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
         before = _evaluate_on_main(policy, eval_problems, cfg, report, "before")
 
     last_ckpt = start_ckpt
-    tensorboard = _tensorboard(run_dir) if distributed.is_main() else None
+    tensorboard = _tensorboard(run_dir) if ranks.is_main() else None
     with opened_verifiers(cfg.verifiers) as verifiers, report.progress("training", total=t.steps) as advance:
         advance(start_step)
         for step in range(start_step, t.steps):
@@ -178,11 +180,11 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             t2 = time.perf_counter()
             if t.ref_sync_every and ref_model is not None and (step + 1) % t.ref_sync_every == 0:
                 ref_model.load_state_dict(
-                    distributed.full_state_dict(policy.model)
+                    wrapping.full_state_dict(policy.model)
                 )  # iterative RL: the reference catches up
             row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
-            if distributed.is_main():
+            if ranks.is_main():
                 _append_metrics(metrics_path, row)
             if tensorboard is not None:
                 for key, value in row.items():
@@ -192,17 +194,17 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
                 state = {
                     "step": step + 1,
-                    "optimizer": distributed.optimizer_state(model, optimizer),
+                    "optimizer": wrapping.optimizer_state(model, optimizer),
                     "schedule": schedule.state_dict(),
                     "data_order": order.state(),
                     "torch_rng": torch.get_rng_state(),
-                    "torch_rng_ranks": distributed.rng_states(),
+                    "torch_rng_ranks": ranks.rng_states(),
                     "before": before,
                     "initial_model": initial_model,
                 }
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
-                savable = distributed.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
-                if distributed.is_main():
+                savable = wrapping.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
+                if ranks.is_main():
                     last_ckpt = (
                         _checkpoint(
                             run_dir,
@@ -217,15 +219,15 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                         )
                         or last_ckpt
                     )
-                last_ckpt = distributed.broadcast(last_ckpt)  # the other ranks wait for the checkpoint
+                last_ckpt = ranks.broadcast(last_ckpt)  # the other ranks wait for the checkpoint
 
     if tensorboard is not None:
         tensorboard.close()
     after = _evaluate_on_main(policy, eval_problems, cfg, report, "after") if eval_problems is not None else None
-    if before is not None and after is not None and distributed.is_main():
+    if before is not None and after is not None and ranks.is_main():
         (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2), encoding="utf-8")
     if owns_group:
-        distributed.teardown()
+        ranks.teardown()
     return TrainResult(run_dir, before, after, last_ckpt, t.steps - start_step)
 
 
@@ -264,14 +266,14 @@ def collect_batch(
     for rnd in range(t.max_sampling_rounds if t.dynamic_sampling else 1):
         chosen = [problems[i] for i in order.take(wanted if rnd == 0 else wanted - len(kept))]
         t0 = time.perf_counter()
-        mine = distributed.shard(len(chosen))  # under torchrun each rank samples and scores a share of the groups
+        mine = ranks.shard(len(chosen))  # under torchrun each rank samples and scores a share of the groups
         prompts = render_prompts(chosen[mine], policy.tokenizer, cfg.data)
         params = sampling_params(cfg, seed=_step_seed(cfg.seed, step, rnd), prompt_offset=mine.start)
-        with distributed.full_weights(policy.model):
+        with wrapping.full_weights(policy.model):
             completions = sampler.generate(prompts, params)
         t1 = time.perf_counter()
         scored, summary = score(to_records(chosen[mine], completions, logprobs=False), verifiers)
-        completions, scored, round_summaries = distributed.gather(
+        completions, scored, round_summaries = ranks.gather(
             completions, scored, [summary]
         )  # the whole round, on every rank
         stats["sampling_time"] += t1 - t0
@@ -345,10 +347,10 @@ def policy_update(
         rows = rows[batch.advantages.reshape(batch.size, -1).ne(0).any(dim=1)]
     total_tokens = int(batch.loss_mask.sum())  # normalisers stay those of the whole batch
     stat_tokens = max(int(batch.loss_mask[rows].sum()), 1)
-    rows = rows[distributed.shard(len(rows))]  # under torchrun: this rank's share of the rows
+    rows = rows[ranks.shard(len(rows))]  # under torchrun: this rank's share of the rows
     micro = _micro_batches(batch, rows, t.micro_batch_size, t.micro_batch_tokens)
     live = len(micro)
-    micro += [(mb, 2) for mb in distributed.padding(live)]  # as many forward/backward passes on every rank
+    micro += [(mb, 2) for mb in ranks.padding(live)]  # as many forward/backward passes on every rank
     device = next(model.parameters()).device
     trim = heap.worth_trimming(model)
     if trim:
@@ -375,9 +377,7 @@ def policy_update(
     for epoch in range(t.mu):
         optimizer.zero_grad(set_to_none=True)
         entropy_sum = 0.0
-        for i, (mb, width) in enumerate(
-            distributed.accumulate(model, micro)
-        ):  # gradients reduced over ranks on the last
+        for i, (mb, width) in enumerate(wrapping.accumulate(model, micro)):  # gradients reduced over ranks on the last
             cols = slice(0, width - 1)  # this micro-batch's target positions: its own padding only
             if trim:
                 heap.trim()  # the step's peak is this micro-batch's: drop earlier phases' free pages first
@@ -405,7 +405,7 @@ def policy_update(
                 importance=t.importance,
             )
             w = micro_batch_weight(t.loss_aggregation, mask, batch.size, total_tokens)
-            (loss * w * distributed.grad_scale()).backward()
+            (loss * w * ranks.grad_scale()).backward()
             tokens_w = float(mask.sum()) / stat_tokens  # token-weighted stats over the rows trained on
             if epoch == 0:
                 sums["loss"] += float(loss.detach()) * w
@@ -418,7 +418,7 @@ def policy_update(
         if epoch == 0:
             out["entropy"] = entropy_sum
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
-        norm = distributed.local(norm)
+        norm = ranks.local(norm)
         if not torch.isfinite(norm):
             optimizer.zero_grad(set_to_none=True)  # never let a NaN/inf gradient reach the weights
             skipped += 1
@@ -427,7 +427,7 @@ def policy_update(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)  # free the gradients now: sampling and the reference pass don't need them
         schedule.step()
-    out.update(distributed.all_sum({**sums, "entropy": out["entropy"]}))  # each rank summed its share
+    out.update(ranks.all_sum({**sums, "entropy": out["entropy"]}))  # each rank summed its share
     out["lr"] = schedule.get_last_lr()[0]
     out["skipped_updates"] = float(skipped)
     if ref_logp is None:
@@ -446,7 +446,7 @@ def _step_seed(seed: int, step: int, rnd: int) -> int:
 
 def _load_frozen(cfg: Config, path: str | Path) -> Any:
     """A frozen model (reference, or RFT's sampler) loaded from a model folder."""
-    from grpo_cli.modeling import load_model, resolve_model_dir
+    from grpo_cli.models.loading import load_model, resolve_model_dir
 
     return load_model(resolve_model_dir(str(path)), cfg.model, trainable=False)
 
@@ -548,8 +548,8 @@ def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Bat
 
 
 def _micro_batches(batch: Batch, rows: torch.Tensor, max_rows: int, max_tokens: int) -> list[tuple[torch.Tensor, int]]:
-    """(row indices, padded width) of each micro-batch: rows grouped by length (grpo_cli.batching)."""
-    from grpo_cli.batching import plan_micro_batches
+    """(row indices, padded width) of each micro-batch: rows grouped by length (grpo_cli.training.batching)."""
+    from grpo_cli.training.batching import plan_micro_batches
 
     lengths = batch.attention_mask[rows].sum(dim=1).tolist()  # right-padded: real length per row
     plan = plan_micro_batches(lengths, max_rows, max_tokens)
@@ -688,7 +688,7 @@ def evaluate_policy(
     policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str
 ) -> dict[str, Any]:
     """Held-out accuracy, pass@k and maj@k of the in-memory policy (same seed and n every time)."""
-    from grpo_cli import evaluate
+    from grpo_cli.pipeline import evaluate
 
     n = cfg.train.eval_n
     eval_cfg = copy.deepcopy(cfg)
@@ -700,6 +700,6 @@ def _evaluate_on_main(
     policy: Policy, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str
 ) -> dict[str, Any]:
     """The held-out evaluation, run by rank 0 alone (the others wait for its result)."""
-    with distributed.full_weights(policy.model):
-        result = evaluate_policy(policy, problems, cfg, report, label) if distributed.is_main() else None
-    return distributed.broadcast(result)
+    with wrapping.full_weights(policy.model):
+        result = evaluate_policy(policy, problems, cfg, report, label) if ranks.is_main() else None
+    return ranks.broadcast(result)

@@ -4,7 +4,7 @@ torch's autograd first builds each weight's gradient in a new tensor and then ad
 For the LM head and the input embedding that tensor is the whole `[V, H]` matrix however few rows
 a micro-batch touches: 134 MB each for a tied 65,536 x 512 embedding, twice per micro-batch. Where
 the weight is a plain leaf parameter (no gradient hooks: one process, no DDP/FSDP), the blocked
-head (grpo_cli.logprobs) and the embedding lookup here add into `.grad` in place instead, which is
+head (grpo_cli.perf.logprobs) and the embedding lookup here add into `.grad` in place instead, which is
 all autograd would have done with the temporary.
 """
 
@@ -42,7 +42,7 @@ def accumulates_in_place(weight: Tensor) -> bool:
     would do. (Under torchrun, DDP and FSDP reduce gradients from hooks on autograd's own
     accumulation, which a gradient added in place bypasses; torch 2.13's DDP was seen to reduce one
     anyway, but nothing documents that, so the ranks take autograd's path.)"""
-    from grpo_cli.distributed import world
+    from grpo_cli.ranks import world
 
     return (
         world() == 1

@@ -7,10 +7,10 @@ hidden states and one log-sum-exp per position, plus the probabilities only whil
 `KEEP_ELEMENTS`; otherwise backward recomputes each block's logits. Only the positions that enter
 the loss (the completion tokens) are projected at all. The head's memory is then bounded by
 constants (`KEEP_ELEMENTS` + two blocks), whatever the batch, sequence length and vocabulary.
-Rows that share a prompt (a group's G completions) run it once (grpo_cli.shared_prefix).
+Rows that share a prompt (a group's G completions) run it once (grpo_cli.perf.shared_prefix).
 
 The head's and the input embedding's weight gradients go straight into `.grad`
-(grpo_cli.grad_in_place).
+(grpo_cli.perf.grad_in_place).
 
 Models whose head does more than a linear map (logit soft-capping, logit scaling) take the plain
 path through `model(...).logits`.
@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from grpo_cli import shared_prefix
-from grpo_cli.distributed import is_fsdp
-from grpo_cli.grad_in_place import accumulates_in_place, backbone_inputs, grad_buffer
-from grpo_cli.loss import selected_logprobs, token_entropy
+from grpo_cli.algorithms.loss import selected_logprobs, token_entropy
+from grpo_cli.perf import shared_prefix
+from grpo_cli.perf.grad_in_place import accumulates_in_place, backbone_inputs, grad_buffer
+from grpo_cli.ranks import is_fsdp
 
 BLOCK_ELEMENTS = 1 << 22
 """Logit elements per block (16 MiB in float32; two blocks live at a time): rows = BLOCK_ELEMENTS // V."""
@@ -35,7 +35,7 @@ KEEP_ELEMENTS = 1 << 24
 backward instead of recomputing the head's matmul there (a quarter of the head's work)."""
 
 SHARE_PREFIXES = True
-"""Run each prompt shared by several rows once (grpo_cli.shared_prefix) where that applies; off
+"""Run each prompt shared by several rows once (grpo_cli.perf.shared_prefix) where that applies; off
 only to measure what it saves (benchmarks/step.py --ablate prefix)."""
 
 _HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
@@ -173,7 +173,7 @@ def head_logprobs(
 
 
 class LogprobModel(torch.nn.Module):
-    """The policy as DDP wraps it (grpo_cli.distributed.wrap): its forward is `sequence_logprobs` of
+    """The policy as DDP wraps it (grpo_cli.training.wrapping.wrap): its forward is `sequence_logprobs` of
     the bare model, so the blocked LM head and prefix sharing run inside DDP's forward (which sets up
     the gradient all-reduce; calling the bare model's `base_model` around DDP would skip it). Its
     parameters are the model's, in the same order."""
@@ -221,6 +221,7 @@ def sequence_logprobs(
             target_mask=mask,
             temperature=temperature,
             entropy=entropy,
+            logprob_head=blocked_logprobs,
         )
     mask = mask.bool()
     if not fusable(model):

@@ -8,9 +8,9 @@ from typing import Any
 
 from grpo_cli.config import Config
 from grpo_cli.errors import UserError
-from grpo_cli.metrics import evaluate_groups
+from grpo_cli.pipeline.metrics import evaluate_groups
+from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
 from grpo_cli.report import Reporter
-from grpo_cli.scoring import ScoreSummary, opened_verifiers, score
 
 
 @dataclass
@@ -57,7 +57,7 @@ def evaluate_policy(policy: Any, problems: list[dict[str, Any]], cfg: Config, re
     """Sample `eval.n` completions per problem from a loaded policy, score them, compute metrics."""
     import time
 
-    from grpo_cli.rollout import sample_problems, sampling_params
+    from grpo_cli.pipeline.sample import sample_problems, sampling_params
 
     t0 = time.perf_counter()
     samples = sample_problems(
@@ -71,7 +71,7 @@ def evaluate_policy(policy: Any, problems: list[dict[str, Any]], cfg: Config, re
 
 def evaluate_model(cfg: Config, model_path: str, report: Reporter, label: str | None = None) -> EvalRun:
     """Evaluate one model folder (or `tiny`) on the held-out problems of `data.eval`."""
-    from grpo_cli.rollout import load_policy, problems_from
+    from grpo_cli.pipeline.sample import load_policy, problems_from
 
     problems = problems_from(cfg.data.eval, cfg.data)
     return evaluate_policy(load_policy(cfg, model_path), problems, cfg, report, label or model_path)

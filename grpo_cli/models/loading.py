@@ -13,7 +13,7 @@ TINY = "tiny"
 
 
 def tiny_model_dir() -> Path:
-    return Path(str(resources.files("grpo_cli.assets") / "tiny-model"))
+    return Path(str(resources.files("grpo_cli.builtin") / "tiny-model"))
 
 
 def resolve_model_dir(path: str) -> Path:
@@ -71,7 +71,7 @@ def load_tokenizer(model_dir: Path) -> Any:
 
 
 def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) -> Any:
-    """The causal LM in `model_dir`: grpo's own implementation (grpo_cli.native) where `cfg.impl`
+    """The causal LM in `model_dir`: grpo's own implementation (grpo_cli.models.llama) where `cfg.impl`
     allows and it supports the model, else transformers'."""
     import torch
 
@@ -79,9 +79,9 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
     model: Any = None
     try:
         if cfg.impl != "transformers":
-            from grpo_cli import native
+            from grpo_cli.models import llama
 
-            model = native.load(model_dir, dtype)
+            model = llama.load(model_dir, dtype)
             if isinstance(model, str):
                 if cfg.impl == "native":
                     raise UserError(

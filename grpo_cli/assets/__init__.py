@@ -1,1 +1,0 @@
-"""Files shipped inside the package (the tiny default model)."""
