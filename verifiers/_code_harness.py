@@ -28,6 +28,7 @@ import math
 import os
 import select
 import struct
+import symtable
 import sys
 import time
 import traceback
@@ -63,11 +64,55 @@ def _base_names(cls: ast.ClassDef) -> list[str]:
     return names
 
 
-def _statement_tests(body: list[ast.stmt], prefix: str) -> list[tuple[str, ast.stmt | None]]:
-    """(name, statement) for each statement; name is "" for setup, else `prefix:line`."""
+def _solution_names(tree: ast.Module, code: str) -> set[str]:
+    """Names the test code reads but never binds at top level, builtins excepted: the solution's."""
+    top = symtable.symtable(code, "<tests>", "exec")
+    bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    used, tables = set(), [top]
+    while tables:
+        table = tables.pop()
+        used |= {s.get_name() for s in table.get_symbols() if s.is_referenced() and s.is_global()}
+        tables.extend(table.get_children())
+    return {name for name in used - bound if not hasattr(builtins, name)}
+
+
+def _loads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _binds(stmt: ast.stmt) -> set[str]:
+    """The names a top-level statement binds (over-approximated: nested scopes' names too)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    names = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+    return names
+
+
+def _uses_solution(tree: ast.Module, code: str) -> set[str]:
+    """The solution's names and every top-level name bound from them (`r = add(1, 2)`, a helper
+    function calling `add`): a test that reads none of these cannot test the solution."""
+    derived = _solution_names(tree, code)
+    changed = True
+    while changed:
+        changed = False
+        for stmt in tree.body:
+            if _loads(stmt) & derived and not _binds(stmt) <= derived:
+                derived |= _binds(stmt)
+                changed = True
+    return derived
+
+
+def _statement_tests(tree: ast.Module, derived: set[str]) -> list[tuple[str, ast.stmt]]:
+    """(name, statement) for each top-level statement: `assert:LINE` for one holding an `assert`
+    that reads the solution, "" for setup (`assert True` included: it tests nothing)."""
     out = []
-    for stmt in body:
-        out.append((f"{prefix}:{stmt.lineno}" if _has_assert(stmt) else "", stmt))
+    for stmt in tree.body:
+        out.append((f"assert:{stmt.lineno}" if _has_assert(stmt) and _loads(stmt) & derived else "", stmt))
     return out
 
 
@@ -81,36 +126,45 @@ def _check_def(tree: ast.Module) -> ast.FunctionDef | None:
 def plan(kind: str, code: str, entry_point: str | None = None) -> list[str]:
     """The names of the tests in `code`, in run order. Raises SyntaxError or ValueError for bad tests.
 
-    kind "code": each top-level statement holding an `assert` (`assert:LINE`), each top-level
-    `test*` function (`func:NAME`), each `test*` method of a class deriving from `*TestCase`
-    (`case:CLASS.METHOD`) or of a plain `Test*` class (`class:CLASS.METHOD`).
-    kind "check": each statement of `check`'s body holding an `assert` (`check:LINE`), or the whole
-    `check(candidate)` call (`check`) when its body has none at top level.
+    kind "check" (HumanEval): the whole `check(candidate)` call is one test (`check`), passed only
+    when every assert in it passes, as HumanEval's pass@k counts it.
+    kind "code": independent tests, each scored on its own: each top-level statement holding an
+    `assert` (`assert:LINE`), each top-level `test*` function (`func:NAME`), each `test*` method of
+    a class deriving from `*TestCase` (`case:CLASS.METHOD`) or of a plain `Test*` class
+    (`class:CLASS.METHOD`). Only those that read one of the solution's names (directly or through
+    a top-level name bound from them) count: `assert True, "..."` or a test of the test's own
+    helpers is setup, never a passed test.
     """
     tree = ast.parse(code)
-    names = []
     if kind == "check":
         check = _check_def(tree)
         if check is None or len(check.args.args) != 1:
             raise ValueError("the check code must define `check(candidate)` at top level")
         if not entry_point:
             raise ValueError("a check(candidate) test needs an `entry_point` (the function's name)")
-        names = [name for name, _ in _statement_tests(check.body, "check") if name]
-        return names or ["check"]
-    for name, stmt in _statement_tests(tree.body, "assert"):
+        return ["check"]
+    derived = _uses_solution(tree, code)
+    names = []
+    for name, stmt in _statement_tests(tree, derived):
         if name:
             names.append(name)
         elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name.startswith("test"):
-            names.append(f"func:{stmt.name}")
+            if _loads(stmt) & derived:
+                names.append(f"func:{stmt.name}")
         elif isinstance(stmt, ast.ClassDef):
             bases = _base_names(stmt)
             is_case = any(b.endswith("TestCase") for b in bases)
             if is_case or (stmt.name.startswith("Test") and not bases):
-                for item in stmt.body:
-                    if isinstance(item, ast.FunctionDef) and item.name.startswith("test"):
+                methods = [m for m in stmt.body if isinstance(m, ast.FunctionDef) and m.name.startswith("test")]
+                shared = set().union(*(_loads(m) for m in stmt.body if m not in methods))  # setUp, helpers
+                for item in methods:
+                    if (_loads(item) | shared) & derived:
                         names.append(f"{'case' if is_case else 'class'}:{stmt.name}.{item.name}")
     if not names:
-        raise ValueError("the test code holds no test: no assert, no test_* function, no TestCase")
+        raise ValueError(
+            "the test code holds no test of the solution: no assert, test_* function or TestCase"
+            " method that uses a name the solution defines"
+        )
     return names
 
 
@@ -388,18 +442,12 @@ def _run_tests(spec: dict, client: _Client, report) -> None:
     if kind == "check":
         for stmt in tree.body:
             run("", exec_stmt(stmt))
-        check = _check_def(tree)
         entry = spec["entry_point"]
         if entry not in candidate_names:
             raise NameError(f"the solution defines no {entry!r}")
-        namespace[check.args.args[0].arg] = candidate_names[entry]
-        if "check" in names:
-            run("check", lambda: namespace["check"](candidate_names[entry]))
-            return
-        for name, stmt in _statement_tests(check.body, "check"):
-            run(name, exec_stmt(stmt))
+        run("check", lambda: namespace["check"](candidate_names[entry]))
         return
-    for name, stmt in _statement_tests(tree.body, "assert"):
+    for name, stmt in _statement_tests(tree, _uses_solution(tree, code)):
         run(name, exec_stmt(stmt))
     import unittest
 
