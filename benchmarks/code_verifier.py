@@ -39,7 +39,8 @@ FORMATS = {
     "check": (
         ADD,
         {
-            "check": "def check(candidate):\n" + "".join(f"    assert candidate({i}, 1) == {i + 1}\n" for i in range(4)),
+            "check": "def check(candidate):\n"
+            + "".join(f"    assert candidate({i}, 1) == {i + 1}\n" for i in range(4)),
             "entry_point": "add",
         },
     ),
