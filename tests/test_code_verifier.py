@@ -4,6 +4,7 @@ fallback, and `grpo score --verifier code` end to end."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -279,11 +280,11 @@ def test_a_broken_harness_costs_one_sample(verifier, monkeypatch):
     calls = []
     real = verifier._run_functions
 
-    def flaky(code, tests, slot, info):
+    def flaky(code, tests, slot, info, *box):
         calls.append(code)
         if "BREAK" in code:
             raise OSError("no more pipes")
-        return real(code, tests, slot, info)
+        return real(code, tests, slot, info, *box)
 
     monkeypatch.setattr(verifier, "_run_functions", flaky)
     samples = [
@@ -353,3 +354,24 @@ def test_a_python_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
     pairs = list(zip(cmd, cmd[1:]))
     assert pairs.index(("--tmpfs", "/tmp")) < pairs.index(("--ro-bind", "/tmp/ci/.venv"))
     assert ("--dir", "/tmp/ci") in pairs and ("--dir", "/tmp") not in pairs
+
+
+@needs_bwrap
+@pytest.mark.parametrize("warm", [True, False])
+def test_every_run_is_fresh_and_alone(warm):
+    # Each run, warm or not: pid 2 under its own pid 1 with nothing else in its PID namespace, a
+    # work dir holding only its own files (nothing left by the run before it on the same worker),
+    # and, as root, a uid of its own.
+    probe = """import os
+print(sorted(os.listdir('.')))
+print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), os.getpid())
+print(os.getuid() != 0 or os.geteuid() != 0)
+open('left_behind', 'w').write('x')
+"""
+    files = ["solution.py"] if warm else ["_code_harness.py", "solution.py"]
+    seen = f"{files}\n[1, 2] 2\n{os.geteuid() == 0}\n"
+    v = CodeVerifier(workers=1, warm=warm, timeout=5)
+    verdicts = v.verify([{"completion": fenced(probe), "tests": [{"input": "", "output": seen}] * 2}] * 2)
+    assert [x.reward for x in verdicts] == [1.0, 1.0], verdicts[0].info
+    if warm and os.geteuid() == 0:
+        assert code_module._warm_works is True  # the warm sandbox ran, not the fallback

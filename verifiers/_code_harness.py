@@ -479,14 +479,15 @@ def _unittest_runner(unittest, cls, method):
     return run
 
 
-def test_main(req_fd: int, resp_fd: int, report_fd: int, timeout: float) -> None:
+def test_main(req_fd: int, resp_fd: int, report_fd: int, timeout: float, spec: dict | None = None) -> None:
     def report(name, ok, error):
         line = json.dumps({"name": name, "ok": ok, "error": error}).encode() + b"\n"
         while line:
             line = line[os.write(report_fd, line) :]
 
-    with open("tests.json", encoding="utf-8") as f:
-        spec = json.load(f)
+    if spec is None:
+        with open("tests.json", encoding="utf-8") as f:
+            spec = json.load(f)
     client = _Client(req_fd, resp_fd, timeout)
     try:
         _run_tests(spec, client, report)
@@ -496,10 +497,284 @@ def test_main(req_fd: int, resp_fd: int, report_fd: int, timeout: float) -> None
     os._exit(0)
 
 
+# ---------------------------------------------------------------- the warm sandbox (zygote)
+#
+# One per worker inside its bubblewrap sandbox, as root (CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID
+# kept for it alone). It has imported everything the runs need, so a run costs a few forks, not a
+# sandbox and an interpreter start. Each run of candidate or test code gets what a sandbox of its
+# own gave it: its own mount, PID and IPC namespaces; a fresh size-capped tmpfs work dir holding
+# only its files (the only place it can write: the rest of the root is read-only or root's 0755);
+# a trusted pid 1 that reaps and, by exiting when the run's process does, has the kernel kill
+# everything the run started; rlimits, no new privileges and the run's own uid (which drops every
+# capability). Killing that pid 1 from here ends the run early. Jobs arrive one at a time over the
+# control pipe and the results go back over the result pipe, both length-prefixed JSON.
+
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID = 0x00020000, 0x08000000, 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+WORK = "/tmp/sandbox"
+_libc = None
+
+
+def _sys(name: str, *args) -> None:
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(_libc, name)(*args) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+def _only_fds(keep) -> None:
+    """Close every fd above 2 but `keep`."""
+    last = 2
+    for fd in sorted(set(keep)):
+        if fd > last + 1:
+            os.closerange(last + 1, fd)
+        last = max(last, fd)
+    os.closerange(last + 1, 1 << 20)
+
+
+def _stdio(stdin=None, stdout=None, stderr=None) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd, source in ((0, stdin), (1, stdout), (2, stderr)):
+        os.dup2(devnull if source is None else source, fd)
+    os.close(devnull)
+
+
+def _spawn(target, keep=(), files=None, work=64 * 2**20, stdin=None, stdout=None, stderr=None):
+    """Start `target()` as pid 2 of a fresh run (see above); (helper pid, the run's init pid).
+    The helper, in our namespaces, only waits for the init, so waiting for it waits for the run."""
+    r, w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        try:
+            _stdio(stdin, stdout, stderr)
+            _only_fds((*keep, w))
+            _sys("unshare", CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)
+            _sys("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
+            _sys("mount", b"tmpfs", WORK.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, f"size={work},mode=0777".encode())
+            for name, text in (files or {}).items():
+                path = os.path.join(WORK, name)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(text)
+                os.chmod(path, 0o444)
+            init = os.fork()
+            if init == 0:
+                os.close(w)
+                _init(target, keep)
+            os.write(w, str(init).encode())
+            _stdio()
+            _only_fds(())
+            while True:
+                pid, _ = os.waitpid(init, 0)
+                if pid == init:
+                    os._exit(0)
+        except BaseException:
+            os._exit(127)
+    os.close(w)
+    try:
+        init = int(os.read(r, 64) or 0)
+    finally:
+        os.close(r)
+    if init <= 0:
+        os.waitpid(helper, 0)
+        raise OSError("a run's namespaces could not be set up")
+    return helper, init
+
+
+def _init(target, keep) -> None:
+    """pid 1 of a run: mounts its /proc, runs `target` as pid 2, reaps, exits when it exits."""
+    try:
+        _sys("mount", b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        os.chdir(WORK)
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setsid()
+                target()
+            finally:
+                os._exit(1)
+        _stdio()
+        _only_fds(())
+        while True:
+            pid, _ = os.waitpid(-1, 0)
+            if pid == child:
+                os._exit(0)
+    except BaseException:
+        pass
+    os._exit(1)
+
+
+def _end(runs, wait_s: float = 5.0) -> None:
+    """SIGKILL each run's init (the kernel then kills its namespace) and reap the helpers."""
+    import signal
+
+    for helper, init in runs:
+        if init > 0:
+            try:
+                os.kill(init, signal.SIGKILL)
+            except OSError:
+                pass
+    deadline = time.monotonic() + wait_s
+    for helper, _ in runs:
+        while True:
+            try:
+                pid, _ = os.waitpid(helper, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid or time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+
+
+def _read_all(fd: int, deadline: float, limit: int):
+    """Bytes from `fd` until EOF; stops with a reason at the deadline or past `limit` bytes."""
+    chunks, size = [], 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return b"".join(chunks), "timed out"
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks), None
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks), "output over the limit"
+
+
+def _memfd(text: bytes = b"") -> int:
+    fd = os.memfd_create("grpo", 0)
+    os.write(fd, text)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _script(limits: dict) -> None:
+    """A stdin/stdout run in this interpreter, as `python -I solution.py` would run it."""
+    import io
+    import threading
+    import types
+
+    apply_limits(limits)
+    sys.stdin = io.open(0, "r", encoding="utf-8", closefd=False)
+    sys.stdout = io.open(1, "w", encoding="utf-8", closefd=False)
+    sys.stderr = io.open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    sys.argv = ["solution.py"]
+    main = types.ModuleType("__main__")
+    main.__file__ = os.path.join(WORK, "solution.py")
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    status = 0
+    try:
+        with open("solution.py", encoding="utf-8") as f:
+            source = f.read()
+        exec(compile(source, "solution.py", "exec"), main.__dict__)
+        threading._shutdown()  # non-daemon threads finish first, as at interpreter exit
+    except SystemExit as exc:
+        code = exc.code
+        status = code if isinstance(code, int) else (0 if code is None else 1)
+        if not isinstance(code, int) and code is not None:
+            print(code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        status = status or 120
+    os._exit(status & 0xFF)
+
+
+def _job_script(job: dict) -> dict:
+    stdin = _memfd(job["stdin"].encode("utf-8"))
+    out_r, out_w = os.pipe()
+    runs = []
+    try:
+        runs.append(
+            _spawn(lambda: _script(job["limits"]), files={"solution.py": job["code"]}, work=job["work"],
+                   stdin=stdin, stdout=out_w)
+        )  # fmt: skip
+        os.close(out_w)
+        out_w = -1
+        out, problem = _read_all(out_r, time.monotonic() + job["timeout"], job["max_output"])
+    finally:
+        _end(runs)
+        for fd in (stdin, out_r, out_w):
+            if fd >= 0:
+                os.close(fd)
+    return {"stdout": base64.b64encode(out).decode(), "problem": problem}
+
+
+def _job_functions(job: dict) -> dict:
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    stderr = _memfd()
+    runs = []
+    try:
+        serve_limits, test_limits = job["serve"], job["test"]
+
+        def serve_target():
+            apply_limits(serve_limits)
+            serve(req_r, resp_w)
+
+        def test_target():
+            apply_limits(test_limits)
+            test_main(req_w, resp_r, rep_w, float(test_limits["call_timeout"]), job["spec"])
+
+        runs.append(_spawn(serve_target, (req_r, resp_w), {"solution.py": job["code"]}, job["work"]))
+        runs.append(_spawn(test_target, (req_w, resp_r, rep_w), {}, job["work"], stderr=stderr))
+        for fd in (req_r, req_w, resp_r, resp_w, rep_w):  # the runs hold them now
+            os.close(fd)
+        req_r = req_w = resp_r = resp_w = rep_w = -1
+        data, problem = _read_all(rep_r, time.monotonic() + job["total"], 4 * 2**20)
+        done = problem is None
+    finally:
+        _end(runs)
+        for fd in (req_r, req_w, resp_r, resp_w, rep_w, rep_r):
+            if fd >= 0:
+                os.close(fd)
+    os.lseek(stderr, 0, os.SEEK_SET)
+    err = os.read(stderr, 1 << 20)[-500:]
+    os.close(stderr)
+    return {"report": data.decode("utf-8", errors="replace"), "problem": problem, "ended": done,
+            "stderr": err.decode("utf-8", errors="replace")}  # fmt: skip
+
+
+def zygote(ctrl_fd: int, result_fd: int) -> None:
+    import ctypes  # noqa: F401  (imported once here, not per run)
+    import importlib.util  # noqa: F401
+    import resource  # noqa: F401
+    import unittest  # noqa: F401
+
+    _stdio()
+    while True:
+        try:
+            job = recv(ctrl_fd)
+        except (EOFError, OSError, ValueError):
+            os._exit(0)
+        try:
+            result = _job_script(job) if job.get("op") == "script" else _job_functions(job)
+        except BaseException as exc:  # a failing job costs its sample, not the sandbox
+            result = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        send(result_fd, result)
+
+
 def main(argv: list[str]) -> None:
     mode = argv[1]
     limits = json.loads(argv[2])
     fds = [int(a) for a in argv[3:]]
+    if mode == "zygote":  # its runs set their own limits
+        zygote(*fds)
     apply_limits(limits)
     if mode == "script":
         os.execv(sys.executable, [sys.executable, "-I", "solution.py"])

@@ -80,13 +80,17 @@ def _python_dirs() -> list[str]:
     return sorted(dirs)
 
 
-def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) -> list[str]:
-    """bwrap's arguments up to `--`; `files` maps a name in the work dir to a readable fd."""
+def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...], admin: bool = False) -> list[str]:
+    """bwrap's arguments up to `--`; `files` maps a name in the work dir to a readable fd. `admin`
+    (as root only) keeps CAP_SYS_ADMIN for the warm sandbox's zygote, which makes each run's own
+    namespaces; no run keeps it (each switches to its own uid)."""
     root = os.geteuid() == 0
     cmd = [bwrap_path() or "bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if root:  # no user namespace: the harness switches to the run's uid, for RLIMIT_NPROC
         cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if admin:
+            cmd += ["--cap-add", "CAP_SYS_ADMIN"]
     else:
         cmd += ["--unshare-all"]
     # an empty root: the system directories and the Python installation, read-only, nothing else
@@ -177,6 +181,7 @@ class Sandboxed:
         stderr: IO[bytes] | int = subprocess.DEVNULL,
         work_mb: int = 64,
         hide: tuple[str, ...] = (),
+        admin: bool = False,
     ) -> None:
         self.uid = limits.uid
         self.use_bwrap = use_bwrap
@@ -198,7 +203,7 @@ class Sandboxed:
                     handles.append(handle)
                     fds[name] = handle.fileno()
                 self.info_r, info_w = os.pipe()  # bwrap reports the namespace init's pid here
-                cmd = [*bwrap_command(fds, work_mb, hide), *harness]
+                cmd = [*bwrap_command(fds, work_mb, hide, admin), *harness]
                 cmd[1:1] = ["--info-fd", str(info_w)]
                 self.process = self._popen(
                     cmd, None, (*pass_fds, *fds.values(), info_w), stdin, stdout, stderr, {"PATH": PATH}
@@ -269,3 +274,48 @@ class Sandboxed:
             _kill_marked(self.token.encode() + b"=")
         if self.tempdir is not None:
             shutil.rmtree(self.tempdir, ignore_errors=True)
+
+
+class Warm:
+    """A warm sandbox: one bubblewrap sandbox whose zygote (`_code_harness.zygote`) runs jobs one at
+    a time, each run in namespaces, a work dir and a uid of its own (as root only: runs need their
+    own uids). A job that does not answer by its deadline kills the whole sandbox; `broken` then
+    says why, and the caller starts another."""
+
+    def __init__(self, work_mb: int, hide: tuple[str, ...]) -> None:
+        self.ctrl_r, self.ctrl_w = os.pipe()
+        self.res_r, self.res_w = os.pipe()
+        self.broken: str | None = None
+        try:
+            self.box = Sandboxed(
+                "zygote", {}, Limits(0, 0, 0, 0, None), use_bwrap=True, pass_fds=(self.ctrl_r, self.res_w),
+                work_mb=work_mb, hide=hide, admin=True,
+            )  # fmt: skip
+        finally:
+            os.close(self.ctrl_r)
+            os.close(self.res_w)
+
+    def run(self, job: dict[str, Any], seconds: float) -> dict[str, Any]:
+        from grpo_verifiers._code_harness import recv, send
+
+        if self.broken:
+            raise RuntimeError(self.broken)
+        try:
+            send(self.ctrl_w, job)
+            result = recv(self.res_r, time.monotonic() + seconds)
+        except (OSError, EOFError, ValueError, TimeoutError) as exc:
+            self.broken = f"the warm sandbox failed: {type(exc).__name__}: {exc}"
+            self.close()
+            raise RuntimeError(self.broken) from None
+        if "error" in result:
+            raise RuntimeError(str(result["error"]))
+        return result
+
+    def close(self) -> None:
+        if self.ctrl_w >= 0:
+            os.close(self.ctrl_w)
+            self.ctrl_w = -1
+        if self.res_r >= 0:
+            self.box.kill()
+            os.close(self.res_r)
+            self.res_r = -1
