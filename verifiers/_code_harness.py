@@ -479,9 +479,11 @@ def _unittest_runner(unittest, cls, method):
     return run
 
 
-def test_main(req_fd: int, resp_fd: int, report_fd: int, timeout: float, spec: dict | None = None) -> None:
+def test_main(
+    req_fd: int, resp_fd: int, report_fd: int, timeout: float, spec: dict | None = None, job: int | None = None
+) -> None:
     def report(name, ok, error):
-        line = json.dumps({"name": name, "ok": ok, "error": error}).encode() + b"\n"
+        line = json.dumps({"name": name, "ok": ok, "error": error, "job": job}).encode() + b"\n"
         while line:
             line = line[os.write(report_fd, line) :]
 
@@ -502,12 +504,17 @@ def test_main(req_fd: int, resp_fd: int, report_fd: int, timeout: float, spec: d
 # One per worker inside its bubblewrap sandbox, as root (CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID
 # kept for it alone). It has imported everything the runs need, so a run costs a few forks, not a
 # sandbox and an interpreter start. Each run of candidate or test code gets what a sandbox of its
-# own gave it: its own mount, PID and IPC namespaces; a fresh size-capped tmpfs work dir holding
-# only its files (the only place it can write: the rest of the root is read-only or root's 0755);
-# a trusted pid 1 that reaps and, by exiting when the run's process does, has the kernel kill
-# everything the run started; rlimits, no new privileges and the run's own uid (which drops every
-# capability). Killing that pid 1 from here ends the run early. Jobs arrive one at a time over the
-# control pipe and the results go back over the result pipe, both length-prefixed JSON.
+# own gave it: its own mount, PID and IPC namespaces; a fresh size-capped tmpfs work dir (the only
+# place it can write: the rest of the root is read-only or root's 0755); a trusted pid 1 that
+# reaps and, by exiting when the run's process does, has the kernel kill everything the run
+# started; rlimits, no new privileges and the run's own uid (which drops every capability).
+# Killing that pid 1 from here ends the run early.
+#
+# A forked run inherits this process's memory, so nothing secret ever passes through it: the
+# solution and the tests go from the parent straight to the run that needs them over pipes of their
+# own (CODE_FD, SPEC_FD; a run reads its message before any candidate code runs, then closes the
+# pipe), and test reports and program output go straight back (REPORT_FD, OUT_FD). The control pipe
+# carries only limits, the stdin of stdin/stdout tests and job numbers; results are exit statuses.
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID = 0x00020000, 0x08000000, 0x20000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
@@ -517,13 +524,11 @@ _libc = None
 
 def _sys(name: str, *args) -> None:
     global _libc
-    if _libc is None:
-        import ctypes
+    import ctypes
 
+    if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     if getattr(_libc, name)(*args) != 0:
-        import ctypes
-
         err = ctypes.get_errno()
         raise OSError(err, f"{name}: {os.strerror(err)}")
 
@@ -545,34 +550,33 @@ def _stdio(stdin=None, stdout=None, stderr=None) -> None:
     os.close(devnull)
 
 
-def _spawn(target, keep=(), files=None, work=64 * 2**20, stdin=None, stdout=None, stderr=None):
-    """Start `target()` as pid 2 of a fresh run (see above); (helper pid, the run's init pid).
-    The helper, in our namespaces, only waits for the init, so waiting for it waits for the run."""
+def _status_code(status: int) -> int:
+    """An exit status as one exit code: the code, or 128 + the signal."""
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _spawn(target, keep=(), work=64 * 2**20, stdin=None, stdout=None):
+    """Start `target()` as pid 2 of a fresh run (see above); `[helper pid, init pid, None]`.
+    The helper, in our namespaces, only waits for the init and exits with its code, so waiting
+    for it waits for the whole run."""
     r, w = os.pipe()
     helper = os.fork()
     if helper == 0:
         try:
-            _stdio(stdin, stdout, stderr)
+            _stdio(stdin, stdout)
             _only_fds((*keep, w))
             _sys("unshare", CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)
             _sys("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
             _sys("mount", b"tmpfs", WORK.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, f"size={work},mode=0777".encode())
-            for name, text in (files or {}).items():
-                path = os.path.join(WORK, name)
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(text)
-                os.chmod(path, 0o444)
             init = os.fork()
             if init == 0:
                 os.close(w)
-                _init(target, keep)
+                _init(target)
             os.write(w, str(init).encode())
             _stdio()
             _only_fds(())
-            while True:
-                pid, _ = os.waitpid(init, 0)
-                if pid == init:
-                    os._exit(0)
+            _, status = os.waitpid(init, 0)
+            os._exit(_status_code(status))
         except BaseException:
             os._exit(127)
     os.close(w)
@@ -583,11 +587,12 @@ def _spawn(target, keep=(), files=None, work=64 * 2**20, stdin=None, stdout=None
     if init <= 0:
         os.waitpid(helper, 0)
         raise OSError("a run's namespaces could not be set up")
-    return helper, init
+    return [helper, init, None]
 
 
-def _init(target, keep) -> None:
+def _init(target) -> None:
     """pid 1 of a run: mounts its /proc, runs `target` as pid 2, reaps, exits when it exits."""
+    code = 127
     try:
         _sys("mount", b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         os.chdir(WORK)
@@ -601,37 +606,47 @@ def _init(target, keep) -> None:
         _stdio()
         _only_fds(())
         while True:
-            pid, _ = os.waitpid(-1, 0)
+            pid, status = os.waitpid(-1, 0)
             if pid == child:
-                os._exit(0)
+                code = _status_code(status)
+                break
     except BaseException:
         pass
-    os._exit(1)
+    os._exit(code)
+
+
+def _wait(helper: int, deadline: float) -> int | None:
+    """The helper's exit code once it exits, None at the deadline (it is left running)."""
+    fd = os.pidfd_open(helper)
+    try:
+        select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        pid, status = os.waitpid(helper, os.WNOHANG)
+        return _status_code(status) if pid else None
+    finally:
+        os.close(fd)
 
 
 def _end(runs, wait_s: float = 5.0) -> None:
-    """SIGKILL each run's init (the kernel then kills its namespace) and reap the helpers."""
+    """SIGKILL the init of each run still going (the kernel then kills its namespace) and reap
+    the helpers; a run is `[helper, init, exit code or None]`."""
     import signal
 
-    for helper, init in runs:
-        if init > 0:
+    for _, init, code in runs:
+        if code is None:
             try:
                 os.kill(init, signal.SIGKILL)
             except OSError:
                 pass
     deadline = time.monotonic() + wait_s
-    for helper, _ in runs:
-        while True:
+    for run in runs:
+        if run[2] is None:
             try:
-                pid, _ = os.waitpid(helper, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid or time.monotonic() > deadline:
-                break
-            time.sleep(0.001)
+                run[2] = _wait(run[0], deadline)
+            except OSError:  # gone already
+                pass
 
 
-def _read_all(fd: int, deadline: float, limit: int):
+def read_until(fd: int, deadline: float, limit: int) -> tuple[bytes, str | None]:
     """Bytes from `fd` until EOF; stops with a reason at the deadline or past `limit` bytes."""
     chunks, size = [], 0
     while True:
@@ -647,23 +662,30 @@ def _read_all(fd: int, deadline: float, limit: int):
             return b"".join(chunks), "output over the limit"
 
 
-def _memfd(text: bytes = b"") -> int:
-    fd = os.memfd_create("grpo", 0)
-    os.write(fd, text)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
+def _take(fd: int, job: int):
+    """This job's message from a parent's pipe (read by the run itself, never by the zygote)."""
+    message = recv(fd, time.monotonic() + 10)
+    os.close(fd)
+    if message.get("job") != job:
+        raise ValueError("a message of another job")
+    return message["data"]
+
+
+def _write_solution(code: str) -> None:
+    with open("solution.py", "w", encoding="utf-8") as f:
+        f.write(code)
+    os.chmod("solution.py", 0o444)
 
 
 def _script(limits: dict) -> None:
     """A stdin/stdout run in this interpreter, as `python -I solution.py` would run it."""
-    import io
     import threading
     import types
 
     apply_limits(limits)
-    sys.stdin = io.open(0, "r", encoding="utf-8", closefd=False)
-    sys.stdout = io.open(1, "w", encoding="utf-8", closefd=False)
-    sys.stderr = io.open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
     sys.argv = ["solution.py"]
     main = types.ModuleType("__main__")
     main.__file__ = os.path.join(WORK, "solution.py")
@@ -694,68 +716,76 @@ def _script(limits: dict) -> None:
     os._exit(status & 0xFF)
 
 
-def _job_script(job: dict) -> dict:
+def _memfd(text: bytes) -> int:
+    fd = os.memfd_create("stdin", 0)
+    os.write(fd, text)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _job_script(job: dict, fds: dict) -> dict:
+    n, limits = job["job"], job["limits"]
+
+    def target():
+        _write_solution(_take(fds["code"], n))
+        _script(limits)
+
     stdin = _memfd(job["stdin"].encode("utf-8"))
-    out_r, out_w = os.pipe()
     runs = []
     try:
-        runs.append(
-            _spawn(lambda: _script(job["limits"]), files={"solution.py": job["code"]}, work=job["work"],
-                   stdin=stdin, stdout=out_w)
-        )  # fmt: skip
-        os.close(out_w)
-        out_w = -1
-        out, problem = _read_all(out_r, time.monotonic() + job["timeout"], job["max_output"])
+        runs.append(_spawn(target, (fds["code"],), job["work"], stdin=stdin, stdout=fds["out"]))
+        code = runs[0][2] = _wait(runs[0][0], time.monotonic() + job["timeout"])
     finally:
         _end(runs)
-        for fd in (stdin, out_r, out_w):
-            if fd >= 0:
-                os.close(fd)
-    return {"stdout": base64.b64encode(out).decode(), "problem": problem}
+        os.close(stdin)
+    return {"job": n, "timed_out": code is None, "code": code}
 
 
-def _job_functions(job: dict) -> dict:
+def _job_functions(job: dict, fds: dict) -> dict:
+    n, serve_limits, test_limits = job["job"], job["serve"], job["test"]
     req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
-    rep_r, rep_w = os.pipe()
-    stderr = _memfd()
+
+    def serve_target():
+        _write_solution(_take(fds["code"], n))
+        apply_limits(serve_limits)
+        serve(req_r, resp_w)
+
+    def test_target():
+        spec = _take(fds["spec"], n)
+        apply_limits(test_limits)
+        test_main(req_w, resp_r, fds["report"], float(test_limits["call_timeout"]), spec, n)
+
     runs = []
     try:
-        serve_limits, test_limits = job["serve"], job["test"]
-
-        def serve_target():
-            apply_limits(serve_limits)
-            serve(req_r, resp_w)
-
-        def test_target():
-            apply_limits(test_limits)
-            test_main(req_w, resp_r, rep_w, float(test_limits["call_timeout"]), job["spec"])
-
-        runs.append(_spawn(serve_target, (req_r, resp_w), {"solution.py": job["code"]}, job["work"]))
-        runs.append(_spawn(test_target, (req_w, resp_r, rep_w), {}, job["work"], stderr=stderr))
-        for fd in (req_r, req_w, resp_r, resp_w, rep_w):  # the runs hold them now
+        runs.append(_spawn(serve_target, (req_r, resp_w, fds["code"]), job["work"]))
+        runs.append(_spawn(test_target, (req_w, resp_r, fds["report"], fds["spec"]), job["work"]))
+        for fd in (req_r, req_w, resp_r, resp_w):  # the runs hold them now
             os.close(fd)
-        req_r = req_w = resp_r = resp_w = rep_w = -1
-        data, problem = _read_all(rep_r, time.monotonic() + job["total"], 4 * 2**20)
-        done = problem is None
+        req_r = req_w = resp_r = resp_w = -1
+        code = runs[1][2] = _wait(runs[1][0], time.monotonic() + job["total"])
     finally:
         _end(runs)
-        for fd in (req_r, req_w, resp_r, resp_w, rep_w, rep_r):
+        for fd in (req_r, req_w, resp_r, resp_w):
             if fd >= 0:
                 os.close(fd)
-    os.lseek(stderr, 0, os.SEEK_SET)
-    err = os.read(stderr, 1 << 20)[-500:]
-    os.close(stderr)
-    return {"report": data.decode("utf-8", errors="replace"), "problem": problem, "ended": done,
-            "stderr": err.decode("utf-8", errors="replace")}  # fmt: skip
+    return {"job": n, "timed_out": code is None, "code": code}
 
 
-def zygote(ctrl_fd: int, result_fd: int) -> None:
-    import ctypes  # noqa: F401  (imported once here, not per run)
+def _unread(fd: int) -> int:
+    import fcntl
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def zygote(ctrl_fd: int, result_fd: int, code_fd: int, spec_fd: int, out_fd: int, report_fd: int) -> None:
+    import ctypes  # noqa: F401  (imported once here, not once per run)
     import importlib.util  # noqa: F401
     import resource  # noqa: F401
     import unittest  # noqa: F401
 
+    fds = {"code": code_fd, "spec": spec_fd, "out": out_fd, "report": report_fd}
     _stdio()
     while True:
         try:
@@ -763,9 +793,11 @@ def zygote(ctrl_fd: int, result_fd: int) -> None:
         except (EOFError, OSError, ValueError):
             os._exit(0)
         try:
-            result = _job_script(job) if job.get("op") == "script" else _job_functions(job)
+            result = _job_script(job, fds) if job.get("op") == "script" else _job_functions(job, fds)
         except BaseException as exc:  # a failing job costs its sample, not the sandbox
-            result = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            result = {"job": job.get("job"), "error": f"{type(exc).__name__}: {exc}"[:500]}
+        if _unread(code_fd) or _unread(spec_fd):  # a run did not take its message: start afresh
+            result["stale"] = True
         send(result_fd, result)
 
 

@@ -44,13 +44,11 @@ otherwise, or with `warm: false`, a bubblewrap sandbox per process.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
 import queue
 import re
-import select
 import subprocess
 import tempfile
 import threading
@@ -62,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpo_verifiers import _sandbox
-from grpo_verifiers._code_harness import plan
+from grpo_verifiers._code_harness import plan, read_until
 from grpo_verifiers.base import Verdict, Verifier
 
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
@@ -77,17 +75,19 @@ def _warm_probe(work_mb: int, hide: tuple[str, ...]) -> bool:
     global _warm_works
     with _warm_lock:
         if _warm_works is None:
-            box = _sandbox.Warm(work_mb, hide)
             limits = {"cpu": 10, "memory": 0, "fsize": 0, "nproc": 0, "uid": None, "call_timeout": 0}
-            job = {"op": "script", "code": "print(1)", "stdin": "", "limits": limits, "timeout": 20}
+            job = {"op": "script", "stdin": "", "limits": limits, "timeout": 20, "work": 2**20}
+            box = None
             try:
-                done = box.run({**job, "max_output": 64, "work": 2**20}, 60)
-                _warm_works = base64.b64decode(done["stdout"]) == b"1\n"
-                problem = f"its probe printed {done['stdout']!r}, problem {done['problem']!r}"
-            except RuntimeError as exc:
+                box = _sandbox.Warm(work_mb, hide)
+                result, out, _ = box.run(job, 60, "print(1)")
+                _warm_works = out == b"1\n" and result["code"] == 0
+                problem = f"its probe printed {out[:100]!r}, exit code {result['code']}"
+            except (OSError, RuntimeError) as exc:
                 _warm_works, problem = False, str(exc)
             finally:
-                box.close()
+                if box is not None:
+                    box.close()
             if not _warm_works:
                 warnings.warn(
                     f"code verifier: the warm sandbox does not work here ({problem}); starting a bubblewrap"
@@ -185,22 +185,6 @@ def outputs_match(got: str, wanted: str, mode: str) -> bool:
         return [line.rstrip() for line in text.strip("\n").splitlines()]
 
     return lines(got.rstrip()) == lines(wanted.rstrip())
-
-
-def _read_until(fd: int, deadline: float, limit: int) -> tuple[bytes, str | None]:
-    """Bytes from `fd` until EOF; stops with a reason at the deadline or past `limit` bytes."""
-    chunks, size = [], 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return b"".join(chunks), "timed out"
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks), None
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks), "output over the limit"
 
 
 class CodeVerifier(Verifier):
@@ -384,12 +368,12 @@ class CodeVerifier(Verifier):
     ) -> dict[str, tuple[bool, str | None]]:
         results: dict[str, tuple[bool, str | None]] = {}
         for name, (given, wanted) in zip(tests.names, tests.pairs):
-            if box is not None:
-                limits = json.loads(self._limits(self._uid(slot, 0), self.timeout).as_json())
-                job = {"op": "script", "code": code, "stdin": given, "limits": limits, "timeout": self.timeout,
-                       "max_output": self.max_output, "work": self.work_mb * 2**20}  # fmt: skip
-                done = box.run(job, self.timeout + 10)
-                out, problem = base64.b64decode(done["stdout"]), done["problem"]
+            if box is not None and box.fits(code):
+                limits = self._limits(self._uid(slot, 0), self.timeout).as_dict()
+                job = {"op": "script", "stdin": given, "limits": limits, "timeout": self.timeout,
+                       "work": self.work_mb * 2**20}  # fmt: skip
+                result, out, over = box.run(job, self.timeout + 10, code, limit=self.max_output)
+                problem = "timed out" if result["timed_out"] else "output over the limit" if over else None
             else:
                 out, problem = self._run_script_cold(code, given, slot)
             if problem is None and not outputs_match(out.decode("utf-8", errors="replace"), wanted, self.compare):
@@ -406,7 +390,7 @@ class CodeVerifier(Verifier):
                 use_bwrap=self.use_bwrap, stdin=stdin, stdout=subprocess.PIPE, work_mb=self.work_mb, hide=self.hide,
             )  # fmt: skip
         try:
-            return _read_until(box.process.stdout.fileno(), time.monotonic() + self.timeout, self.max_output)
+            return read_until(box.process.stdout.fileno(), time.monotonic() + self.timeout, self.max_output)
         finally:
             box.kill()
             box.process.stdout.close()
@@ -415,21 +399,25 @@ class CodeVerifier(Verifier):
         self, code: str, tests: Tests, slot: int, info: dict[str, Any], box: _sandbox.Warm | None = None
     ) -> dict[str, tuple[bool, str | None]]:
         spec = {"kind": tests.kind, "code": tests.code, "entry_point": tests.entry_point}
-        if box is not None:
+        if box is not None and box.fits(code, json.dumps(spec)):
             job = {
-                "op": "functions", "code": code, "spec": spec, "total": self.total_timeout, "work": self.work_mb * 2**20,
-                "serve": json.loads(self._limits(self._uid(slot, 0), self.total_timeout).as_json()),
-                "test": json.loads(self._limits(self._uid(slot, 1), self.total_timeout, self.timeout).as_json()),
+                "op": "functions", "total": self.total_timeout, "work": self.work_mb * 2**20,
+                "serve": self._limits(self._uid(slot, 0), self.total_timeout).as_dict(),
+                "test": self._limits(self._uid(slot, 1), self.total_timeout, self.timeout).as_dict(),
             }  # fmt: skip
-            done = box.run(job, self.total_timeout + 10)
-            stderr = done["stderr"]
-            return self._read_reports(done["report"], done["problem"], lambda: stderr, tests, info)
+            result, data, _ = box.run(job, self.total_timeout + 10, code, spec)
+            problem = "timed out" if result["timed_out"] else None
+            died = f"exit code {result['code']}"
+            return self._read_reports(
+                data.decode("utf-8", errors="replace"), problem, lambda: died, tests, info, box.jobs
+            )
         return self._run_functions_cold(code, json.dumps(spec), tests, slot, info)
 
     def _read_reports(
-        self, data: str, problem: str | None, stderr: Any, tests: Tests, info: dict[str, Any]
+        self, data: str, problem: str | None, stderr: Any, tests: Tests, info: dict[str, Any], job: int | None = None
     ) -> dict[str, tuple[bool, str | None]]:
-        """Each test's result from the test process's report lines; `stderr()` says why it died."""
+        """Each test's result from the test process's report lines (those of warm sandbox job
+        `job`, when given); `stderr()` says why it died."""
         results: dict[str, tuple[bool, str | None]] = {}
         if problem == "timed out":
             info["timed_out"] = True
@@ -438,6 +426,8 @@ class CodeVerifier(Verifier):
             try:
                 report = json.loads(line)
                 name, ok, error = report["name"], report["ok"] is True, report["error"]
+                if job is not None and report["job"] != job:
+                    continue
             except (ValueError, KeyError, TypeError):
                 continue
             if name in tests.names and name not in results:
@@ -480,7 +470,7 @@ class CodeVerifier(Verifier):
                 for fd in (req_r, req_w, resp_r, resp_w, rep_w):  # the sandboxes hold them now
                     os.close(fd)
                 req_r = req_w = resp_r = resp_w = rep_w = -1
-                data, problem = _read_until(rep_r, time.monotonic() + self.total_timeout, 4 * 2**20)
+                data, problem = read_until(rep_r, time.monotonic() + self.total_timeout, 4 * 2**20)
 
                 def died() -> str:
                     stderr.seek(0)
