@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -375,3 +376,32 @@ open('left_behind', 'w').write('x')
     assert [x.reward for x in verdicts] == [1.0, 1.0], verdicts[0].info
     if warm and os.geteuid() == 0:
         assert code_module._warm_works is True  # the warm sandbox ran, not the fallback
+
+
+@needs_bwrap
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_tests_never_reach_the_candidates_memory(warm):
+    # The candidate scans its whole address space for the tests' tokens: those of its own problem
+    # and those of the problems run before it on the same worker. A forked run must not inherit them.
+    scanner = r"""import ctypes, re
+def leaked(canary=False):
+    if canary:  # the scan sees a token made at run time: it would see one inherited
+        kept = (''.join(map(chr, b'grpo-secret-')) + 'ab' * 6).encode()  # not a constant
+    found = set()
+    with open('/proc/self/maps') as maps:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith('r') or fields[-1] in ('[vvar]', '[vvar_vclock]', '[vsyscall]'):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split('-'))
+            found.update(re.findall(rb'grpo-secret-[0-9a-f]{12}', ctypes.string_at(start, end - start)))
+    return sorted(found)
+"""
+    samples = []
+    for _ in range(3):
+        token = "grpo-secret-" + secrets.token_hex(6)
+        tests = f"assert leaked() == []  # {token}\nassert leaked(True) == [b'grpo-secret-' + b'ab' * 6]\n"
+        samples.append({"completion": fenced(scanner + ADD), "tests": tests})
+    v = CodeVerifier(workers=1, warm=warm, timeout=10, total_timeout=20)
+    verdicts = v.verify(samples)
+    assert [x.reward for x in verdicts] == [1.0, 1.0, 1.0], [x.info["failures"] for x in verdicts]
