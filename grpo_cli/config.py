@@ -232,12 +232,6 @@ class TrainConfig:
     """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2: parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
 
     def __post_init__(self) -> None:
-        _check_choice("train.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
-        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check_choice("train.importance", self.importance, ("token", "sequence"))
-        _check_choice("train.loss_aggregation", self.loss_aggregation, ("sequence", "token", "constant"))
-        _check_choice("train.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
-        _check_choice("train.advantage", self.advantage, ("outcome", "process"))
         _check_choice("train.parallel", self.parallel, ("ddp", "fsdp"))
         for name in ("steps", "batch_size", "micro_batch_size", "mu", "max_sampling_rounds", "keep_last"):
             if getattr(self, name) < 1:
@@ -250,10 +244,6 @@ class TrainConfig:
             raise UserError(f"config: train.micro_batch_tokens must be >= 0, got {self.micro_batch_tokens}")
         if len(self.adam_betas) != 2:
             raise UserError(f"config: train.adam_betas must be two numbers, got {self.adam_betas}")
-
-
-ALGORITHMS = ("grpo", "rft", "online_rft", "sft")
-LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
@@ -275,11 +265,23 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Policy optimisation settings for `grpo train`."""
 
-    def __post_init__(self) -> None:
-        _check_choice("algorithm", self.algorithm, ALGORITHMS)
-
     def check_training(self) -> None:
-        """Checks that concern `grpo train` only (so `grpo sample --n 3` is not refused for them)."""
+        """Checks that concern `grpo train` only (so `grpo sample --n 3` is not refused for them).
+        The variant names are checked against the registries that own them (grpo_cli.algorithms);
+        they import torch, which only training needs."""
+        from grpo_cli.algorithms import advantages, loss, paradigms, schedules
+
+        t = self.train
+        for key, value, registry in (
+            ("algorithm", self.algorithm, paradigms.ALGORITHMS),
+            ("train.kl_estimator", t.kl_estimator, loss.KL_ESTIMATORS),
+            ("train.loss_aggregation", t.loss_aggregation, loss.AGGREGATIONS),
+            ("train.importance", t.importance, loss.IMPORTANCE),
+            ("train.advantage", t.advantage, advantages.ADVANTAGES),
+            ("train.scale_rewards", t.scale_rewards, advantages.SCALES),
+            ("train.lr_schedule", t.lr_schedule, schedules.LR_SCHEDULES),
+        ):
+            _check_choice(key, value, registry.names())
         if self.train.batch_size % self.sampling.n:
             raise UserError(
                 f"config: train.batch_size={self.train.batch_size} must be a multiple of sampling.n={self.sampling.n} (whole groups)"
