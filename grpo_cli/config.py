@@ -1,4 +1,4 @@
-"""The one typed configuration (DESIGN.md section 7).
+"""The one typed configuration (docs/design.md, "Configuration").
 
 Precedence: dataclass defaults < preset YAML < `--set a.b=c` overrides < explicit CLI options.
 Each field carries its documentation as the string literal right after it; `field_docs` reads them

@@ -134,10 +134,3 @@ def is_fsdp(model: Any) -> bool:
 def rng_states() -> list[torch.Tensor]:
     """Every rank's torch RNG state, in rank order (collective)."""
     return list(gather([torch.get_rng_state()])[0])
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """This rank's RNG state from a checkpoint; a run resumed on a different number of ranks gives
-    the new ranks rank 0's."""
-    states = state.get("torch_rng_ranks") or [state["torch_rng"]]
-    torch.set_rng_state(states[rank()] if rank() < len(states) else states[0])

@@ -1,4 +1,4 @@
-"""A contract test suite for verifier plugins (DESIGN.md section 4): run it against your class.
+"""A contract test suite for verifier plugins (docs/design.md, "Verifiers"): run it against your class.
 
 Two ways in, the same checks behind both:
 
@@ -63,7 +63,7 @@ SAMPLES: list[dict[str, Any]] = [
     },
     {"id": "p4", "prompt": "Is 7 prime?", "answer": "yes", "completion": "I am not sure."},
 ]
-"""Default sample rows (DESIGN.md section 3): math-flavoured, one chat prompt. Plugins for other
+"""Default sample rows (docs/design.md, "Records"): math-flavoured, one chat prompt. Plugins for other
 domains pass their own."""
 
 EDGE_COMPLETIONS: dict[str, str] = {

@@ -1,6 +1,6 @@
 """Problems in, records out: file formats, field mapping, prompt templates, JSONL I/O.
 
-Problem records (DESIGN.md section 3) always have `id`, `prompt` and, when required, `answer`;
+Problem records (docs/design.md, "Records") always have `id`, `prompt` and, when required, `answer`;
 every other field of the source row is carried through untouched.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grpo_cli.errors import UserError
+from grpo_cli.records import Problem
 
 BUILTIN_PREFIX = "arith:"
 
@@ -140,8 +141,8 @@ def load_problems(
     id_field: str = "id",
     need_answer: bool = True,
     limit: int = 0,
-) -> list[dict[str, Any]]:
-    """Load problems and map their fields to `id`, `prompt`, `answer` (DESIGN.md section 3)."""
+) -> list[Problem]:
+    """Load problems and map their fields to `id`, `prompt`, `answer` (docs/design.md, "Records")."""
     label, rows = _read_rows(source)
     if limit:
         rows = rows[:limit]

@@ -1,4 +1,4 @@
-"""The GRPO loop (DESIGN.md section 5), read top to bottom in `train`:
+"""The GRPO loop (docs/design.md, "Algorithm"), read top to bottom in `train`:
 
 for each step: collect a batch (sample G per prompt, score, DAPO dynamic sampling), compute
 advantages (or the gradient coefficients of RFT / SFT), run `mu` policy updates over the batch in
@@ -41,7 +41,7 @@ from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.training import optim, wrapping
-from grpo_cli.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from grpo_cli.training.checkpoint import TrainerState, latest_checkpoint, load_state, save_checkpoint
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
 """Metrics that measure wall time: everything else in metrics.jsonl is reproducible for a seed."""
@@ -132,8 +132,8 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     problems = problems_from(cfg.data.train, cfg.data, need_answer=paradigm.samples)
     if not paradigm.samples:  # SFT reads solutions
         _check_solutions(problems, cfg)
-    state = load_state(start_ckpt) if start_ckpt is not None else {}
-    initial_model = state.get("initial_model", str(policy.model_dir))
+    state = load_state(start_ckpt) if start_ckpt is not None else None
+    initial_model = state.initial_model if state and state.initial_model else str(policy.model_dir)
     ref_source = start_ckpt / "ref" if start_ckpt is not None and (start_ckpt / "ref").is_dir() else initial_model
     ref_model = _load_frozen(cfg, ref_source) if t.beta > 0 else None
     rft_sampler = _rft_sampler(cfg, policy, initial_model) if paradigm.source == "initial_model" else None
@@ -147,12 +147,12 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     )
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
-    if state:
-        wrapping.load_optimizer_state(model, optimizer, state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        order = DataOrder(len(problems), cfg.seed, **state["data_order"])  # the same on every rank
-        ranks.restore_rng(state)
-        start_step, before = state["step"], state.get("before")
+    if state is not None:
+        wrapping.load_optimizer_state(model, optimizer, state.optimizer)
+        schedule.load_state_dict(state.schedule)
+        order = DataOrder(len(problems), cfg.seed, **state.data_order)  # the same on every rank
+        torch.set_rng_state(state.rng_for(ranks.rank()))
+        start_step, before = state.step, state.before
         report.log(f"resuming from {start_ckpt} at step {start_step}")
     metrics_path = run_dir / "metrics.jsonl"
     if ranks.is_main():
@@ -194,16 +194,16 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             _warn_about(row, step + 1, report)
             advance(1)
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
-                state = {
-                    "step": step + 1,
-                    "optimizer": wrapping.optimizer_state(model, optimizer),
-                    "schedule": schedule.state_dict(),
-                    "data_order": order.state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "torch_rng_ranks": ranks.rng_states(),
-                    "before": before,
-                    "initial_model": initial_model,
-                }
+                saved = TrainerState(
+                    step=step + 1,
+                    optimizer=wrapping.optimizer_state(model, optimizer),
+                    schedule=schedule.state_dict(),
+                    data_order=order.state(),
+                    torch_rng=torch.get_rng_state(),
+                    torch_rng_ranks=ranks.rng_states(),
+                    before=before,
+                    initial_model=initial_model,
+                )
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
                 savable = wrapping.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
                 if ranks.is_main():
@@ -214,7 +214,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                             savable,
                             policy.tokenizer,
                             cfg,
-                            state,
+                            saved,
                             synced,
                             final=step + 1 == t.steps,
                             report=report,
@@ -642,7 +642,7 @@ def _checkpoint(
     model: Any,
     tokenizer: Any,
     cfg: Config,
-    state: dict[str, Any],
+    state: TrainerState,
     ref: Any,
     *,
     final: bool,
