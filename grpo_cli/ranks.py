@@ -1,5 +1,6 @@
 """Rank helpers for multi-process training under torchrun (docs/design.md, "Distributed"): the
-process group, who does what, and the few collectives the trainer needs. One process (no torchrun) makes every helper a no-op.
+process group, who does what, and the few collectives the trainer needs. One process (no torchrun)
+makes every helper a no-op.
 
 The scheme, chosen so that N ranks compute what one process computes on the same global batch:
 - every rank holds the same data order and takes the same global prompts each round;

@@ -222,7 +222,8 @@ def check_order(subject: Subject) -> list[str]:
         if isinstance(batch[i], Verdict) and isinstance(alone[0], Verdict):
             if not _same(_summary(batch[i]), _summary(alone[0]), subject.tolerance):
                 problems.append(
-                    f"sample {i}: its verdict in the batch {_summary(batch[i])} differs from its verdict alone {_summary(alone[0])}"
+                    f"sample {i}: its verdict in the batch {_summary(batch[i])} differs from its verdict alone "
+                    f"{_summary(alone[0])}"
                 )
     reversed_batch, more = _verify(verifier, samples[::-1], "the samples reversed")
     if reversed_batch is None:

@@ -153,7 +153,8 @@ def load_problems(
         where = f"{label} row {i + 1}"
         if prompt_field not in row:
             raise UserError(
-                f"{where}: missing prompt field '{prompt_field}' (data.prompt_field); fields present: {', '.join(map(str, row))}"
+                f"{where}: missing prompt field '{prompt_field}' (data.prompt_field); fields present: "
+                f"{', '.join(map(str, row))}"
             )
         prompt = row[prompt_field]
         if not _valid_prompt(prompt):
@@ -164,7 +165,8 @@ def load_problems(
             problem["answer"] = str(row[answer_field])
         elif need_answer:
             raise UserError(
-                f"{where}: missing answer field '{answer_field}' (data.answer_field); fields present: {', '.join(map(str, row))}"
+                f"{where}: missing answer field '{answer_field}' (data.answer_field); fields present: "
+                f"{', '.join(map(str, row))}"
             )
         problem["id"] = str(row.get(id_field, i))
         problems.append(problem)

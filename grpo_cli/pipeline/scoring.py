@@ -1,11 +1,13 @@
-"""The scoring stage shared by `grpo score`, `grpo eval` and the trainer (docs/design.md, "Records" and "Verifiers").
+"""The scoring stage shared by `grpo score`, `grpo eval` and the trainer (docs/design.md, "Records"
+and "Verifiers").
 
 Samples in, scored samples out: each verifier scores the batch; a verifier that raises, hangs past
 the spec's `hang_timeout` (seconds per sample), returns the wrong number of verdicts, or a reward
 that is not a finite number is retried sample by sample, and a sample that still fails (or whose
 verdict says `timeout`) gets the spec's `failure_value`, its error in `info`, and is counted.
-verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not rely on signals. A row's optional `verifier` field (a name or a list of names) limits it to
-those verifiers. Nothing here prints; the summary says what happened.
+verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not rely on signals.
+A row's optional `verifier` field (a name or a list of names) limits it to those verifiers.
+Nothing here prints; the summary says what happened.
 """
 
 from __future__ import annotations

@@ -514,7 +514,8 @@ def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
     for i, p in enumerate(problems):
         if not isinstance(p.get(field_name), str):
             raise UserError(
-                f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' (data.solution_field)"
+                f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' "
+                "(data.solution_field)"
             )
 
 
@@ -603,7 +604,8 @@ def _warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
     failed = row.get("verifier_failures", 0) + row.get("verifier_timeouts", 0)
     if failed:
         report.warn(
-            f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} samples (they got the failure value)"
+            f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} "
+            "samples (they got the failure value)"
         )
 
 
