@@ -408,3 +408,13 @@ def leaked(canary=False):
     v = CodeVerifier(workers=1, warm=warm, timeout=10, total_timeout=20)
     verdicts = v.verify(samples)
     assert [x.reward for x in verdicts] == [1.0, 1.0, 1.0], [x.info["failures"] for x in verdicts]
+
+
+@needs_bwrap
+def test_a_solution_too_large_for_the_warm_pipes_still_runs(verifier):
+    # past the pipes' capacity (1 MiB here) the sample takes a sandbox of its own, same verdict;
+    # non-ASCII text counts as the JSON escapes it is sent as
+    big = ADD + "# " + "é" * 300_000 + "\n"
+    samples = [{"completion": fenced(big), "tests": ASSERTS}, {"completion": fenced(big), "tests": IO}]
+    samples[1]["completion"] = fenced(IO_ADD + "# " + "é" * 300_000 + "\n")
+    assert rewards(verifier, samples) == [1.0, 1.0]

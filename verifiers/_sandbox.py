@@ -326,9 +326,10 @@ class Warm:
             for fd in inner:
                 os.close(fd)
 
-    def fits(self, *texts: str) -> bool:
-        """Whether each message fits its pipe, so that writing it cannot block."""
-        return all(len(text.encode("utf-8", errors="replace")) + 256 <= self.capacity for text in texts)
+    def fits(self, *values: Any) -> bool:
+        """Whether each value, as the message `run` writes, fits an empty pipe: the write cannot
+        block (the run that reads it starts only after the job message that follows)."""
+        return all(len(json.dumps({"job": 2**62, "data": v})) + 4 <= self.capacity for v in values)
 
     def run(
         self, job: dict[str, Any], seconds: float, code: str, spec: Any = None, limit: int = 4 * 2**20

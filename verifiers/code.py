@@ -399,7 +399,7 @@ class CodeVerifier(Verifier):
         self, code: str, tests: Tests, slot: int, info: dict[str, Any], box: _sandbox.Warm | None = None
     ) -> dict[str, tuple[bool, str | None]]:
         spec = {"kind": tests.kind, "code": tests.code, "entry_point": tests.entry_point}
-        if box is not None and box.fits(code, json.dumps(spec)):
+        if box is not None and box.fits(code, spec):
             job = {
                 "op": "functions", "total": self.total_timeout, "work": self.work_mb * 2**20,
                 "serve": self._limits(self._uid(slot, 0), self.total_timeout).as_dict(),
