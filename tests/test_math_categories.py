@@ -71,7 +71,7 @@ CASES = {
         (r"\boxed{0.1\overline{6}}", r"\frac{1}{6}", 1.0),
         (r"\boxed{0.\overline{12}}", r"\frac{4}{33}", 1.0),
         (r"\boxed{\frac{1}{3}}", r"0.\overline{3}", 1.0),
-        (r"\boxed{0.\overline{3}}", "0.3", 0.0),
+        (r"\boxed{0.\overline{3}}", r"\frac{3}{10}", 0.0),
         (r"\boxed{0.\overline{12}}", r"\frac{1}{8}", 0.0),
         (r"\boxed{0.1\overline{6}}", r"\frac{1}{3}", 0.0),
     ],
@@ -79,11 +79,18 @@ CASES = {
         # Decimals at the gold's written precision: 12345.67 is "to the cent", so 12345.66 is a cent off.
         (r"\boxed{12345.66}", "12345.67", 0.0),
         (r"\boxed{12345.67}", "12345.67", 1.0),
-        (r"\boxed{12345.671}", "12345.67", 1.0),  # rounds to the gold's 2 decimals
-        (r"\boxed{12345.676}", "12345.67", 0.0),  # rounds to 12345.68
+        (r"\boxed{12,345.67}", "12345.67", 1.0),
+        (r"\boxed{12345.671}", "12345.67", 0.0),  # a decimal the model wrote is taken at its word
+        (r"\boxed{0.3333}", "0.333", 0.0),
         (r"\boxed{3.1}", "3.14", 0.0),  # coarser than the gold
-        (r"\boxed{\frac{1}{3}}", "0.33", 1.0),  # 1/3 written to 2 decimals is 0.33
         (r"\boxed{0.50}", "0.5", 1.0),
+        # A value with no finite decimal is rounded at the gold's precision: 1/3 to 2 places is 0.33.
+        (r"\boxed{\frac{1}{3}}", "0.33", 1.0),
+        (r"\boxed{\frac{2}{3}}", "0.67", 1.0),  # 0.6666... rounds up
+        (r"\boxed{\frac{2}{3}}", "0.66", 0.0),
+        (r"\boxed{0.\overline{3}}", "0.333", 1.0),
+        (r"\boxed{\frac{\sqrt{2}}{2}}", "0.71", 1.0),  # 0.7071...
+        (r"\boxed{\frac{\sqrt{2}}{2}}", "0.70", 0.0),
         # Integers and fractions are exact: no tolerance at all.
         (r"\boxed{7.000000001}", "7", 0.0),
         (r"\boxed{7.0}", "7", 1.0),
