@@ -1,35 +1,64 @@
 """The `math` verifier: extract the final answer of a completion and compare it with the gold answer.
 
 Extraction (the `extract` option, tried in order, first hit wins): `boxed` (the last complete
-`\\boxed{...}` or `\\fbox{...}`, nested braces allowed), `hash` (`#### N`, GSM8K), `answer_is` ("the
-answer is ...", "answer: ...", "the correct option is ..."), `dollars` (the last `$...$`, `$$...$$`,
-`\\(...\\)` or `\\[...\\]` span that is math, not two prices; of `$a = b$` the right side),
-`last_number`. The gold answer goes through the same extractors except `last_number` (a gold
+`\\boxed{...}` or `\\fbox{...}`, nested braces allowed; boxes joined only by "and", "or", commas
+and `$` before it are one list with it: `$\\boxed{2}$ and $\\boxed{3}$` answers `\\{2, 3\\}`), `hash`
+(`#### N`, GSM8K), `answer_is` ("the answer is ...", "answer: ...", "the correct option is ..."),
+`bare` (the whole completion when it is nothing but an answer: one short line of math, or one or
+two words), `dollars` (the last `$...$`, `$$...$$`, `\\(...\\)` or `\\[...\\]` span that is math, not
+two prices; of `$a = b$` the right side), `last_number`.
+
+Strict and flexible extraction. `extract=strict`, the default, is `boxed, hash, answer_is, bare`:
+only an answer the completion marks as its answer, or a completion that is only an answer, counts,
+so a policy cannot be rewarded for a number it merely wrote down (restating the problem's numbers
+until one matches). `extract=flexible` adds the unmarked fallbacks `dollars` and `last_number`, and
+those never accept a number that the sample's problem (`prompt`, else `question` or `problem`)
+writes: "Natalia sold 48 clips in April" is not an answer of 48 (`info["restated"]`). A marked
+answer is the model's claim and counts even when the problem has the number. Every verdict of a
+strict verifier carries `info["flexible"]`, the reward flexible extraction would give, and
+`grpo eval` reports both accuracies, as lm-eval-harness reports strict-match and flexible-extract.
+The gold goes through the flexible extractors except `bare` and `last_number` (a gold
 `\\frac{3}{4}` must not become `4`), falling back to the whole string, so a full GSM8K or MATH
 solution and a bare LaTeX answer both work as gold.
 
-An answer is cleaned (`clean`: `$`, `\\left`, spacing, `\\text{}`, `\\dfrac`, degrees, matrices to
-`\\matrix{a & b ; c & d}`) and split (`parse_answer`) into a lone-letter left side (`x` of `x = 5`),
-a value, and a trailing unit (`cm`, `\\text{ kg}`, `square units`). Then, cheapest first:
+An answer is cleaned (`clean`: `$`, `\\left`, spacing, `\\text{}`, `\\dfrac`, Unicode math (`−`, `×`,
+`÷`, `≤`, `≥`, `≠`, `√`, `π`, `°`), thousands separators (`1,234`, `1 234`, thin spaces, MATH's
+`1,\\!234`), repeating decimals (`0.1\\overline{6}` is `\\frac{1}{6}`), matrices to
+`\\matrix{a & b ; c & d}`, and prose around the value: `The answer is 6`, `the largest $n$ is 34`,
+`7, not 8`) and split (`parse_answer`) into a lone-letter left side (`x` of `x = 5`), a value, and
+a trailing unit (`cm`, `\\text{ kg}`, `square units`, `mph` = `miles per hour`, `km/h`, a degree mark,
+`radians`, a base subscript: `204_5` is digits `204` in unit `base 5`); numbers as words (`twelve`,
+`one hundred and five`, `none`) and word multipliers (`2.5 million`, `3 dozen`) become digits.
+Then, cheapest first:
 1. Gold a choice letter (`C`, `(C)`, `\\text{(C)}`): the prediction must name that one letter
-   (`(C)`, `c`, `(C) 24`); a hedge (`C or D`, `C, D`) is wrong.
-2. Both sides name a different letter (`x = 3` vs `y = 3`) or a different unit (`7 g` vs `7 kg`):
-   not equal. A side without letter or unit matches either (`x = 3` and `5 cm` equal `3` and `5`).
+   (`(C)`, `c`, `(C) 24`, `C. 24`); a hedge (`C or D`, `C, D`) is wrong.
+2. Both sides name a different letter (`x = 3` vs `y = 3`) or a different unit (`7 g` vs `7 kg`,
+   `30 rad` vs `30 deg`, `204_6` vs `204_5`): not equal. A side without letter or unit matches
+   either (`x = 3` and `5 cm` equal `3` and `5`).
 3. Equal keys (`canonical` below): equal.
 4. Both values plain numbers (integers, `1,234` (but `1,2` and `1, 234` are lists), decimals,
    `a/b`, `\\frac{a}{b}`, mixed numbers `2 1/2` and `2\\frac{1}{2}`, `1.5e3`, `1.5\\times 10^{3}`, a
-   sign, a trailing `%`): compared as exact fractions in this process, within `rel_tol` unless
-   both are integers (`1000000007` is not `1000000008`; `7.000000001` is 7). The same rule holds
-   in sympy (`approximate`).
-5. A text answer (`Tuesday`, `\\text{no solution}`) on either side: only equal keys were equal.
-6. Otherwise sympy (`_mathparse`: expressions, equations, inequalities, intervals, sets, tuples,
-   matrices, `\\pm`, complex numbers), in a watchdog worker process bounded by `timeout` and
-   `memory_mb`, so that `9^9^9^9` is refused or times out (reward 0, `info["refused"]` or
-   `info["timeout"]`) instead of hanging the run. Nothing is `eval`ed.
+   sign, a trailing `%`): compared as exact fractions in this process by the precision rule below.
+5. A text answer (`Tuesday`, `\\text{no solution}`) on either side: only equal keys were equal
+   (case, spaces and punctuation aside: `North-East!` is `north east`).
+6. Otherwise sympy (`_mathparse`: expressions, `|3+4i|`, equations up to a constant factor
+   (`y = 2x + 3` is `2x - y + 3 = 0`), inequalities (`-x < -3` is `x > 3`), chains, `\\ne`/`!=`,
+   intervals, sets and their unions evaluated, a singleton set and its element, tuples, matrices and
+   their scalar multiples, `\\pm`, complex numbers, power towers compared exactly), in a watchdog
+   worker process bounded by `timeout` and `memory_mb`, so that `9^9^9^9` is refused or times out
+   (reward 0, `info["refused"]` or `info["timeout"]`) instead of hanging the run. Nothing is `eval`ed.
 Answers longer than `MAX_ANSWER_CHARS` are refused, and only the last `MAX_SEARCH_CHARS` of a
 completion are searched, so that a megabyte costs a fraction of a second; text that is not valid
 Unicode (bytes that are not UTF-8, lone surrogates) is read with the bad characters replaced
 (`info["sanitized"]`).
+
+The precision rule (numbers). Integers and fractions are exact: `7.000000001` is not `7`,
+`0.3333333` is not `\\frac{1}{3}`, `1000000007` is not `1000000008`. A decimal the model wrote is
+taken at its word and must equal the gold's value: `12345.66` is not `12345.67`, `0.3333` is not
+`0.333`, `0.50` is `0.5`. A gold written as a decimal is a rounding, so a value with no finite
+decimal that rounds to it at the gold's written precision equals it: `\\frac{1}{3}` is `0.33`,
+`\\frac{\\sqrt{2}}{2}` is `0.71`, `\\frac{2}{3}` is not `0.66`. A tolerance (`rel_tol`, 1e-6) is kept only
+for a decimal against an irrational value: `3.14159265` is `\\pi`, `1.414` is not `\\sqrt{2}`.
 
 Percentages: a percent sign is a unit and is stripped, so `50%` equals `50` and does not equal
 `0.5`. Accepting both readings would make equivalence intransitive (50 = 50% = 0.5) and leave
@@ -38,9 +67,9 @@ Percentages: a percent sign is a unit and is stripped, so `50%` equals `50` and 
 `info["canonical"]` is a key equal for answers that are judged alike against any gold: the letter
 side and the unit when present (`x=5`, `21 apple`), then for a plain number its reduced fraction
 (`"21"` for `21`, `21.0` or `$21`; `"1/2"` for `0.5`, `2/4` or `\\frac{1}{2}`; `"50"` for `50%`),
-for a choice its letter (`C` for `(C)`), for text the lower-cased words without spaces, otherwise
-the cleaned answer without spaces. Equal keys imply equal answers, not the reverse (`\\sqrt{4}` and
-`2` differ in key). maj@k votes on it.
+for a choice its letter (`C` for `(C)`), for text its lower-cased letters, otherwise the cleaned
+answer without spaces. Equal keys imply equal answers, not the reverse (`\\sqrt{4}` and `2` differ
+in key). maj@k votes on it.
 """
 
 from __future__ import annotations
