@@ -134,7 +134,8 @@ def one_set(path: Path, args: argparse.Namespace) -> None:
     }
     print(f"\n{len(rows)} rows from {path}, {sum(bool(r.get('known_failure')) for r in rows)} marked known_failure")
     print(
-        f"{'checker':<12} {'rows':>5} {'agree':>6} {'agreement':>10} {'false+':>7} {'false-':>7} {'pairs/s':>9}   known failures agreeing"
+        f"{'checker':<12} {'rows':>5} {'agree':>6} {'agreement':>10} {'false+':>7} {'false-':>7} "
+        f"{'pairs/s':>9}   known failures agreeing"
     )
     disagreements: dict[str, Counter] = {}
     details: dict[str, list] = {}
