@@ -165,7 +165,9 @@ def main() -> None:
     by_source: dict[str, list[int]] = {}
     for row in rows:
         by_source.setdefault(row["source"], [0, 0])[row["label"]] += 1
-    print(f"{len(rows)} rows to {args.out}: " + ", ".join(f"{s} {f + t} ({t} right)" for s, (f, t) in by_source.items()))
+    print(
+        f"{len(rows)} rows to {args.out}: " + ", ".join(f"{s} {f + t} ({t} right)" for s, (f, t) in by_source.items())
+    )
 
 
 if __name__ == "__main__":

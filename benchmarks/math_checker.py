@@ -160,7 +160,9 @@ def one_set(path: Path, args: argparse.Namespace) -> None:
         if args.show and wrong:
             print(f"\n{name}: disagreements (first {args.show})")
             for row, verdict in wrong[: args.show]:
-                pred = row["pred"] if len(row["pred"]) < 90 else "..." + row["pred"][-70:] + f" ({len(row['pred'])} chars)"
+                pred = (
+                    row["pred"] if len(row["pred"]) < 90 else "..." + row["pred"][-70:] + f" ({len(row['pred'])} chars)"
+                )
                 print(
                     f"  [{row['category']}] label={row['label']} got={verdict} gold={row['gold'][-60:]!r} pred={pred!r}"
                 )

@@ -91,6 +91,8 @@ CASES = {
         (r"\boxed{0.\overline{3}}", "0.333", 1.0),
         (r"\boxed{\frac{\sqrt{2}}{2}}", "0.71", 1.0),  # 0.7071...
         (r"\boxed{\frac{\sqrt{2}}{2}}", "0.70", 0.0),
+        (r"\boxed{\frac{1}{16}}", "0.06", 0.0),  # 1/16 has a finite decimal, 0.0625: exact
+        (r"\boxed{2^{-4}}", "0.06", 0.0),
         # Integers and fractions are exact: no tolerance at all.
         (r"\boxed{7.000000001}", "7", 0.0),
         (r"\boxed{7.0}", "7", 1.0),

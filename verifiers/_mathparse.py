@@ -491,8 +491,10 @@ def _expressions_equal(a: Any, b: Any, rel_tol: float, abs_tol: float = 0.0) -> 
         return True
     if a.is_number and b.is_number:  # what simplify missed (nested radicals), numerically
         try:
-            if abs_tol:
+            if abs_tol and not (a.is_Rational and _terminates(a.q)):  # `2^{-4}` is 0.0625, not 0.06
                 return bool(abs(sympy.N(a - b, 30)) < abs_tol)
+            if abs_tol:
+                return False
             if rel_tol == 0:  # exact answers: 50 digits, so 2^30 and 2^30 + 1 differ
                 scale = sympy.N(abs(a) + abs(b), 50)
                 return bool(abs(sympy.N(a - b, 50)) <= scale * sympy.Float("1e-40", 50))
@@ -500,6 +502,13 @@ def _expressions_equal(a: Any, b: Any, rel_tol: float, abs_tol: float = 0.0) -> 
         except (TypeError, ValueError, OverflowError):
             return False
     return False
+
+
+def _terminates(denominator: int) -> bool:
+    for p in (2, 5):
+        while denominator % p == 0:
+            denominator //= p
+    return denominator == 1
 
 
 def _proportional(a: Any, b: Any, positive: bool) -> bool:

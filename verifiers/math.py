@@ -579,7 +579,18 @@ def numbers_equal(predicted: Fraction, gold: Fraction, half: Fraction | None, pr
     at its word: `0.3333` is not `0.333`, `12345.66` is not `12345.67`, `7.000000001` is not `7`."""
     if predicted == gold:
         return True
-    return half is not None and not predicted_decimal and abs(predicted - gold) < half
+    if half is None or predicted_decimal or terminates(predicted):  # `1/16` is 0.0625, not 0.06
+        return False
+    return abs(predicted - gold) < half
+
+
+def terminates(number: Fraction) -> bool:
+    """Has a finite decimal: the reduced denominator has no prime factor but 2 and 5."""
+    d = number.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
 
 
 _DECIMAL = re.compile(r"\d?\.\d|\d[eE][-+]?\d")
@@ -811,7 +822,9 @@ class MathVerifier(Verifier):
             info["refused"] = f"answer or gold longer than {MAX_ANSWER_CHARS} characters"
             return Verdict(0.0, info=info), None
         if method in UNMARKED and _restates(raw, numbers):
-            info["restated"] = f"the {method} answer {_short(raw, 40)} restates the problem: an unmarked number never counts"
+            info["restated"] = (
+                f"the {method} answer {_short(raw, 40)} restates the problem: an unmarked number never counts"
+            )
             return Verdict(0.0, info=info), None
         predicted, gold = parse_answer(clean(raw)), parse_answer(clean(gold_raw))
         info.update(canonical=_key(predicted), gold=_key(gold))
