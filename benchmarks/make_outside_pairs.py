@@ -18,16 +18,16 @@ from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
 TASKS = {
-    "gsm_symbolic": 20,
-    "basic_arithmetic": 7,
-    "chain_sum": 7,
-    "simple_equations": 7,
-    "fraction_simplification": 7,
-    "gcd": 7,
-    "lcm": 7,
-    "products": 7,
-    "decimal_arithmetic": 7,
-    "complex_arithmetic": 7,
+    "gsm_symbolic": 24,
+    "basic_arithmetic": 8,
+    "chain_sum": 8,
+    "simple_equations": 8,
+    "fraction_simplification": 8,
+    "gcd": 8,
+    "lcm": 8,
+    "products": 8,
+    "decimal_arithmetic": 8,
+    "complex_arithmetic": 8,
 }
 SEED = 1414
 SAMPLE_SEED = 14  # the seed the SmolLM2 prompts were drawn with
