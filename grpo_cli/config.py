@@ -470,6 +470,27 @@ def load_config(
     return config_from_dict(data)
 
 
+@cache
+def _default_preset_data() -> dict[str, Any]:
+    source, text = preset_text(DEFAULT_PRESET)
+    return _parse_yaml(source, text)
+
+
+def default_value(key: str) -> str:
+    """The value a dotted config key takes when nothing overrides it (the default preset's, else the
+    field's), as help text shows it; reads YAML only, so `--help` stays instant."""
+    node: Any = _default_preset_data()
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None:
+        node = Config()
+        for part in key.split("."):
+            node = getattr(node, part)
+    if isinstance(node, list):
+        return ",".join(str(v["name"]) if isinstance(v, dict) and "name" in v else str(v) for v in node)
+    return str(node)
+
+
 def parse_set_value(key: str, value: Any) -> dict[str, Any]:
     """`("a.b", c)` -> {"a": {"b": c}}."""
     out: dict[str, Any] = {}

@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import DataOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, resolve_config
+from grpo_cli.cli.common import (
+    DataOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    ThreadsOpt,
+    VerifierOpt,
+    cfg_help,
+    resolve_config,
+    verifier_specs,
+)
 
 
 def evaluate(
@@ -24,14 +35,20 @@ def evaluate(
     ] = None,
     data: DataOpt = None,
     metric: Annotated[
-        str | None, typer.Option("--metric", help="Comma-separated metrics: maj@k,pass@k (config: eval.metrics).")
+        str | None, typer.Option("--metric", help=cfg_help("Comma-separated metrics: maj@k,pass@k.", "eval.metrics"))
     ] = None,
     k: Annotated[
-        str | None, typer.Option("--k", help="Comma-separated k values, e.g. 1,4,16 (config: eval.k).")
+        str | None,
+        typer.Option(
+            "--k",
+            help=cfg_help(
+                "Comma-separated k values (with --samples and no --k: those <= the samples' n, and n).", "eval.k"
+            ),
+        ),
     ] = None,
-    n: Annotated[int | None, typer.Option("--n", "-n", help="Samples per problem (config: eval.n).")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help=cfg_help("Samples per problem.", "eval.n"))] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature (config: sampling.temperature).")
+        float | None, typer.Option(help=cfg_help("Sampling temperature.", "sampling.temperature"))
     ] = None,
     out: Annotated[
         Path | None,
@@ -39,13 +56,16 @@ def evaluate(
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw pass@k / maj@k curves to this PNG.")] = None,
+    verifier: VerifierOpt = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate models (default: the shipped model on the held-out arithmetic split)."""
+    """Evaluate models: accuracy, pass@k and maj@k.
+
+    Default: the shipped model on the held-out arithmetic split."""
     from grpo_cli.config import write_config_beside
     from grpo_cli.errors import UserError
     from grpo_cli.pipeline.data import atomic_writer, read_jsonl, write_jsonl
@@ -75,6 +95,7 @@ def evaluate(
         eval__k=ks,
         eval__metrics=metrics,
         sampling__temperature=temperature,
+        verifiers=verifier_specs(verifier),
     )
     report = Reporter.console(quiet)
     if samples:

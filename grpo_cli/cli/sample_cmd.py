@@ -16,6 +16,7 @@ from grpo_cli.cli.common import (
     SeedOpt,
     SetOpt,
     ThreadsOpt,
+    cfg_help,
     path_or_stdout,
     resolve_config,
 )
@@ -27,13 +28,13 @@ def sample(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output JSONL (- for stdout). The resolved config is written beside it.")
     ] = Path("samples.jsonl"),
-    n: Annotated[int | None, typer.Option("--n", "-n", help="Completions per prompt (config: sampling.n).")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help=cfg_help("Completions per prompt.", "sampling.n"))] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature, 0 = greedy (config: sampling.temperature).")
+        float | None, typer.Option(help=cfg_help("Sampling temperature, 0 = greedy.", "sampling.temperature"))
     ] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (config: sampling.top_p).")] = None,
+    top_p: Annotated[float | None, typer.Option(help=cfg_help("Nucleus sampling mass.", "sampling.top_p"))] = None,
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="Longest completion (config: sampling.max_new_tokens).")
+        int | None, typer.Option(help=cfg_help("Longest completion in tokens.", "sampling.max_new_tokens"))
     ] = None,
     no_logprobs: Annotated[
         bool, typer.Option("--no-logprobs", help="Leave token_logprobs out of the records.")

@@ -9,14 +9,26 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import DataOpt, ModelOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, resolve_config
+from grpo_cli.cli.common import (
+    ModelOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    ThreadsOpt,
+    TrainDataOpt,
+    VerifierOpt,
+    cfg_help,
+    resolve_config,
+    verifier_specs,
+)
 
 
 def train(
     model: ModelOpt = None,
-    data: DataOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (config: train.out_dir).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimisation steps (config: train.steps).")] = None,
+    data: TrainDataOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=cfg_help("Run folder.", "train.out_dir"))] = None,
+    steps: Annotated[int | None, typer.Option(help=cfg_help("Optimisation steps.", "train.steps"))] = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.")
     ] = None,
@@ -29,16 +41,19 @@ def train(
         typer.Option(
             "--nproc",
             min=1,
-            help="Train with N processes on this machine: re-runs this command under torchrun (config: train.parallel).",
+            help="Train with N processes on this machine: re-runs this command under torchrun (see train.parallel).",
         ),
     ] = None,
+    verifier: VerifierOpt = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train with GRPO (default: the tiny preset, which improves the shipped model in minutes on a CPU)."""
+    """Train with GRPO and its variants.
+
+    Default: the tiny preset, which improves the shipped model in minutes on a CPU."""
     from grpo_cli.config import dump_config
 
     if resume is not None:
@@ -59,6 +74,7 @@ def train(
         data__train=data,
         train__out_dir=str(out) if out else None,
         train__steps=steps,
+        verifiers=verifier_specs(verifier),
     )
     cfg.check_training()
     if dry_run:
