@@ -4,10 +4,15 @@ validate, logs with a sign of life, file modes, help text."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
-from test_cli import grpo
+from test_cli import assert_user_error, grpo
 
 TINY_RUN = [
     "--set",
@@ -56,3 +61,87 @@ def test_presets_list_gives_whole_sentences(tmp_path):
         assert line.rstrip().endswith("."), line  # a whole sentence, not one cut at the end of a comment line
     paper = [line for line in lines if line.split()[0] != "tiny"]
     assert all("--model" in line for line in paper)  # the paper presets say what they are for
+
+
+# ----------------------------------------------------------------------------- 1. one-line errors
+
+
+def test_truncated_weights_are_one_line(tmp_path, random_model_dir):
+    import shutil
+
+    model = tmp_path / "cut"
+    shutil.copytree(random_model_dir, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    proc = grpo("sample", "--model", str(model), "--n", "1", "--threads", "1", cwd=tmp_path, expect=None)
+    assert_user_error(proc, str(model), "model.safetensors")
+
+
+@pytest.mark.parametrize("command", ["sample", "score", "eval", "train"])
+def test_unwritable_out_is_refused_before_the_work(tmp_path, command):
+    (tmp_path / "plain-file").write_text("x", encoding="utf-8")
+    rows = [{"id": "a", "prompt": "1 + 1?", "answer": "2", "completion": "#### 2", "group": 0, "index": 0}]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    threads = ["--threads", "1"]
+    args = {"sample": ["sample", *threads], "score": ["score", "s.jsonl"], "eval": ["eval", *threads]}.get(command)
+    args = args or ["train", *threads]
+    for out in ("plain-file/out.jsonl", "/proc/grpo-test/out"):
+        start = time.perf_counter()
+        proc = grpo(*args, "--out", out, cwd=tmp_path, expect=None)
+        assert_user_error(proc, out)  # the only line: nothing was sampled or trained first
+        assert time.perf_counter() - start < 30
+    if command in ("eval", "train"):
+        assert_user_error(grpo(*args, "--plot", "plain-file/p.png", cwd=tmp_path, expect=None), "plain-file/p.png")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_watchdog_worker_is_silent_on_ctrl_c(tmp_path):
+    """Ctrl-C reaches the whole process group; the verifier's worker processes must not print a
+    KeyboardInterrupt traceback of their own (the parent reports the interrupt)."""
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import sys, time\n"
+        "from grpo_verifiers._watchdog import Watchdog\n"
+        "if __name__ == '__main__':\n"
+        "    dog = Watchdog(workers=2)\n"
+        "    print(dog.map(abs, [-1, -2], timeout=30), flush=True)\n"
+        "    try:\n"
+        "        time.sleep(60)\n"
+        "    except KeyboardInterrupt:\n"
+        "        dog.close()\n"
+        "        sys.exit(130)\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert "value=1" in proc.stdout.readline()  # both workers are up and idle
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_ctrl_c_says_where_the_checkpoint_is(tmp_path, random_model_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "grpo_cli", "train", "--model", str(random_model_dir), "--out", "run"]
+    command += [*TINY_RUN, "--steps", "200", "--set", "train.save_every=1", "--set", "train.eval_n=0"]
+    proc = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "run" / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: last checkpoint: run/checkpoints/step-"), last
+    assert last.endswith("continue with: grpo train --resume run"), last

@@ -68,7 +68,7 @@ def evaluate(
     Default: the shipped model on the held-out arithmetic split."""
     from grpo_cli.config import write_config_beside
     from grpo_cli.errors import UserError
-    from grpo_cli.pipeline.data import atomic_writer, read_jsonl, write_jsonl
+    from grpo_cli.pipeline.data import atomic_writer, check_writable, read_jsonl, write_jsonl
     from grpo_cli.pipeline.evaluate import evaluate_model, evaluate_samples, results_table
     from grpo_cli.pipeline.metrics import parse_ks, parse_metrics
     from grpo_cli.report import Reporter
@@ -97,6 +97,10 @@ def evaluate(
         sampling__temperature=temperature,
         verifiers=verifier_specs(verifier),
     )
+    if out is not None:
+        check_writable(out, "--out", folder=True)
+    if plot is not None:
+        check_writable(plot, "--plot")
     report = Reporter.console(quiet)
     if samples:
         runs = [evaluate_samples(read_jsonl(p), cfg, report, str(p)) for p in samples]

@@ -47,7 +47,7 @@ def sample(
 ) -> None:
     """Sample n completions per prompt. Default: the shipped model on the held-out arithmetic split."""
     from grpo_cli.config import write_config_beside
-    from grpo_cli.pipeline.data import write_jsonl
+    from grpo_cli.pipeline.data import check_writable, write_jsonl
     from grpo_cli.pipeline.sample import load_policy, problems_from, sample_problems, sampling_params
     from grpo_cli.report import Reporter
 
@@ -63,13 +63,15 @@ def sample(
         sampling__top_p=top_p,
         sampling__max_new_tokens=max_new_tokens,
     )
+    target = path_or_stdout(out)
+    if target is not None:
+        check_writable(target, "--out")  # before the work, not after it
     report = Reporter.console(quiet)
     problems = problems_from(cfg.data.eval, cfg.data, need_answer=False)
     policy = load_policy(cfg)
     start = time.perf_counter()
     rows = sample_problems(policy, problems, cfg, sampling_params(cfg), report, logprobs=not no_logprobs)
     seconds = time.perf_counter() - start
-    target = path_or_stdout(out)
     write_jsonl(target, rows)
     if target is not None:
         write_config_beside(cfg, target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -77,6 +78,11 @@ def train(
         verifiers=verifier_specs(verifier),
     )
     cfg.check_training()
+    from grpo_cli.pipeline.data import check_writable
+
+    check_writable(Path(cfg.train.out_dir), "run folder (--out, train.out_dir)", folder=True)
+    if plot is not None:
+        check_writable(plot, "--plot")
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return
@@ -91,7 +97,11 @@ def train(
         run_training(cfg, Reporter(), resume=resume is not None)
         return
     report = Reporter.console(quiet)
-    result = run_training(cfg, report, resume=resume is not None)
+    try:
+        result = run_training(cfg, report, resume=resume is not None)
+    except KeyboardInterrupt:  # Typer would exit 130 silently: say where the work is
+        sys.stderr.write(f"\ninterrupted: {resume_hint(Path(cfg.train.out_dir))}\n")
+        raise typer.Exit(130) from None
     if plot is not None:
         from grpo_cli.pipeline.data import read_jsonl
         from grpo_cli.pipeline.plot import plot_training
@@ -120,6 +130,16 @@ def train(
         )
     else:
         report.summary(f"trained {result.steps_done} steps -> {result.last_checkpoint}")
+
+
+def resume_hint(run_dir: Path) -> str:
+    """Where an interrupted run's work is, and the command that continues it."""
+    from grpo_cli.training.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(run_dir)
+    if last is None:
+        return f"no checkpoint was written in {run_dir} (train.save_every sets how often); nothing to resume"
+    return f"last checkpoint: {last}; continue with: grpo train --resume {shlex.quote(str(run_dir))}"
 
 
 def _without_nproc(args: list[str]) -> list[str]:

@@ -74,6 +74,7 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
     """The causal LM in `model_dir`: grpo's own implementation (grpo_cli.models.llama) where `cfg.impl`
     allows and it supports the model, else transformers'."""
     import torch
+    from safetensors import SafetensorError
 
     dtype = getattr(torch, cfg.dtype)
     model: Any = None
@@ -92,6 +93,11 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    except SafetensorError as e:  # a truncated or corrupt weights file
+        raise UserError(
+            f"{model_dir}: could not read the weights ({' '.join(str(e).split())}); is model.safetensors "
+            "complete (a copy or download cut short)?"
+        ) from None
     except (OSError, ValueError) as e:
         raise UserError(f"{model_dir}: could not load model ({str(e).splitlines()[0]})") from None
     model.to(resolve_device(cfg.device))

@@ -43,6 +43,33 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def check_writable(path: Path, what: str, *, folder: bool = False) -> None:
+    """Fail now, before any work, when `path` (a file, or a folder when `folder`) could not be written
+    later: a file where a folder is needed on the way, or a folder we may not create files in.
+    Creates nothing (a probe file in the nearest existing folder is removed at once)."""
+    if path.exists() and path.is_dir() != folder:
+        found, wanted = ("a file", "a folder") if folder else ("a directory", "a file name")
+        raise UserError(f"{what} {path}: is {found}; expected {wanted}")
+    base = path if folder else path.parent
+    existing = base
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path}: cannot be created, {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".grpo-write-check-", dir=existing)
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot write in {existing} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[IO[str]]:
     """Write to a temp file beside `path` and rename on success: a failed run never leaves a
@@ -152,7 +179,8 @@ def load_problems(
         where = f"{label} row {i + 1}"
         if prompt_field not in row:
             raise UserError(
-                f"{where}: missing prompt field '{prompt_field}' (data.prompt_field); fields present: {', '.join(map(str, row))}"
+                f"{where}: missing prompt field '{prompt_field}' (data.prompt_field); "
+                f"fields present: {', '.join(map(str, row))}"
             )
         prompt = row[prompt_field]
         if not _valid_prompt(prompt):
@@ -163,7 +191,8 @@ def load_problems(
             problem["answer"] = str(row[answer_field])
         elif need_answer:
             raise UserError(
-                f"{where}: missing answer field '{answer_field}' (data.answer_field); fields present: {', '.join(map(str, row))}"
+                f"{where}: missing answer field '{answer_field}' (data.answer_field); "
+                f"fields present: {', '.join(map(str, row))}"
             )
         problem["id"] = str(row.get(id_field, i))
         problems.append(problem)

@@ -109,6 +109,19 @@ class TrainResult:
 
 
 def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult:
+    """Run (or resume) training; a run that fails or is interrupted before its first step leaves no
+    run folder behind (only when this call created it)."""
+    run_dir = Path(cfg.train.out_dir)
+    fresh = not run_dir.exists()
+    try:
+        return _train(cfg, report, resume=resume)
+    except BaseException:
+        if fresh and ranks.is_main():
+            _remove_unstarted_run(run_dir)
+        raise
+
+
+def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
     cfg.check_training()
     t = cfg.train
     run_dir = Path(t.out_dir)
@@ -623,6 +636,15 @@ def _tensorboard(run_dir: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """Delete a run folder that holds no checkpoint and no metrics row (config.yaml alone, say)."""
+    import shutil
+
+    metrics = run_dir / "metrics.jsonl"
+    if latest_checkpoint(run_dir) is None and not (metrics.exists() and metrics.stat().st_size):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:
