@@ -145,3 +145,97 @@ def test_ctrl_c_says_where_the_checkpoint_is(tmp_path, random_model_dir):
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted: last checkpoint: run/checkpoints/step-"), last
     assert last.endswith("continue with: grpo train --resume run"), last
+
+
+# ----------------------------------------------------------------------------- 2. every --model checked first
+
+
+def test_eval_checks_every_model_before_sampling(tmp_path, random_model_dir):
+    proc = grpo(
+        "eval", "--model", str(random_model_dir), "--model", "runs/train/checkpoints/step-000060", "--n", "1",
+        "--k", "1", "--threads", "1", cwd=tmp_path, expect=None,
+    )  # fmt: skip
+    assert_user_error(proc, "runs/train/checkpoints/step-000060")  # the only line: the first model was not sampled
+
+
+# ----------------------------------------------------------------------------- 3. defaults that compose
+
+
+def test_eval_samples_uses_the_k_values_that_fit_n(tmp_path):
+    # Groups of 2 samples; the preset's k are 1, 4, 16: with no --k, k = 1 and n = 2.
+    rows = [
+        {"id": p, "prompt": "q", "answer": "2", "completion": f"#### {c}", "group": g, "index": i}
+        for g, (p, pair) in enumerate((("a", (2, 3)), ("b", (5, 5)))) for i, c in enumerate(pair)
+    ]  # fmt: skip
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    grpo("score", "s.jsonl", "--out", "sc.jsonl", "-q", cwd=tmp_path)
+    doc = json.loads(grpo("eval", "--samples", "sc.jsonl", "--json", "-q", "--out", "E", cwd=tmp_path).stdout)
+    result = doc["results"]["sc.jsonl"]
+    assert (result["n"], sorted(result["pass@k"])) == (2, ["1", "2"])
+    # pass@2 of a = 1 (one of two right), of b = 0: 0.5; pass@1 = (1/2 + 0) / 2 = 0.25
+    assert (result["pass@k"]["2"], result["pass@k"]["1"]) == (0.5, 0.25)
+    assert doc == json.loads((tmp_path / "E" / "results.json").read_text())  # 9: one layout for both
+    # an explicit --k beyond the files' n is still an error, not silently dropped
+    assert_user_error(grpo("eval", "--samples", "sc.jsonl", "--k", "4", cwd=tmp_path, expect=None), "k=4")
+
+
+# ----------------------------------------------------------------------------- 4. dry runs validate
+
+
+def test_dry_run_refuses_unknown_verifier(tmp_path):
+    for command in ("train", "eval"):
+        args = [command, "--verifier", "maht"] + (["--dry-run"] if command == "train" else [])
+        assert_user_error(grpo(*args, cwd=tmp_path, expect=None), "unknown verifier 'maht'", "'math'")
+
+
+def test_paper_presets_say_they_need_a_model(tmp_path):
+    for preset in ("deepseekmath", "dapo", "dr-grpo", "gspo"):
+        proc = grpo("train", "--preset", preset, "--dry-run", cwd=tmp_path, expect=None)
+        assert_user_error(proc, "sampling.max_new_tokens", "256 positions", "--model", "max_new_tokens=64")
+    # the documented override (README, Configuration) makes one runnable on the shipped model
+    grpo("train", "--preset", "dapo", "--set", "sampling.max_new_tokens=64", "--dry-run", cwd=tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_finds_a_prompt_too_long(tmp_path, random_model_dir):
+    rows = [{"prompt": "1 + 1 = ?", "answer": "2"}, {"prompt": "1 + 1 = ? " * 30, "answer": "2"}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    args = ["train", "--model", str(random_model_dir), "--data", "p.jsonl", "--set", "sampling.max_new_tokens=200"]
+    assert_user_error(grpo(*args, "--dry-run", cwd=tmp_path, expect=None), "p.jsonl row 2", "256 positions")
+
+
+def test_early_failure_leaves_no_run_folder(tmp_path, random_model_dir):
+    # Passes the dry run's checks, then fails while opening the verifiers, after config.yaml was written.
+    proc = grpo(
+        "train", "--model", str(random_model_dir), "--out", "run", "--verifier", "math:no_such_option=1",
+        *TINY_RUN, cwd=tmp_path, expect=None,
+    )  # fmt: skip
+    assert_user_error(proc, "no_such_option", only_line=False)
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- 9. small ones
+
+
+def test_score_empty_file_is_an_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    assert_user_error(grpo("score", "empty.jsonl", cwd=tmp_path, expect=None), "empty.jsonl", "no samples")
+    assert_user_error(grpo("eval", "--samples", "empty.jsonl", cwd=tmp_path, expect=None), "empty.jsonl", "no samples")
+    assert not (tmp_path / "scored.jsonl").exists()
+
+
+def test_malformed_json_points_at_the_end_of_the_line(tmp_path):
+    (tmp_path / "bad.jsonl").write_text(
+        '{"completion": "x"}\n{"completion": "#### 2", "answer": "2"\n', encoding="utf-8"
+    )
+    line = assert_user_error(grpo("score", "bad.jsonl", cwd=tmp_path, expect=None), "bad.jsonl line 2")
+    assert "column 39, the end of the line" in line  # not "column 1" (of the line after)
+
+
+def test_readme_debian_sentence_agrees_with_bubblewrap():
+    from test_readme import README
+
+    text = README.read_text(encoding="utf-8")
+    assert "bubblewrap" in text and "No Debian packages are needed" not in text
+    (line,) = [line for line in text.splitlines() if "No Debian package" in line]
+    assert "bubblewrap" in line and "optional" in line

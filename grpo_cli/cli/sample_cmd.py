@@ -47,6 +47,7 @@ def sample(
 ) -> None:
     """Sample n completions per prompt. Default: the shipped model on the held-out arithmetic split."""
     from grpo_cli.config import write_config_beside
+    from grpo_cli.pipeline import preflight
     from grpo_cli.pipeline.data import check_writable, write_jsonl
     from grpo_cli.pipeline.sample import load_policy, problems_from, sample_problems, sampling_params
     from grpo_cli.report import Reporter
@@ -66,6 +67,7 @@ def sample(
     target = path_or_stdout(out)
     if target is not None:
         check_writable(target, "--out")  # before the work, not after it
+    preflight.check_fits(cfg, cfg.model.path)
     report = Reporter.console(quiet)
     problems = problems_from(cfg.data.eval, cfg.data, need_answer=False)
     policy = load_policy(cfg)

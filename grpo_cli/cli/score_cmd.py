@@ -32,6 +32,10 @@ def score(
         check_writable(target, "--out")
     report = Reporter.console(quiet)
     rows = read_jsonl(samples)
+    if not rows:
+        from grpo_cli.errors import UserError
+
+        raise UserError(f"{samples}: no samples in the file (expected JSONL records, one per line, from `grpo sample`)")
     for i, row in enumerate(rows):
         if "completion" not in row:
             from grpo_cli.errors import UserError

@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from grpo_cli.cli.common import (
     resolve_config,
     verifier_specs,
 )
+
+if TYPE_CHECKING:
+    from grpo_cli.config import Config
 
 
 def train(
@@ -83,6 +86,12 @@ def train(
     check_writable(Path(cfg.train.out_dir), "run folder (--out, train.out_dir)", folder=True)
     if plot is not None:
         check_writable(plot, "--plot")
+    from grpo_cli.pipeline import preflight
+
+    preflight.check_verifiers(cfg)
+    if cfg.algorithm != "sft":  # sft trains on the dataset's solutions, not sampled completions
+        sources = [cfg.data.train] + ([cfg.data.eval] if cfg.train.eval_n else [])
+        preflight.check_fits(cfg, _model_to_load(cfg, resume is not None), sources)
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return
@@ -130,6 +139,14 @@ def train(
         )
     else:
         report.summary(f"trained {result.steps_done} steps -> {result.last_checkpoint}")
+
+
+def _model_to_load(cfg: Config, resume: bool) -> str:
+    """The run's last checkpoint when resuming (and there is one), else the configured model."""
+    from grpo_cli.training.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(Path(cfg.train.out_dir)) if resume else None
+    return str(last) if last else cfg.model.path
 
 
 def resume_hint(run_dir: Path) -> str:

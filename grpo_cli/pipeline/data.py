@@ -31,12 +31,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path} is a directory, expected a JSONL file") from None
     with handle:
         for lineno, line in enumerate(handle, 1):
-            if not line.strip():
+            text = line.rstrip("\r\n")  # an error at the end of the text is at the end of this line
+            if not text.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(text)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path} line {lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                where = f"column {e.colno}" + (", the end of the line" if e.pos >= len(text.rstrip()) else "")
+                raise UserError(f"{path} line {lineno}: invalid JSON ({e.msg} at {where})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
