@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -239,3 +240,37 @@ def test_readme_debian_sentence_agrees_with_bubblewrap():
     assert "bubblewrap" in text and "No Debian packages are needed" not in text
     (line,) = [line for line in text.splitlines() if "No Debian package" in line]
     assert "bubblewrap" in line and "optional" in line
+
+
+# ----------------------------------------------------------------------------- 7. file modes, stale temp folders
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_honour_the_umask(tmp_path, umask):
+    rows = [{"id": "a", "prompt": "1 + 1?", "answer": "2", "completion": "#### 2", "group": 0, "index": 0}]
+    (tmp_path / "s.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+    old = os.umask(umask)  # inherited by the subprocess, as from the user's shell
+    try:
+        grpo("score", "s.jsonl", "--out", "sc.jsonl", "-q", cwd=tmp_path)
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("sc.jsonl", "sc.config.yaml")}
+    assert modes == {"sc.jsonl": 0o666 & ~umask, "sc.config.yaml": 0o666 & ~umask}
+
+
+def test_stale_checkpoint_temp_folders_are_cleaned(tmp_path):
+    from grpo_cli.config import dump_config, load_config
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_config(load_config(None, [f"train.out_dir={run}"])), encoding="utf-8")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid: a writer that was killed
+    stale = run / "checkpoints" / f".tmp-step-000100-{dead.pid}"
+    live = run / "checkpoints" / f".tmp-step-000100-{os.getpid()}"  # a writer still running
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+    proc = grpo("train", "--resume", "run", cwd=tmp_path, expect=None)
+    assert_user_error(proc, "no complete checkpoint", stale.name, "without --resume", only_line=False)
+    assert not stale.exists() and live.exists()

@@ -80,6 +80,7 @@ def atomic_writer(path: Path) -> Iterator[IO[str]]:
         raise UserError(f"{path} is a directory, expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file gets the mode open() would give
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle

@@ -40,7 +40,7 @@ from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.training import optim, wrapping
-from grpo_cli.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from grpo_cli.training.checkpoint import latest_checkpoint, load_state, remove_stale_temp, save_checkpoint
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
 """Metrics that measure wall time: everything else in metrics.jsonl is reproducible for a seed."""
@@ -125,9 +125,16 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
     cfg.check_training()
     t = cfg.train
     run_dir = Path(t.out_dir)
+    stale = remove_stale_temp(run_dir) if ranks.is_main() else []  # checkpoint writes killed midway
+    for path in stale:
+        report.log(f"removed {path}: an incomplete checkpoint of a run that was killed while saving it")
     start_ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and start_ckpt is None:
-        raise UserError(f"--resume: no checkpoint found in {run_dir / 'checkpoints'}")
+        incomplete = f" (only an incomplete one, now removed: {stale[-1].name})" if stale else ""
+        raise UserError(
+            f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}{incomplete}; "
+            "start the run again without --resume"
+        )
     if not resume and latest_checkpoint(run_dir) is not None:
         raise UserError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --out")
 
