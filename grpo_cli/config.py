@@ -232,6 +232,12 @@ class TrainConfig:
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
     """Held-out problems used for the before/after evaluation (0: all)."""
+    eval_every: int = 0
+    """Also run the held-out evaluation every N steps (eval_n samples per problem), logged and written to
+    metrics.jsonl as `eval_accuracy` (0: only before and after)."""
+    log_every: int = 10
+    """When the output is not a terminal (a log file, a batch scheduler), print a one-line summary every N
+    steps (0: never); a terminal shows it in the progress bar."""
     parallel: str = "ddp"
     """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2:
     parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
@@ -245,6 +251,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"config: train.{name} must be a finite number >= 0, got {value}")
+        for name in ("eval_every", "log_every", "save_every", "ref_sync_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"config: train.{name} must be >= 0, got {getattr(self, name)}")
         if self.micro_batch_tokens < 0:
             raise UserError(f"config: train.micro_batch_tokens must be >= 0, got {self.micro_batch_tokens}")
         if len(self.adam_betas) != 2:

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from test_cli import assert_user_error, grpo
+from test_cli import assert_user_error, grpo, read_jsonl
 
 TINY_RUN = [
     "--set",
@@ -274,3 +274,37 @@ def test_stale_checkpoint_temp_folders_are_cleaned(tmp_path):
     proc = grpo("train", "--resume", "run", cwd=tmp_path, expect=None)
     assert_user_error(proc, "no complete checkpoint", stale.name, "without --resume", only_line=False)
     assert not stale.exists() and live.exists()
+
+
+# ----------------------------------------------------------------------------- 6. signs of life
+
+
+def test_piped_output_gets_a_line_every_n_steps_and_periodic_eval(tmp_path, random_model_dir):
+    proc = grpo(
+        "train", "--model", str(random_model_dir), "--out", "run", "--steps", "4", *TINY_RUN,
+        "--set", "train.log_every=1", "--set", "train.eval_every=2", "--set", "train.eval_n=1",
+        "--set", "train.eval_limit=2", cwd=tmp_path,
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], proc.stderr
+    assert all("reward " in line and " s/step" in line for line in lines)
+    assert "held-out" in lines[1] and "held-out" not in lines[0]  # step 2: the periodic evaluation
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert ["eval_accuracy" in r for r in rows] == [False, True, False, False]  # step 4 is the after-evaluation
+    assert 0.0 <= rows[1]["eval_accuracy"] <= 1.0
+
+
+def test_terminal_progress_bar_shows_reward_and_step_time(tmp_path, random_model_dir):
+    import re
+
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}  # rich: a terminal
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpo_cli", "train", "--model", str(random_model_dir), "--out", "run", "--steps", "2"]
+        + [*TINY_RUN, "--set", "train.eval_n=0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", proc.stderr)
+    bar = [line for line in re.split(r"[\r\n]", text) if line.startswith("training")]
+    assert bar and "reward " in bar[-1] and " s/step" in bar[-1], bar[-1:]
+    assert not any(line.startswith("step 1/2") for line in text.splitlines())  # the bar says it; no log lines

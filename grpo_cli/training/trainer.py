@@ -212,13 +212,15 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
                 )  # iterative RL: the reference catches up
             row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
+            row.update(_periodic_eval(policy, eval_problems, cfg, step + 1))
             if ranks.is_main():
                 _append_metrics(metrics_path, row)
             if tensorboard is not None:
                 for key, value in row.items():
                     tensorboard.add_scalar(key, value, step + 1)
             _warn_about(row, step + 1, report)
-            advance(1)
+            advance(1, status=step_status(row))
+            _log_step(row, t, report)
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
                 saved = TrainerState(
                     step=step + 1,
@@ -642,6 +644,33 @@ def _tensorboard(run_dir: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def step_status(row: dict[str, Any]) -> str:
+    """The last step in a few figures: mean reward, loss, seconds per step (and held-out accuracy)."""
+    parts = [f"reward {row['reward_mean']:.3f}"] if "reward_mean" in row else []
+    parts += [f"loss {row['loss']:+.4f}"] if "loss" in row else []
+    parts += [f"{row['step_time']:.2f} s/step"]
+    parts += [f"held-out {100 * row['eval_accuracy']:.1f}%"] if "eval_accuracy" in row else []
+    return "  ".join(parts)
+
+
+def _log_step(row: dict[str, Any], t: Any, report: Reporter) -> None:
+    """A sign of life where no progress bar is drawn (output to a file): one line every `log_every`
+    steps, every held-out evaluation, and the last step."""
+    step = row["step"]
+    due = (t.log_every and step % t.log_every == 0) or "eval_accuracy" in row or step == t.steps
+    if not report.interactive and due:
+        report.log(f"step {step}/{t.steps}  {step_status(row)}")
+
+
+def _periodic_eval(policy: Policy, problems: list[dict[str, Any]] | None, cfg: Config, step: int) -> dict[str, float]:
+    """`eval_accuracy` every `train.eval_every` steps (not at the last: the after-evaluation is that one)."""
+    t = cfg.train
+    if not (t.eval_every and problems and step % t.eval_every == 0 and step < t.steps):
+        return {}
+    result = _evaluate_on_main(policy, problems, cfg, Reporter(), f"step {step}")  # no bar inside the bar
+    return {"eval_accuracy": float(result["accuracy"])}
 
 
 def _remove_unstarted_run(run_dir: Path) -> None:
