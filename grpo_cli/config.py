@@ -36,6 +36,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def free_cores(cores: int, load: float) -> int:
+    """Cores left for us when `load` (the 1-minute load average: runnable processes) is already
+    running here: torch's CPU kernels split work evenly over their threads, so a thread that must
+    share a busy core holds back every other one. At least 1, at most `cores`.
+    free_cores(2, 0.1) = 2; free_cores(2, 2.3) = 1 (two other busy processes); free_cores(16, 3.6) = 12."""
+    return max(1, min(cores, cores - round(load)))
+
+
+def auto_threads() -> int:
+    """`model.threads: 0`: the cores available to this process that other work is not using now."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this OS
+        return available_cores()
+    return free_cores(available_cores(), load)
+
+
 @dataclass
 class ModelConfig:
     path: str = "tiny"
@@ -45,7 +62,8 @@ class ModelConfig:
     device: str = "auto"
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     threads: int = 0
-    """Torch CPU threads; 0 uses every core available to the process."""
+    """Torch CPU threads; 0: the cores available to the process (CPU affinity) less those other
+    processes keep busy (the 1-minute load average), at least 1. Set it for exact reproducibility."""
     impl: str = "auto"
     """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto
     (native where it supports the model)."""

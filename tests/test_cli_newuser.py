@@ -308,3 +308,14 @@ def test_terminal_progress_bar_shows_reward_and_step_time(tmp_path, random_model
     bar = [line for line in re.split(r"[\r\n]", text) if line.startswith("training")]
     assert bar and "reward " in bar[-1] and " s/step" in bar[-1], bar[-1:]
     assert not any(line.startswith("step 1/2") for line in text.splitlines())  # the bar says it; no log lines
+
+
+# ----------------------------------------------------------------------------- 5. threads
+
+
+def test_free_cores_leaves_busy_cores_alone():
+    from grpo_cli.config import free_cores
+
+    # 2 cores: idle -> 2 threads; two other busy processes (load 2.3) -> 1, never 0
+    assert (free_cores(2, 0.1), free_cores(2, 1.4), free_cores(2, 2.3), free_cores(2, 20.0)) == (2, 1, 1, 1)
+    assert free_cores(16, 3.6) == 12  # 16 - round(3.6)

@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from grpo_cli.config import ModelConfig, available_cores
+from grpo_cli.config import ModelConfig, auto_threads
 from grpo_cli.errors import UserError
 
 TINY = "tiny"
@@ -31,11 +31,11 @@ def resolve_model_dir(path: str) -> Path:
 
 
 def setup_torch(threads: int) -> None:
-    """Set the CPU thread count once: `threads` or every available core when 0."""
+    """Set the CPU thread count once: `threads`, or when 0 the free cores (config.auto_threads)."""
     import torch
     from transformers.utils import logging as hf_logging
 
-    torch.set_num_threads(threads or available_cores())
+    torch.set_num_threads(threads or auto_threads())
     hf_logging.disable_progress_bar()  # our own progress bars are the only ones
 
 
