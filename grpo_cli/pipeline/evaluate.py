@@ -20,7 +20,7 @@ class EvalRun:
 
     label: str
     result: dict[str, Any]
-    scored: list[dict[str, Any]]
+    scored: list[ScoredSample]
     summary: ScoreSummary | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -33,9 +33,9 @@ def score_records(samples: list[Sample], cfg: Config, report: Reporter) -> tuple
     return scored, summary
 
 
-def group_records(records: list[dict[str, Any]], source: str = "samples") -> list[list[dict[str, Any]]]:
+def group_records(records: list[ScoredSample], source: str = "samples") -> list[list[ScoredSample]]:
     """Records grouped per problem (by `group`, else by `id`), in order of first appearance."""
-    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[Any, list[ScoredSample]] = defaultdict(list)
     for i, row in enumerate(records):
         key = row.get("group", row.get("id"))
         if key is None:

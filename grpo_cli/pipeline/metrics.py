@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from grpo_cli.records import ScoredSample
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k: the chance that a random size-k subset of n samples (c correct) holds one.
@@ -91,7 +93,7 @@ def maj_at_k(
     return float(won.mean())
 
 
-def vote_key(record: dict[str, Any]) -> str | None:
+def vote_key(record: ScoredSample) -> str | None:
     """The sample's answer for voting: `canonical` (else `extracted`) of the first verifier info
     that has one, as a string; None when no verifier extracted an answer."""
     for info in (record.get("info") or {}).values():
@@ -114,7 +116,7 @@ METRICS = {"pass@k": _pass_group, "maj@k": _maj_group}
 
 
 def evaluate_groups(
-    groups: list[list[dict[str, Any]]],
+    groups: list[list[ScoredSample]],
     ks: list[int],
     metrics: list[str],
     seed: int = 0,
