@@ -23,12 +23,25 @@ ModelOpt = Annotated[
 DataOpt = Annotated[
     str | None,
     typer.Option(
-        "--data", "-d", help="Problems file (.jsonl/.json/.csv/.parquet), arith:train|test, or hf:NAME[:SPLIT]."
+        "--data",
+        "-d",
+        help="Problems file (.jsonl/.json/.csv/.parquet), arith:train|test, hf:NAME[:SPLIT], rg:TASK[?size=N&seed=S].",
     ),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (config: seed).")]
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", help="Torch CPU threads; 0 = all cores (config: model.threads).")
+]
+VerifierOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--verifier",
+        "-v",
+        help=(
+            "NAME[:key=value,...] (repeatable); weight=, failure_value= and hang_timeout= set those, other keys"
+            " are the verifier's options. Replaces the config's verifiers."
+        ),
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print the final summary.")]
 
@@ -40,3 +53,10 @@ def resolve_config(preset: str | None, sets: list[str] | None, **overrides: Any)
 
 def path_or_stdout(path: Path) -> Path | None:
     return None if str(path) == "-" else path
+
+
+def verifier_specs(options: list[str] | None) -> list[dict[str, Any]] | None:
+    """`--verifier` values as config mappings (merged into the config dict before it is built)."""
+    from grpo_cli.config import config_to_dict, parse_verifier_option
+
+    return [config_to_dict(parse_verifier_option(v)) for v in options] if options else None

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import DataOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, resolve_config
+from grpo_cli.cli.common import (
+    DataOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    ThreadsOpt,
+    VerifierOpt,
+    resolve_config,
+    verifier_specs,
+)
 
 
 def evaluate(
@@ -39,6 +49,7 @@ def evaluate(
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw pass@k / maj@k curves to this PNG.")] = None,
+    verifier: VerifierOpt = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
@@ -75,6 +86,7 @@ def evaluate(
         eval__k=ks,
         eval__metrics=metrics,
         sampling__temperature=temperature,
+        verifiers=verifier_specs(verifier),
     )
     report = Reporter.console(quiet)
     if samples:

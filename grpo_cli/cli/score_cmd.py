@@ -7,16 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import PresetOpt, QuietOpt, SetOpt, path_or_stdout, resolve_config
-
-VerifierOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--verifier",
-        "-v",
-        help="NAME[:key=value,...] (repeatable); weight=, failure_value= and hang_timeout= set those, other keys are the verifier's options. Replaces the config's verifiers.",
-    ),
-]
+from grpo_cli.cli.common import PresetOpt, QuietOpt, SetOpt, VerifierOpt, path_or_stdout, resolve_config, verifier_specs
 
 
 def score(
@@ -30,14 +21,12 @@ def score(
     quiet: QuietOpt = False,
 ) -> None:
     """Score completions with the configured verifiers."""
-    from grpo_cli.config import config_to_dict, parse_verifier_option, write_config_beside
+    from grpo_cli.config import write_config_beside
     from grpo_cli.pipeline.data import read_jsonl, write_jsonl
     from grpo_cli.pipeline.evaluate import score_records
     from grpo_cli.report import Reporter
 
-    # As plain mappings: overrides are merged into the config dict before it is built.
-    specs = [config_to_dict(parse_verifier_option(v)) for v in verifier] if verifier else None
-    cfg = resolve_config(preset, set_, verifiers=specs)
+    cfg = resolve_config(preset, set_, verifiers=verifier_specs(verifier))
     report = Reporter.console(quiet)
     rows = read_jsonl(samples)
     for i, row in enumerate(rows):

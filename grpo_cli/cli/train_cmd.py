@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import DataOpt, ModelOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, resolve_config
+from grpo_cli.cli.common import (
+    DataOpt,
+    ModelOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    ThreadsOpt,
+    VerifierOpt,
+    resolve_config,
+    verifier_specs,
+)
 
 
 def train(
@@ -32,6 +43,7 @@ def train(
             help="Train with N processes on this machine: re-runs this command under torchrun (config: train.parallel).",
         ),
     ] = None,
+    verifier: VerifierOpt = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
@@ -59,6 +71,7 @@ def train(
         data__train=data,
         train__out_dir=str(out) if out else None,
         train__steps=steps,
+        verifiers=verifier_specs(verifier),
     )
     cfg.check_training()
     if dry_run:
