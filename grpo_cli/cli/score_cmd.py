@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import PresetOpt, QuietOpt, SetOpt, VerifierOpt, path_or_stdout, resolve_config, verifier_specs
+from grpo_cli.cli.common import (
+    PresetOpt,
+    QuietOpt,
+    SetOpt,
+    VerifierOpt,
+    path_or_stdout,
+    resolve_config,
+    verifier_specs,
+)
 
 
 def score(

@@ -9,9 +9,9 @@ null for a group dynamic sampling dropped), so `grpo score` and `grpo eval --sam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from grpo_cli.pipeline.data import write_jsonl
+from grpo_cli.records import Rollout, ScoredSample
 
 FOLDER = "rollouts"
 
@@ -26,11 +26,11 @@ def path_of(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / FOLDER / f"step-{step:06d}.jsonl"
 
 
-def write(run_dir: Path, step: int, records: list[dict[str, Any]], group_size: int) -> Path:
+def write(run_dir: Path, step: int, records: list[ScoredSample], group_size: int) -> Path:
     """Write the step's records (whole groups of `group_size`, in sampling order); `group` is
     numbered across the whole step, since each sampling round and rank numbers its own from 0."""
     path = path_of(run_dir, step)
-    rows = [
+    rows: list[Rollout] = [
         {**r, "step": step, "group": i // group_size, "advantage": r.get("advantage")} for i, r in enumerate(records)
     ]
     write_jsonl(path, rows)
