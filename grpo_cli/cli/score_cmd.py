@@ -36,7 +36,7 @@ def score(
 
     cfg = resolve_config(preset, set_, verifiers=verifier_specs(verifier))
     report = Reporter.console(quiet)
-    rows = read_jsonl(samples)
+    rows = read_jsonl(samples, warn=report.warn)
     for i, row in enumerate(rows):
         if "completion" not in row:
             from grpo_cli.errors import UserError

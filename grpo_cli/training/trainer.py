@@ -38,6 +38,7 @@ from grpo_cli.pipeline.sample import (
     to_records,
 )
 from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
+from grpo_cli.records import Problem, ScoredSample
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.training import optim, rollouts, wrapping
@@ -66,7 +67,7 @@ class Batch:
     old_logp: torch.Tensor | None
     advantages: torch.Tensor
     stats: dict[str, float] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[ScoredSample] = field(default_factory=list)
     """Every scored sample of the step, whole groups in sampling order, each with its `advantage`
     (None for a group dynamic sampling dropped): what `rollouts` writes."""
 
@@ -246,7 +247,7 @@ def collect_batch(
     cfg: Config,
     policy: Policy,
     rft_sampler: Sampler | None,
-    problems: list[dict[str, Any]],
+    problems: list[Problem],
     order: DataOrder,
     verifiers: list[Any],
 ) -> Batch:
@@ -261,7 +262,7 @@ def collect_batch(
         return _sft_batch(chosen, cfg, policy.tokenizer)
 
     sampler = rft_sampler or policy.sampler
-    kept: list[tuple[dict[str, Any], list[Completion], list[dict[str, Any]]]] = []
+    kept: list[tuple[Problem, list[Completion], list[ScoredSample]]] = []
     stats = {
         "sampling_rounds": 0.0,
         "groups_dropped": 0.0,
@@ -269,7 +270,7 @@ def collect_batch(
         "sampling_time": 0.0,
         "scoring_time": 0.0,
     }
-    all_scored: list[dict[str, Any]] = []
+    all_scored: list[ScoredSample] = []
     summaries: list[ScoreSummary] = []
     for rnd in range(t.max_sampling_rounds if t.dynamic_sampling else 1):
         chosen = [problems[i] for i in order.take(wanted if rnd == 0 else wanted - len(kept))]
@@ -479,7 +480,7 @@ def _pack(comps: list[Completion], pad_id: int) -> tuple[torch.Tensor, torch.Ten
 def _advantages(
     cfg: Config,
     rewards: torch.Tensor,
-    records: list[dict[str, Any]],
+    records: list[ScoredSample],
     comps: list[Completion],
     tokenizer: Any,
     G: int,
@@ -519,7 +520,7 @@ def _token_char_offsets(tokenizer: Any, token_ids: list[int]) -> list[tuple[int,
     return offsets
 
 
-def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
+def _check_solutions(problems: list[Problem], cfg: Config) -> None:
     field_name = cfg.data.solution_field
     for i, p in enumerate(problems):
         if not isinstance(p.get(field_name), str):
@@ -529,7 +530,7 @@ def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
             )
 
 
-def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Batch:
+def _sft_batch(chosen: list[Problem], cfg: Config, tokenizer: Any) -> Batch:
     """SFT: the dataset's solutions as completions, gradient coefficient 1."""
     from grpo_cli.sampling.hf import _encode
 
@@ -574,7 +575,7 @@ def _logprobs(
 
 
 def _reward_stats(
-    scored: list[dict[str, Any]], summaries: list[ScoreSummary], G: int, threshold: float = 1.0
+    scored: list[ScoredSample], summaries: list[ScoreSummary], G: int, threshold: float = 1.0
 ) -> dict[str, float]:
     """Reward mean/std overall and per verifier, accuracy (the fraction of samples whose reward is
     at least `threshold`, as in the held-out evaluation), zero-std group fraction, lengths,
@@ -712,7 +713,7 @@ def _checkpoint(
     return path
 
 
-def _eval_problems(cfg: Config) -> list[dict[str, Any]]:
+def _eval_problems(cfg: Config) -> list[Problem]:
     problems = problems_from(cfg.data.eval, cfg.data)
     return problems[: cfg.train.eval_limit] if cfg.train.eval_limit else problems
 
