@@ -31,7 +31,7 @@ def score(
     if target is not None:
         check_writable(target, "--out")
     report = Reporter.console(quiet)
-    rows = read_jsonl(samples)
+    rows = read_jsonl(samples, warn=report.warn)
     if not rows:
         from grpo_cli.errors import UserError
 
