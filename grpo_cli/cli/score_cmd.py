@@ -7,15 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import (
-    PresetOpt,
-    QuietOpt,
-    SetOpt,
-    VerifierOpt,
-    path_or_stdout,
-    resolve_config,
-    verifier_specs,
-)
+from grpo_cli.cli.common import PresetOpt, QuietOpt, SetOpt, VerifierOpt, path_or_stdout, resolve_config, verifier_specs
 
 
 def score(
@@ -30,20 +22,26 @@ def score(
 ) -> None:
     """Score completions with the configured verifiers."""
     from grpo_cli.config import write_config_beside
-    from grpo_cli.pipeline.data import read_jsonl, write_jsonl
+    from grpo_cli.pipeline.data import check_writable, read_jsonl, write_jsonl
     from grpo_cli.pipeline.evaluate import score_records
     from grpo_cli.report import Reporter
 
     cfg = resolve_config(preset, set_, verifiers=verifier_specs(verifier))
+    target = path_or_stdout(out)
+    if target is not None:
+        check_writable(target, "--out")
     report = Reporter.console(quiet)
     rows = read_jsonl(samples, warn=report.warn)
+    if not rows:
+        from grpo_cli.errors import UserError
+
+        raise UserError(f"{samples}: no samples in the file (expected JSONL records, one per line, from `grpo sample`)")
     for i, row in enumerate(rows):
         if "completion" not in row:
             from grpo_cli.errors import UserError
 
             raise UserError(f"{samples} line {i + 1}: missing field 'completion'; fields present: {', '.join(row)}")
     scored, summary = score_records(rows, cfg, report)
-    target = path_or_stdout(out)
     write_jsonl(target, scored)
     if target is not None:
         write_config_beside(cfg, target)
