@@ -102,10 +102,11 @@ def train(
     check_writable(Path(cfg.train.out_dir), "run folder (--out, train.out_dir)", folder=True)
     if plot is not None:
         check_writable(plot, "--plot")
+    from grpo_cli.algorithms.paradigms import ALGORITHMS
     from grpo_cli.pipeline import preflight
 
     preflight.check_verifiers(cfg)
-    if cfg.algorithm != "sft":  # sft trains on the dataset's solutions, not sampled completions
+    if ALGORITHMS[cfg.algorithm].samples:  # sft trains on the dataset's solutions, not samples
         sources = [cfg.data.train] + ([cfg.data.eval] if cfg.train.eval_n else [])
         preflight.check_fits(cfg, _model_to_load(cfg, resume is not None), sources)
     if dry_run:

@@ -224,7 +224,7 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
                 record_step(run_dir, row, batch, cfg, trackers)
             _warn_about(row, step + 1, report)
             advance(1, status=step_status(row))
-            _log_step(row, t, report)
+            _print_sign_of_life(row, t, report)
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
                 saved = TrainerState(
                     step=step + 1,
@@ -696,7 +696,7 @@ def step_status(row: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _log_step(row: dict[str, Any], t: Any, report: Reporter) -> None:
+def _print_sign_of_life(row: dict[str, Any], t: Any, report: Reporter) -> None:
     """A sign of life where no progress bar is drawn (output to a file): one line every `log_every`
     steps, every held-out evaluation, and the last step."""
     step = row["step"]
