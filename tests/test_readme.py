@@ -52,6 +52,7 @@ NEEDS = {"sampling.backend=vllm": "vllm"}
 """A command holding this text runs only where the module is installed (an optional extra)."""
 
 CHECKPOINT = re.compile(r"checkpoints/step-(\d+)$")
+ROLLOUT = re.compile(r"rollouts/step-\d+\.jsonl$")
 
 
 def readme_commands(text: str) -> list[list[str]]:
@@ -59,7 +60,13 @@ def readme_commands(text: str) -> list[list[str]]:
     comments dropped, `a && grpo b` chains split."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        variables: dict[str, str] = {}  # `NAME='...'` lines of the block, expanded in later commands
         for line in block.replace("\\\n", " ").splitlines():
+            if m := re.fullmatch(r"([A-Z_]+)=(.*)", line.strip()):
+                variables[m.group(1)] = shlex.split(m.group(2))[0]
+                continue
+            for name, value in variables.items():
+                line = line.replace("$" + name, value.replace('"', '\\"'))  # used inside "..."
             words = shlex.split(line, comments=True)
             segment: list[str] = []
             for word in [*words, "&&"]:
@@ -104,6 +111,7 @@ def test_readme_commands_run(tmp_path, random_model_dir):
     assert len(commands) >= 8 and ["train"] in commands  # the parser found the blocks
     setup_inputs(tmp_path, random_model_dir)
     ran = []
+    kept_by: dict[str, set[int]] = {}  # run folder -> the checkpoint steps the README's run keeps
     for args in commands:
         sub = args[0]
         assert sub in CHEAP, f"README command `grpo {shlex.join(args)}`: add its cheap overrides to CHEAP"
@@ -112,13 +120,21 @@ def test_readme_commands_run(tmp_path, random_model_dir):
             continue
         for i, arg in enumerate(args):
             if m := CHECKPOINT.search(arg):
-                # The README names a checkpoint of the full default run; the cheap run keeps its own.
-                assert int(m.group(1)) in kept_steps(), f"{arg}: the default `grpo train` keeps {sorted(kept_steps())}"
-                args = [
-                    *args[:i],
-                    str(sorted((tmp_path / "runs/train/checkpoints").glob("step-*"))[-1]),
-                    *args[i + 1 :],
-                ]
+                # The README names a checkpoint of its full run; the cheap run keeps its own.
+                run = arg[: arg.index("/checkpoints/")]
+                assert int(m.group(1)) in kept_by.get(run, set()), (
+                    f"{arg}: that run keeps {sorted(kept_by.get(run, ()))}"
+                )
+                args = [*args[:i], str(sorted((tmp_path / run / "checkpoints").glob("step-*"))[-1]), *args[i + 1 :]]
+        if sub == "train":
+            out = args[args.index("--out") + 1] if "--out" in args else "runs/train"
+            steps = int(args[args.index("--steps") + 1]) if "--steps" in args else None
+            kept_by[out] = kept_steps() if steps is None else {steps}  # a run always keeps its last step
+        for i, arg in enumerate(args):
+            if m := ROLLOUT.search(arg):  # a step of the README's run: the cheap run's last one
+                found = sorted((tmp_path / arg).parent.glob("step-*.jsonl"))
+                assert found, f"{arg}: the README's earlier commands wrote no rollouts there"
+                args = [*args[:i], str(found[-1]), *args[i + 1 :]]
         if sub == "train" and "--out" not in args and "--resume" not in args:
             shutil.rmtree(tmp_path / "runs" / "train", ignore_errors=True)  # each README run is a run of its own
         start = time.perf_counter()
