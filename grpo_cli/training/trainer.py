@@ -40,6 +40,7 @@ from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.training import optim, wrapping
+from grpo_cli.training.iterative import end_of_step, observe, reward_verifiers, start_reward_model
 from grpo_cli.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
@@ -64,6 +65,8 @@ class Batch:
     old_logp: torch.Tensor | None
     advantages: torch.Tensor
     stats: dict[str, float] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """The scored sample records of the kept groups (a learned reward model trains on them)."""
 
     @property
     def size(self) -> int:
@@ -158,13 +161,17 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
         (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         _truncate_metrics(metrics_path, start_step)
 
+    reward_model = start_reward_model(cfg, run_dir, start_ckpt, state, policy, report)  # None: the verifiers reward
     eval_problems = _eval_problems(cfg) if t.eval_n else None
     if eval_problems is not None and before is None:
         before = _evaluate_on_main(policy, eval_problems, cfg, report, "before")
 
     last_ckpt = start_ckpt
     tensorboard = _tensorboard(run_dir) if ranks.is_main() else None
-    with opened_verifiers(cfg.verifiers) as verifiers, report.progress("training", total=t.steps) as advance:
+    with (
+        opened_verifiers(reward_verifiers(cfg, reward_model)) as verifiers,
+        report.progress("training", total=t.steps) as advance,
+    ):
         advance(start_step)
         for step in range(start_step, t.steps):
             t0 = time.perf_counter()
@@ -182,7 +189,9 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                 ref_model.load_state_dict(
                     wrapping.full_state_dict(policy.model)
                 )  # iterative RL: the reference catches up
-            row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
+            observe(reward_model, batch.records)
+            rm_row = end_of_step(reward_model, step, verifiers, policy, report)  # Algorithm 1: retrain the RM
+            row = {"step": step + 1, **batch.stats, **update, **rm_row, "update_time": t2 - t1, "step_time": t2 - t0}
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
             if ranks.is_main():
                 _append_metrics(metrics_path, row)
@@ -201,6 +210,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                     "torch_rng_ranks": ranks.rng_states(),
                     "before": before,
                     "initial_model": initial_model,
+                    "reward_model": reward_model.state() if reward_model is not None else None,
                 }
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
                 savable = wrapping.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
@@ -214,6 +224,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                             cfg,
                             state,
                             synced,
+                            reward_model if reward_model is not None and reward_model.model is not None else None,
                             final=step + 1 == t.steps,
                             report=report,
                         )
@@ -318,7 +329,7 @@ def collect_batch(
     advantages = _advantages(cfg, rewards, records, comps, policy.tokenizer, G, loss_mask)
     stats["advantage_abs_mean"] = float(advantages.abs().mean())
     stats["sampled_tokens"] = float(sum(len(c.token_ids) for _, group, _ in kept for c in group))
-    return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, stats)
+    return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, stats, records)
 
 
 def lr_multiplier(i: int, warmup: int, total: int, schedule: str) -> float:
@@ -653,6 +664,7 @@ def _checkpoint(
     cfg: Config,
     state: dict[str, Any],
     ref: Any,
+    reward_model: Any,
     *,
     final: bool,
     report: Reporter,
@@ -666,6 +678,7 @@ def _checkpoint(
             cfg=cfg,
             state=state,
             ref_model=ref,
+            reward_model=reward_model,
             keep_last=cfg.train.keep_last,
         )
     except OSError as e:
