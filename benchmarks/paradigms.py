@@ -8,9 +8,10 @@ same evaluation seed (eval_n samples per problem at T=1: accuracy, maj@eval_n, p
 - rft: correct samples of the initial model; online_rft: correct samples of the current policy;
 - grpo_outcome: GRPO, `math` verifier reward;
 - grpo_process_rule: GRPO with process advantages from the `prm` rule checker's step rewards;
-- grpo_process_learned: GRPO with process advantages from a learned PRM (`grpo rm train` on the
-  initial model's samples of the train split, rule labels), never retrained;
-- grpo_iterative: Algorithm 1 (`deepseekmath-iterative` settings on the tiny task): the learned PRM
+- grpo_process_learned: GRPO with process advantages from a learned PRM (the starting RM of
+  `deepseekmath-iterative`: the shipped model trained on its own samples of 256 train prompts, rule
+  labels), never retrained; otherwise the deepseekmath-iterative settings (beta 0.04, reference reset);
+- grpo_iterative: Algorithm 1 (`deepseekmath-iterative` on the tiny task): the same starting PRM,
   retrained on each iteration's samples plus a 10% replay, the reference reset to the policy.
 
     python benchmarks/paradigms.py --steps 100 --seeds 0,1,2 [--methods a,b] [--out runs/paradigms]
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -43,8 +45,10 @@ METHODS: dict[str, list[str]] = {
     "grpo_outcome": ["algorithm=grpo"],
     # math scores the outcome (reward, accuracy); prm (weight 0) gives the step rewards.
     "grpo_process_rule": [*PROCESS, "verifiers=[{name: math}, {name: prm, weight: 0.0}]"],
-    "grpo_process_learned": [*PROCESS, "train.reward_model.retrain_every=0"],  # + path, set below
-    "grpo_iterative": [],  # the deepseekmath-iterative preset's reward_model and process settings + path
+    # Both from the deepseekmath-iterative preset (process advantages, beta 0.04, reference reset every
+    # iteration) and the same starting PRM; they differ only in whether the PRM is retrained.
+    "grpo_process_learned": ["train.reward_model.retrain_every=0"],
+    "grpo_iterative": [],
 }
 NEEDS_PRM = ("grpo_process_learned", "grpo_iterative")
 ITERATIONS = 4
@@ -57,8 +61,8 @@ def initial_prm(out: Path, seed: int, threads: int) -> Path:
     from grpo_cli.training.reward_model import bootstrap_reward_model
 
     folder = out / f"prm-seed{seed}"
-    if not (folder / "reward_model.json").is_file():
-        cfg = load_config("tiny", [f"seed={seed}", f"model.threads={threads}"])
+    if not (folder / "eval.json").is_file():  # written last: a finished build
+        cfg = load_config("deepseekmath-iterative", [f"seed={seed}", f"model.threads={threads}"])
         bootstrap_reward_model(cfg, folder, Reporter.console(quiet=True))
     return folder
 
@@ -74,9 +78,10 @@ def method_config(name: str, args: argparse.Namespace, seed: int, prm: Path | No
     ]
     if prm is not None:
         sets.append(f"train.reward_model.path={prm}")
-    if name == "grpo_iterative":
+    if name in NEEDS_PRM:
         iteration = max(1, args.steps // ITERATIONS)
-        sets += [f"train.reward_model.retrain_every={iteration}", f"train.ref_sync_every={iteration}"]
+        sets.insert(0, f"train.reward_model.retrain_every={iteration}")  # the method's own value comes after
+        sets.append(f"train.ref_sync_every={iteration}")
         return load_config("deepseekmath-iterative", sets)
     return load_config("tiny", sets)
 
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> None:
             start = time.perf_counter()
             prm = initial_prm(args.out, seed, args.threads) if name in NEEDS_PRM else None
             cfg = method_config(name, args, seed, prm)
+            shutil.rmtree(cfg.train.out_dir, ignore_errors=True)  # an older budget's run; its row is kept
             result = train(cfg, Reporter.console(quiet=True))
             row = {
                 "method": name,
@@ -231,12 +237,10 @@ def explain(args: argparse.Namespace) -> None:
     n_wrong = max(1, sum(wrong))
     print(f"{len(scored)} samples ({len(problems)} problems x {G}), shipped model, train split, T=1")
     print(f"answer right: {100 * sum(right) / len(scored):.1f}%")
-    print(
-        f"wrong answers with a wrong earlier step: {100 * sum(w and e for w, e in zip(wrong, step_error)) / n_wrong:.1f}%"
-    )
-    print(
-        f"right answers with a wrong earlier step: {100 * sum(r and e for r, e in zip(right, step_error)) / max(1, sum(right)):.1f}%"
-    )
+    caught = sum(w and e for w, e in zip(wrong, step_error))
+    lucky = sum(r and e for r, e in zip(right, step_error))
+    print(f"wrong answers with a wrong earlier step: {100 * caught / n_wrong:.1f}%")
+    print(f"right answers with a wrong earlier step: {100 * lucky / max(1, sum(right)):.1f}%")
     # Sign of process vs outcome advantage, token by token (only rows with any signal).
     outcome = adv.outcome_advantages(torch.tensor([float(x) for x in right]), G, "group")  # [N]
     width = max(r["completion_tokens"] for r in scored)

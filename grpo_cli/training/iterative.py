@@ -84,7 +84,7 @@ def start_reward_model(
         source = checkpoint / "reward_model"
     elif rm.path == "bootstrap":
         source = run_dir / "reward_model" / "initial"
-        if rmod.read_meta(source) is None:
+        if not (source / "eval.json").is_file():  # written last: a finished build
             report.log("building the starting reward model from the policy's base model")
             run_dir.mkdir(parents=True, exist_ok=True)
             rmod.bootstrap_reward_model(cfg, source, report)

@@ -108,9 +108,16 @@ def check_head(folder: Path, style: str, kind: str | None = None) -> dict[str, A
         raise UserError(f"{folder}: head {arch or 'unknown'} does not match style {style!r} (needs *{HEADS[style]})")
     if meta is None and not arch.endswith("ForCausalLM"):
         raise UserError(
-            f"{folder}: {arch or 'unknown architecture'} is neither a reward model of grpo nor a causal LM to build one from"
+            f"{folder}: {arch or 'unknown architecture'} is neither a grpo reward model nor a causal LM to build one from"
         )
     return meta
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # the caller's reporter owns the terminal
+    transformers.utils.logging.set_verbosity_error()  # a new head's "newly initialized" report is expected
 
 
 def build_initial(base: Path, out: Path, *, style: str, kind: str, seed: int) -> None:
@@ -119,6 +126,7 @@ def build_initial(base: Path, out: Path, *, style: str, kind: str, seed: int) ->
     function of (base weights, style, kind, seed): the same folder every time."""
     import transformers
 
+    _quiet_transformers()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(base))
     marker = STEP_TAG if style == "math_shepherd" else SEPARATOR
     if len(tokenizer.encode(marker, add_special_tokens=False)) != 1:
@@ -237,7 +245,7 @@ def label_records(
             jobs.append((i, k, str(r["completion"])[: step.end] + "\n"))
     reached = rollout([records[i] for i, _, _ in jobs], [p for _, _, p in jobs]) if jobs else []
     out = []
-    for i, r in enumerate(records):
+    for r in records:
         n = len(steps_of(str(r["completion"]), "prm"))
         labels: list[int | None] = [None] * n
         if n:
@@ -329,6 +337,7 @@ class RewardModel:
 
         from grpo_cli.training import optim
 
+        _quiet_transformers()
         self.meta = read_meta(folder) or {}
         self.style, self.kind = self.meta["style"], self.meta["kind"]
         self.encoder = HFBackend(model=str(folder), style=self.style)  # tokenizer and marker checks, no weights
