@@ -5,8 +5,11 @@ the trained folder loading into the `prm` verifier."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,7 +66,7 @@ def test_initial_reward_model_is_reproducible(tmp_path):
 
 def _samples(tmp_path: Path) -> Path:
     """Scored samples of the arithmetic task: each problem's gold solution and a copy with one step's
-    result changed (and the wrong value carried on), scored by `grpo score --verifier prm`."""
+    result off by tens (the next lines unchanged), scored by `grpo score --verifier prm`."""
     rows = []
     for i, p in enumerate(arith.generate(48, seed=5)):
         lines = p["solution"].split("\n")
@@ -71,7 +74,7 @@ def _samples(tmp_path: Path) -> Path:
         k = rng.randrange(len(lines) - 1)
         wrong = list(lines)
         lhs, value = wrong[k].rsplit("= ", 1)
-        wrong[k] = f"{lhs}= {int(value) + rng.choice([-2, -1, 1, 3])}"
+        wrong[k] = f"{lhs}= {int(value) + rng.choice([23, -41, 37, 55])}"
         for index, text in enumerate(("\n".join(lines), "\n".join(wrong))):
             rows.append({**p, "completion": text, "group": i, "index": index})
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -79,53 +82,64 @@ def _samples(tmp_path: Path) -> Path:
     return tmp_path / "scored.jsonl"
 
 
-RM_ARGS = ["--threads", "1", "--quiet", "--epochs", "3", "--lr", "1e-3", "--held-out", "0.25"]
+RM_ARGS = ["--threads", "1", "--quiet", "--epochs", "6", "--lr", "1e-3", "--held-out", "0.25"]
+RM_ARGS += ["--set", "train.reward_model.batch_size=8"]
+
+
+def grpo_long(*args: str, cwd: Path) -> None:
+    """`grpo ARGS` for the runs that train (test_cli's helper allows 120 s; a shared CPU needs more)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpo_cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, f"grpo {' '.join(args)} -> {proc.returncode}\n{proc.stderr}"
 
 
 def test_rm_train_prm_and_orm_load_into_the_prm_verifier(tmp_path):
     _samples(tmp_path)
-    grpo("rm", "train", "scored.jsonl", "--out", "prm", *RM_ARGS, cwd=tmp_path)
+    grpo_long("rm", "train", "scored.jsonl", "--out", "prm", *RM_ARGS, cwd=tmp_path)
     result = json.loads((tmp_path / "prm" / "eval.json").read_text())
     after = result["after"]
     assert after["steps"] > 20
-    assert after["auc"] > 0.6, result  # better than chance on held-out problems' steps
+    # Better than chance on the held-out problems' steps: 0.715 measured (0.5 = chance), and more
+    # accurate than always answering the majority label.
+    assert after["auc"] > 0.65 and after["accuracy"] > after["majority"], result
     # The folder scores straight through `grpo score --verifier prm:backend=hf,...`.
     flag = result["verifier"]
     grpo("score", "scored.jsonl", "--verifier", flag, "--out", "rescored.jsonl", "--quiet", cwd=tmp_path)
     rescored = [json.loads(line) for line in (tmp_path / "rescored.jsonl").read_text().splitlines()]
     assert all(r["steps"] and all(0.0 <= s["reward"] <= 1.0 for s in r["steps"]) for r in rescored)
 
-    grpo("rm", "train", "scored.jsonl", "--out", "orm", "--kind", "orm", *RM_ARGS, cwd=tmp_path)
+    grpo_long("rm", "train", "scored.jsonl", "--out", "orm", "--kind", "orm", *RM_ARGS[:-2], cwd=tmp_path)
     orm = json.loads((tmp_path / "orm" / "eval.json").read_text())
     assert orm["kind"] == "orm" and "split=tag" in orm["verifier"] and orm["after"]["steps"] > 0
 
 
 def test_rm_train_resumes_to_the_same_weights(tmp_path):
     _samples(tmp_path)
-    args = ["scored.jsonl", *RM_ARGS, "--style", "qwen", "--save-every", "3"]
-    grpo("rm", "train", *args, "--out", "whole", cwd=tmp_path)
+    args = ["scored.jsonl", *RM_ARGS, "--epochs", "2", "--style", "qwen", "--save-every", "5"]
+    grpo_long("rm", "train", *args, "--out", "whole", cwd=tmp_path)
     # A run cut after its first checkpoint: only that checkpoint and its metrics rows survive.
     cut = tmp_path / "cut"
     (cut / "checkpoints").mkdir(parents=True)
-    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-000003", cut / "checkpoints" / "step-000003")
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-000005", cut / "checkpoints" / "step-000005")
     rows = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
-    (cut / "metrics.jsonl").write_text("\n".join(rows[:4]) + "\n")  # one row past the checkpoint
-    grpo("rm", "train", *args, "--out", "cut", "--resume", cwd=tmp_path)
+    (cut / "metrics.jsonl").write_text("\n".join(rows[:6]) + "\n")  # one row past the checkpoint
+    grpo_long("rm", "train", *args, "--out", "cut", "--resume", cwd=tmp_path)
     a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (cut / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text()
 
 
 def test_rm_train_bad_input_is_one_line(tmp_path):
-    (tmp_path / "raw.jsonl").write_text(
-        json.dumps({"prompt": "What is 1 + 2?", "answer": "3", "completion": "1 + 2 = 3"}) + "\n"
-    )
+    row = {"prompt": "What is 1 + 2?", "answer": "3", "completion": "1 + 2 = 3\n#### 3", "group": 0}
+    (tmp_path / "raw.jsonl").write_text(json.dumps(row) + "\n")
     proc = grpo("rm", "train", "raw.jsonl", "--out", "x", "--quiet", cwd=tmp_path, expect=2)
-    assert_user_error(proc, "raw.jsonl row 1", "step rewards")
-    rmod.build_initial(tiny_model_dir(), tmp_path / "qwen-rm", style="qwen", kind="prm", seed=0)
-    _samples(tmp_path)
-    proc = grpo("rm", "train", "scored.jsonl", "--base", "qwen-rm", "--style", "math_shepherd", cwd=tmp_path, expect=2)
-    assert_user_error(proc, "qwen-rm", "style")
+    assert_user_error(proc, "raw.jsonl row 1", "step rewards")  # a PRM from samples without steps
+    (tmp_path / "orm.jsonl").write_text(json.dumps({**row, "reward": 1.0}) + "\n")
+    rmod.build_initial(tiny_model_dir(), tmp_path / "qwen-rm", style="qwen", kind="orm", seed=0)
+    proc = grpo("rm", "train", "orm.jsonl", "--kind", "orm", "--base", "qwen-rm", "--out", "y", cwd=tmp_path, expect=2)
+    assert_user_error(proc, "qwen-rm", "style")  # a qwen head asked to train as math_shepherd
     proc = grpo("train", "--set", "train.reward_model.replay_fraction=1.5", "--dry-run", cwd=tmp_path, expect=2)
     assert_user_error(proc, "train.reward_model.replay_fraction", "[0, 1]")
 
@@ -144,7 +158,7 @@ def iterative_run(tmp_path):
         "train.save_every=2",
     ]
     args = ["train", "--preset", "deepseekmath-iterative", "--out", "run", "--steps", "4", "--threads", "1", "--quiet"]
-    grpo(*args, *(x for s in sets for x in ("--set", s)), cwd=tmp_path)
+    grpo_long(*args, *(x for s in sets for x in ("--set", s)), cwd=tmp_path)
     return tmp_path / "run"
 
 
