@@ -1,4 +1,4 @@
-"""The one typed configuration (DESIGN.md section 7).
+"""The one typed configuration (docs/design.md, "Configuration").
 
 Precedence: dataclass defaults < preset YAML < `--set a.b=c` overrides < explicit CLI options.
 Each field carries its documentation as the string literal right after it; `field_docs` reads them
@@ -47,7 +47,8 @@ class ModelConfig:
     threads: int = 0
     """Torch CPU threads; 0 uses every core available to the process."""
     impl: str = "auto"
-    """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto (native where it supports the model)."""
+    """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto
+    (native where it supports the model)."""
 
     def __post_init__(self) -> None:
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
@@ -59,7 +60,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = "arith:train"
-    """Training problems: a JSONL/JSON/Parquet/CSV file, `arith:train|test` (built-in task), or `hf:NAME[:SPLIT]` with `datasets` installed."""
+    """Training problems: a JSONL/JSON/Parquet/CSV file, `arith:train|test` (built-in task), or `hf:NAME[:SPLIT]` with
+    `datasets` installed."""
     eval: str = "arith:test"
     """Held-out problems for `grpo eval` and the before/after evaluation of `grpo train`; same forms as `train`."""
     prompt_field: str = "prompt"
@@ -102,7 +104,8 @@ class SamplingConfig:
     batch_size: int = 256
     """Sequences generated together (prompts x completions)."""
     vllm_kwargs: dict[str, Any] = field(default_factory=dict)
-    """backend vllm: extra `vllm.LLM` arguments over grpo's defaults (e.g. gpu_memory_utilization: 0.5, kv_cache_memory_bytes)."""
+    """backend vllm: extra `vllm.LLM` arguments over grpo's defaults (e.g. gpu_memory_utilization: 0.5,
+    kv_cache_memory_bytes)."""
 
     def __post_init__(self) -> None:
         _check_choice("sampling.backend", self.backend, ("hf", "vllm"))
@@ -216,7 +219,8 @@ class TrainConfig:
     micro_batch_size: int = 64
     """Sequences per forward/backward; gradients accumulate to the whole batch."""
     micro_batch_tokens: int = 2048
-    """Token budget per forward/backward (sequences x longest length in it; 0: sequences only). Sequences are grouped by length either way, so padding stays small. 2048 measured fastest and leanest on CPU (benchmarks/README.md)."""
+    """Token budget per forward/backward (sequences x longest length in it; 0: sequences only). Sequences are grouped
+    by length either way, so padding stays small. 2048 measured fastest and leanest on CPU (benchmarks/README.md)."""
     gradient_checkpointing: bool = False
     """Recompute activations during backward instead of keeping them: less memory, about a third more compute."""
     mu: int = 1
@@ -276,15 +280,10 @@ class TrainConfig:
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     """A learned reward model and DeepSeekMath's iterative RL (Algorithm 1)."""
     parallel: str = "ddp"
-    """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2: parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
+    """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2:
+    parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
 
     def __post_init__(self) -> None:
-        _check_choice("train.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
-        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check_choice("train.importance", self.importance, ("token", "sequence"))
-        _check_choice("train.loss_aggregation", self.loss_aggregation, ("sequence", "token", "constant"))
-        _check_choice("train.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
-        _check_choice("train.advantage", self.advantage, ("outcome", "process"))
         _check_choice("train.parallel", self.parallel, ("ddp", "fsdp"))
         for name in ("steps", "batch_size", "micro_batch_size", "mu", "max_sampling_rounds", "keep_last"):
             if getattr(self, name) < 1:
@@ -299,16 +298,13 @@ class TrainConfig:
             raise UserError(f"config: train.adam_betas must be two numbers, got {self.adam_betas}")
 
 
-ALGORITHMS = ("grpo", "rft", "online_rft", "sft")
-LR_SCHEDULES = ("constant", "linear", "cosine")
-
-
 @dataclass
 class Config:
     seed: int = 0
     """Seed for sampling, data order and initialisation."""
     algorithm: str = "grpo"
-    """grpo; rft (learn from the initial model's correct samples); online_rft (from the current policy's); sft (the dataset's solutions). DeepSeekMath section 5.2."""
+    """grpo; rft (learn from the initial model's correct samples); online_rft (from the current policy's); sft (the
+    dataset's solutions). DeepSeekMath section 5.2."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy model."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -322,14 +318,27 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Policy optimisation settings for `grpo train`."""
 
-    def __post_init__(self) -> None:
-        _check_choice("algorithm", self.algorithm, ALGORITHMS)
-
     def check_training(self) -> None:
-        """Checks that concern `grpo train` only (so `grpo sample --n 3` is not refused for them)."""
+        """Checks that concern `grpo train` only (so `grpo sample --n 3` is not refused for them).
+        The variant names are checked against the registries that own them (grpo_cli.algorithms);
+        they import torch, which only training needs."""
+        from grpo_cli.algorithms import advantages, loss, paradigms, schedules
+
+        t = self.train
+        for key, value, registry in (
+            ("algorithm", self.algorithm, paradigms.ALGORITHMS),
+            ("train.kl_estimator", t.kl_estimator, loss.KL_ESTIMATORS),
+            ("train.loss_aggregation", t.loss_aggregation, loss.AGGREGATIONS),
+            ("train.importance", t.importance, loss.IMPORTANCE),
+            ("train.advantage", t.advantage, advantages.ADVANTAGES),
+            ("train.scale_rewards", t.scale_rewards, advantages.SCALES),
+            ("train.lr_schedule", t.lr_schedule, schedules.LR_SCHEDULES),
+        ):
+            _check_choice(key, value, registry.names())
         if self.train.batch_size % self.sampling.n:
             raise UserError(
-                f"config: train.batch_size={self.train.batch_size} must be a multiple of sampling.n={self.sampling.n} (whole groups)"
+                f"config: train.batch_size={self.train.batch_size} must be a multiple of "
+                f"sampling.n={self.sampling.n} (whole groups)"
             )
         if self.train.reward_model.path and any(v.name == "prm" for v in self.verifiers):
             raise UserError(
@@ -561,7 +570,7 @@ def field_docs(cls: type) -> dict[str, str]:
             and isinstance(node.value, ast.Constant)
             and isinstance(node.value.value, str)
         ):
-            docs[prev.target.id] = node.value.value
+            docs[prev.target.id] = " ".join(node.value.value.split())  # wrapped lines -> one line
     return docs
 
 

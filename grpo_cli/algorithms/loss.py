@@ -1,7 +1,7 @@
 """The clipped policy-gradient loss of GRPO and its successors, as pure functions over tensors.
 
-Variants are small tables of named functions (`KL_ESTIMATORS`, `AGGREGATIONS`, `IMPORTANCE`):
-a new variant is a new entry beside the old ones. Shapes: N sequences (B*G), T completion
+Variants are registries of named functions (`KL_ESTIMATORS`, `AGGREGATIONS`, `IMPORTANCE`):
+a new variant is a new registered function beside the old ones. Shapes: N sequences (B*G), T completion
 positions, V vocabulary. `mask` is `[N, T]`, true on real completion tokens; values at masked
 positions (padding, filtered outputs) never reach the loss, even when they are inf or NaN.
 """
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from grpo_cli.algorithms.registry import Registry
 
 __all__ = [
     "AGGREGATIONS",
@@ -28,38 +30,41 @@ __all__ = [
 
 # --- KL estimators of KL[pi_theta || pi_ref] per token (Schulman's k1, k2, k3) ------------------
 
+KL_ESTIMATORS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("KL estimator")
+"""Name -> per-token estimator `(logp [N, T], ref_logp [N, T]) -> [N, T]`."""
 
+
+@KL_ESTIMATORS.register("k1")
 def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k1 = logp - ref_logp (unbiased, high variance, can be negative)."""
     return logp - ref_logp
 
 
+@KL_ESTIMATORS.register("k2")
 def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k2 = (logp - ref_logp)^2 / 2 (biased, low variance, >= 0)."""
     return 0.5 * (logp - ref_logp) ** 2
 
 
+@KL_ESTIMATORS.register("k3")
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k3 = exp(ref - logp) - (ref - logp) - 1 (unbiased, >= 0; GRPO's choice)."""
     d = ref_logp - logp
     return torch.exp(d) - d - 1
 
 
-KL_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "k1": kl_k1,
-    "k2": kl_k2,
-    "k3": kl_k3,
-}
-"""Name -> per-token estimator `(logp [N, T], ref_logp [N, T]) -> [N, T]`."""
-
-
 # --- Aggregations: per-token values [N, T] -> scalar ---------------------------------------------
+
+
+AGGREGATIONS: Registry[Callable[[Tensor, Tensor, int | None], Tensor]] = Registry("loss aggregation")
+"""Name -> `(per_token [N, T], mask [N, T], max_len) -> scalar`."""
 
 
 def _masked(per_token: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask.bool(), per_token, torch.zeros_like(per_token))  # [N, T]
 
 
+@AGGREGATIONS.register("sequence")
 def aggregate_sequence(per_token: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """GRPO: mean over each sequence's tokens, then mean over sequences.
 
@@ -69,11 +74,13 @@ def aggregate_sequence(per_token: Tensor, mask: Tensor, max_len: int | None = No
     return per_seq.mean()
 
 
+@AGGREGATIONS.register("token")
 def aggregate_token(per_token: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """DAPO: sum over all tokens / total number of tokens (every token weighs the same)."""
     return _masked(per_token, mask).sum() / mask.sum().clamp(min=1)
 
 
+@AGGREGATIONS.register("constant")
 def aggregate_constant(per_token: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """Dr. GRPO: sum over all tokens / (num_sequences * max_len).
 
@@ -82,14 +89,6 @@ def aggregate_constant(per_token: Tensor, mask: Tensor, max_len: int | None = No
     if max_len is None:
         raise ValueError("aggregation 'constant' needs max_len (the max completion length)")
     return _masked(per_token, mask).sum() / (per_token.shape[0] * max_len)
-
-
-AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, int | None], Tensor]] = {
-    "sequence": aggregate_sequence,
-    "token": aggregate_token,
-    "constant": aggregate_constant,
-}
-"""Name -> `(per_token [N, T], mask [N, T], max_len) -> scalar`."""
 
 
 def micro_batch_weight(aggregation: str, mask: Tensor, total_sequences: int, total_tokens: int) -> float:
@@ -106,12 +105,17 @@ def micro_batch_weight(aggregation: str, mask: Tensor, total_sequences: int, tot
 
 # --- Importance ratios: log rho, broadcastable to [N, T] -----------------------------------------
 
+IMPORTANCE: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("importance ratio")
+"""Name -> `(logp [N, T], old_logp [N, T], mask [N, T]) -> log ratio [N, T]` (token: GRPO, sequence: GSPO)."""
 
+
+@IMPORTANCE.register("token")
 def log_ratio_token(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     """PPO/GRPO: one ratio per token, `log rho_t = logp_t - old_logp_t`: `[N, T]`."""
     return _masked(logp - old_logp, mask)  # [N, T]
 
 
+@IMPORTANCE.register("sequence")
 def log_ratio_sequence(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     """GSPO: one ratio per sequence, `log s_i = mean over its tokens of (logp - old_logp)`.
 
@@ -124,13 +128,6 @@ def log_ratio_sequence(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     log_s = _masked(logp - old_logp, m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)
     per_token = log_s.detach() + logp - logp.detach()  # [N, T]
     return _masked(per_token, m)  # [N, T]
-
-
-IMPORTANCE: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "token": log_ratio_token,
-    "sequence": log_ratio_sequence,
-}
-"""Name -> `(logp [N, T], old_logp [N, T], mask [N, T]) -> log ratio [N, T]`."""
 
 
 # --- The loss ------------------------------------------------------------------------------------
@@ -181,13 +178,7 @@ def policy_loss(
     `KL_ESTIMATORS`, `AGGREGATIONS`, `IMPORTANCE`; `max_len` is needed by "constant" only.
     With `beta > 0`, `ref_logp` is required; with `beta == 0` it is optional (used for stats).
     """
-    for name, value, table in (
-        ("kl", kl, KL_ESTIMATORS),
-        ("aggregation", aggregation, AGGREGATIONS),
-        ("importance", importance, IMPORTANCE),
-    ):
-        if value not in table:
-            raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(table)}")
+    kl_fn, aggregate, log_ratio = KL_ESTIMATORS[kl], AGGREGATIONS[aggregation], IMPORTANCE[importance]
     if beta != 0.0 and ref_logp is None:
         raise ValueError(f"beta={beta} needs ref_logp (reference log-probs)")
     mask = mask.bool()  # [N, T]
@@ -197,18 +188,18 @@ def policy_loss(
         advantages = advantages.unsqueeze(-1)  # [N, 1]
     advantages = advantages.expand_as(logp)  # [N, T]
 
-    ratio = torch.exp(IMPORTANCE[importance](logp, old_logp, mask))  # [N, T]
+    ratio = torch.exp(log_ratio(logp, old_logp, mask))  # [N, T]
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [N, T]
     objective = torch.minimum(ratio * advantages, clipped * advantages)  # [N, T]
 
     kl_mean = None
     if ref_logp is not None:
-        kl_t = _masked(KL_ESTIMATORS[kl](logp, _masked(ref_logp, mask)), mask)  # [N, T]
+        kl_t = _masked(kl_fn(logp, _masked(ref_logp, mask)), mask)  # [N, T]
         if beta != 0.0:
             objective = objective - beta * kl_t
         kl_mean = _masked_mean(kl_t, mask)
 
-    loss = -AGGREGATIONS[aggregation](objective, mask, max_len)
+    loss = -aggregate(objective, mask, max_len)
 
     with torch.no_grad():
         low = (ratio < 1.0 - eps_low) & (advantages < 0) & mask  # [N, T]

@@ -1,4 +1,4 @@
-"""pass@k and maj@k over groups of scored samples (DESIGN.md section 6). Python and numpy, no torch.
+"""pass@k and maj@k over groups of scored samples (docs/design.md, "Metrics"). Python and numpy, no torch.
 
 A group is the n scored samples of one problem. Both metrics are computed for a list of k from the
 same n samples: pass@k with the unbiased estimator, maj@k as the expected majority vote over size-k

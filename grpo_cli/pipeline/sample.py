@@ -1,5 +1,5 @@
 """The sample stage shared by `grpo sample`, `grpo eval` and the trainer: a loaded policy, prompts
-rendered from problems, and completions turned into sample records (DESIGN.md section 3)."""
+rendered from problems, and completions turned into sample records (docs/design.md, "Records")."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from grpo_cli.config import Config, DataConfig
 from grpo_cli.pipeline.data import load_problems, render_prompt
+from grpo_cli.records import Problem, Sample
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
 
@@ -49,7 +50,7 @@ def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool =
     return Policy(model_dir, model, tokenizer, make_sampler(model, tokenizer, cfg))
 
 
-def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) -> list[dict[str, Any]]:
+def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) -> list[Problem]:
     return load_problems(
         source,
         prompt_field=data.prompt_field,
@@ -60,7 +61,7 @@ def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) ->
     )
 
 
-def render_prompts(problems: list[dict[str, Any]], tokenizer: Any, data: DataConfig) -> list[str]:
+def render_prompts(problems: list[Problem], tokenizer: Any, data: DataConfig) -> list[str]:
     return [
         render_prompt(
             p,
@@ -88,9 +89,7 @@ def sampling_params(
     )
 
 
-def to_records(
-    problems: list[dict[str, Any]], completions: list[list[Completion]], *, logprobs: bool = True
-) -> list[dict[str, Any]]:
+def to_records(problems: list[Problem], completions: list[list[Completion]], *, logprobs: bool = True) -> list[Sample]:
     """Sample records: the problem's fields plus the completion, its group and index in the group."""
     rows = []
     for group, (problem, comps) in enumerate(zip(problems, completions)):

@@ -1,11 +1,13 @@
-"""The scoring stage shared by `grpo score`, `grpo eval` and the trainer (DESIGN.md sections 3, 4).
+"""The scoring stage shared by `grpo score`, `grpo eval` and the trainer (docs/design.md, "Records"
+and "Verifiers").
 
 Samples in, scored samples out: each verifier scores the batch; a verifier that raises, hangs past
 the spec's `hang_timeout` (seconds per sample), returns the wrong number of verdicts, or a reward
 that is not a finite number is retried sample by sample, and a sample that still fails (or whose
 verdict says `timeout`) gets the spec's `failure_value`, its error in `info`, and is counted.
-verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not rely on signals. A row's optional `verifier` field (a name or a list of names) limits it to
-those verifiers. Nothing here prints; the summary says what happened.
+verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not rely on signals.
+A row's optional `verifier` field (a name or a list of names) limits it to those verifiers.
+Nothing here prints; the summary says what happened.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from grpo_verifiers.base import Verdict, Verifier
 from grpo_cli.config import VerifierConfig as VerifierSpec
 from grpo_cli.errors import UserError
 from grpo_cli.plugins import load_verifier
+from grpo_cli.records import Sample, ScoredSample
 
 
 @dataclass
@@ -168,8 +171,8 @@ def _routes(sample: dict[str, Any], name: str) -> bool:
 
 
 def score(
-    samples: list[dict[str, Any]], verifiers: list[tuple[VerifierSpec, Verifier]]
-) -> tuple[list[dict[str, Any]], ScoreSummary]:
+    samples: list[Sample], verifiers: list[tuple[VerifierSpec, Verifier]]
+) -> tuple[list[ScoredSample], ScoreSummary]:
     """New records: each sample plus `reward` (the weighted sum over the verifiers that applied,
     0.0 when none did), `rewards` ({name: float | None}), `info` ({name: info}) and `steps` (from
     the first verifier that gave some)."""

@@ -32,6 +32,7 @@ from grpo_cli.config import Config, VerifierConfig
 from grpo_cli.errors import UserError
 from grpo_cli.report import Reporter
 from grpo_cli.training import reward_model as rmod
+from grpo_cli.training.checkpoint import TrainerState
 
 
 @dataclass
@@ -68,7 +69,7 @@ class RewardModelLoop:
 
 
 def start_reward_model(
-    cfg: Config, run_dir: Path, checkpoint: Path | None, state: dict[str, Any], policy: Any, report: Reporter
+    cfg: Config, run_dir: Path, checkpoint: Path | None, state: TrainerState | None, policy: Any, report: Reporter
 ) -> RewardModelLoop | None:
     """The run's RM, from the checkpoint when resuming, else from `reward_model.path` (built first when
     it is `bootstrap`); None when the run has none."""
@@ -79,7 +80,7 @@ def start_reward_model(
 
     if ranks.world() > 1:
         raise UserError("train.reward_model runs in one process; drop --nproc / torchrun for it")
-    saved = state.get("reward_model")
+    saved = state.extra.get("reward_model") if state is not None else None
     if checkpoint is not None and saved is not None and (checkpoint / "reward_model").is_dir():
         source = checkpoint / "reward_model"
     elif rm.path == "bootstrap":

@@ -1,4 +1,4 @@
-"""The GRPO loop (DESIGN.md section 5), read top to bottom in `train`:
+"""The GRPO loop (docs/design.md, "Algorithm"), read top to bottom in `train`:
 
 for each step: collect a batch (sample G per prompt, score, DAPO dynamic sampling), compute
 advantages (or the gradient coefficients of RFT / SFT), run `mu` policy updates over the batch in
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ import torch
 from grpo_cli import ranks
 from grpo_cli.algorithms import advantages as adv
 from grpo_cli.algorithms.loss import micro_batch_weight, policy_loss
+from grpo_cli.algorithms.paradigms import ALGORITHMS
+from grpo_cli.algorithms.schedules import lr_multiplier
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
 from grpo_cli.models.loading import enable_activation_checkpointing
@@ -40,8 +41,8 @@ from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.training import optim, wrapping
+from grpo_cli.training.checkpoint import TrainerState, latest_checkpoint, load_state, save_checkpoint
 from grpo_cli.training.iterative import end_of_step, observe, reward_verifiers, start_reward_model
-from grpo_cli.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
 """Metrics that measure wall time: everything else in metrics.jsonl is reproducible for a seed."""
@@ -130,14 +131,15 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     if t.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
         enable_activation_checkpointing(policy.model)
     model = wrapping.wrap(policy.model, t.parallel)  # DDP / FSDP2 under torchrun, else the model
-    problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
-    if cfg.algorithm == "sft":
+    paradigm = ALGORITHMS[cfg.algorithm]
+    problems = problems_from(cfg.data.train, cfg.data, need_answer=paradigm.samples)
+    if not paradigm.samples:  # SFT reads solutions
         _check_solutions(problems, cfg)
-    state = load_state(start_ckpt) if start_ckpt is not None else {}
-    initial_model = state.get("initial_model", str(policy.model_dir))
+    state = load_state(start_ckpt) if start_ckpt is not None else None
+    initial_model = state.initial_model if state and state.initial_model else str(policy.model_dir)
     ref_source = start_ckpt / "ref" if start_ckpt is not None and (start_ckpt / "ref").is_dir() else initial_model
     ref_model = _load_frozen(cfg, ref_source) if t.beta > 0 else None
-    rft_sampler = _rft_sampler(cfg, policy, initial_model) if cfg.algorithm == "rft" else None
+    rft_sampler = _rft_sampler(cfg, policy, initial_model) if paradigm.source == "initial_model" else None
     total = t.steps * t.mu
     optimizer, schedule = optim.build(
         model,
@@ -148,12 +150,12 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     )
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
-    if state:
-        wrapping.load_optimizer_state(model, optimizer, state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        order = DataOrder(len(problems), cfg.seed, **state["data_order"])  # the same on every rank
-        ranks.restore_rng(state)
-        start_step, before = state["step"], state.get("before")
+    if state is not None:
+        wrapping.load_optimizer_state(model, optimizer, state.optimizer)
+        schedule.load_state_dict(state.schedule)
+        order = DataOrder(len(problems), cfg.seed, **state.data_order)  # the same on every rank
+        torch.set_rng_state(state.rng_for(ranks.rank()))
+        start_step, before = state.step, state.before
         report.log(f"resuming from {start_ckpt} at step {start_step}")
     metrics_path = run_dir / "metrics.jsonl"
     if ranks.is_main():
@@ -201,17 +203,17 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             _warn_about(row, step + 1, report)
             advance(1)
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
-                state = {
-                    "step": step + 1,
-                    "optimizer": wrapping.optimizer_state(model, optimizer),
-                    "schedule": schedule.state_dict(),
-                    "data_order": order.state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "torch_rng_ranks": ranks.rng_states(),
-                    "before": before,
-                    "initial_model": initial_model,
-                    "reward_model": reward_model.state() if reward_model is not None else None,
-                }
+                saved = TrainerState(
+                    step=step + 1,
+                    optimizer=wrapping.optimizer_state(model, optimizer),
+                    schedule=schedule.state_dict(),
+                    data_order=order.state(),
+                    torch_rng=torch.get_rng_state(),
+                    torch_rng_ranks=ranks.rng_states(),
+                    before=before,
+                    initial_model=initial_model,
+                    extra={"reward_model": reward_model.state()} if reward_model is not None else {},
+                )
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
                 savable = wrapping.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
                 if ranks.is_main():
@@ -222,7 +224,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                             savable,
                             policy.tokenizer,
                             cfg,
-                            state,
+                            saved,
                             synced,
                             reward_model if reward_model is not None and reward_model.model is not None else None,
                             final=step + 1 == t.steps,
@@ -257,9 +259,10 @@ def collect_batch(
     """Sample and score whole groups until the batch is full (one round unless dynamic sampling
     drops zero-variance groups), then build the training tensors and advantages."""
     t = cfg.train
-    G = 1 if cfg.algorithm == "sft" else cfg.sampling.n
+    paradigm = ALGORITHMS[cfg.algorithm]
+    G = cfg.sampling.n if paradigm.samples else 1
     wanted = t.batch_size // cfg.sampling.n  # prompts per step
-    if cfg.algorithm == "sft":
+    if not paradigm.samples:
         chosen = [problems[i] for i in order.take(wanted)]
         return _sft_batch(chosen, cfg, policy.tokenizer)
 
@@ -332,18 +335,6 @@ def collect_batch(
     return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, stats, records)
 
 
-def lr_multiplier(i: int, warmup: int, total: int, schedule: str) -> float:
-    """The learning rate of optimizer step `i` (0-based) as a fraction of the peak: linear warmup over
-    `warmup` steps, then constant, or a linear / cosine decay from 1 at step `warmup` toward 0 at
-    step `total` (the last step, `total - 1`, still learns a little)."""
-    if i < warmup:
-        return (i + 1) / warmup
-    if schedule == "constant" or total <= warmup:
-        return 1.0
-    progress = min(1.0, (i - warmup) / (total - warmup))
-    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def policy_update(
     model: Any, ref_model: Any, batch: Batch, cfg: Config, optimizer: Any, schedule: Any
 ) -> dict[str, float]:
@@ -371,7 +362,7 @@ def policy_update(
         # With mu = 1 the ratio is exactly 1 (old = current, detached): no extra forward pass. With
         # mu > 1 the sampling-time log-probs are the old policy's, unless the samples came from
         # elsewhere (RFT's frozen model, SFT's dataset): then the policy scores them once here.
-        old_logp = batch.old_logp if cfg.algorithm in ("grpo", "online_rft") else None
+        old_logp = batch.old_logp if ALGORITHMS[cfg.algorithm].on_policy else None
         if t.mu > 1 and old_logp is None:
             old_logp = _logprobs(model, batch, micro, temperature, device)
     sums: dict[str, float] = {
@@ -497,10 +488,10 @@ def _advantages(
 ) -> torch.Tensor:
     """GRPO advantages ([N] outcome or [N, T] process), or the RFT gradient coefficients ([N])."""
     t = cfg.train
-    if cfg.algorithm in ("rft", "online_rft"):
+    if ALGORITHMS[cfg.algorithm].coefficient == "correct":
         return (rewards >= t.correct_threshold).float()  # coefficient 1 on correct samples, 0 otherwise
     if t.advantage == "outcome":
-        return adv.outcome_advantages(rewards, G, t.scale_rewards)
+        return adv.ADVANTAGES["outcome"](rewards, G, t.scale_rewards)
     # Process supervision: step ends are character offsets in the completion -> token positions.
     step_rewards, step_ends = [], []
     for rec, comp in zip(records, comps):
@@ -511,7 +502,7 @@ def _advantages(
     if not any(step_rewards):
         raise UserError("train.advantage=process needs a verifier that returns step rewards (e.g. `prm`); none did")
     width = max(len(c.token_ids) for c in comps)
-    per_completion = adv.process_advantages(step_rewards, step_ends, G, width)  # [N, L]
+    per_completion = adv.ADVANTAGES["process"](step_rewards, step_ends, G, width)  # [N, L]
     out = torch.zeros(loss_mask.shape, dtype=torch.float32)  # [N, T]
     for i, c in enumerate(comps):
         start = len(c.prompt_ids) - 1
@@ -534,7 +525,8 @@ def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
     for i, p in enumerate(problems):
         if not isinstance(p.get(field_name), str):
             raise UserError(
-                f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' (data.solution_field)"
+                f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' "
+                "(data.solution_field)"
             )
 
 
@@ -623,7 +615,8 @@ def _warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
     failed = row.get("verifier_failures", 0) + row.get("verifier_timeouts", 0)
     if failed:
         report.warn(
-            f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} samples (they got the failure value)"
+            f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} "
+            "samples (they got the failure value)"
         )
 
 
@@ -662,7 +655,7 @@ def _checkpoint(
     model: Any,
     tokenizer: Any,
     cfg: Config,
-    state: dict[str, Any],
+    state: TrainerState,
     ref: Any,
     reward_model: Any,
     *,
