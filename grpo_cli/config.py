@@ -168,21 +168,28 @@ class EvalConfig:
 @dataclass
 class RewardModelConfig:
     path: str = ""
-    """A learned reward model rewards the policy instead of the verifiers (which then only label and report): a folder from `grpo rm train`, `bootstrap` (build one from model.path and train it on that model's samples first), or empty (off)."""
+    """A learned reward model rewards the policy instead of the verifiers (which then only label and report): a folder
+    from `grpo rm train`, `bootstrap` (build one from model.path and train it on that model's samples first), or
+    empty (off)."""
     kind: str = "prm"
     """prm (a score per step) or orm (one score per completion); checked against the folder's reward_model.json."""
     style: str = "math_shepherd"
-    """Head shape: math_shepherd (P(+) among +/- at a step tag of a causal LM) or qwen (2-class token head at <extra_0>)."""
+    """Head shape: math_shepherd (P(+) among +/- at a step tag of a causal LM) or qwen (2-class token head at
+    <extra_0>)."""
     retrain_every: int = 0
-    """Iterative RL (DeepSeekMath Algorithm 1): every N steps the RM trains further on those steps' samples plus a replay of earlier ones (0: a fixed RM)."""
+    """Iterative RL (DeepSeekMath Algorithm 1): every N steps the RM trains further on those steps' samples plus a
+    replay of earlier ones (0: a fixed RM)."""
     replay_fraction: float = 0.1
-    """Share of the historical (earlier iterations') labelled samples replayed into each retraining; DeepSeekMath: 10%."""
+    """Share of the historical (earlier iterations') labelled samples replayed into each retraining; DeepSeekMath:
+    10%."""
     labels: str = "rule"
-    """How the policy's samples are labelled for the RM: rule (the prm rule checker, or the verifiers for an orm) or rollouts (Math-Shepherd: K continuations per step)."""
+    """How the policy's samples are labelled for the RM: rule (the prm rule checker, or the verifiers for an orm) or
+    rollouts (Math-Shepherd: K continuations per step)."""
     rollouts: int = 4
     """labels=rollouts: continuations sampled from each step (K)."""
     samples_per_iteration: int = 1024
-    """Most samples of an iteration labelled and kept for the RM (a seeded subsample; bounds its time and the buffer)."""
+    """Most samples of an iteration labelled and kept for the RM (a seeded subsample; bounds its time and the
+    buffer)."""
     epochs: int = 1
     """Passes of each RM training over its data."""
     batch_size: int = 32
@@ -190,7 +197,8 @@ class RewardModelConfig:
     lr: float = 1.0e-4
     """RM AdamW learning rate (constant)."""
     held_out_prompts: int = 16
-    """The RM's fixed held-out set: the initial policy's samples of this many held-out prompts (accuracy and AUC in metrics.jsonl; 0: none)."""
+    """The RM's fixed held-out set: the initial policy's samples of this many held-out prompts (accuracy and AUC in
+    metrics.jsonl; 0: none)."""
     bootstrap_prompts: int = 256
     """path=bootstrap: training prompts whose samples train the starting RM."""
 

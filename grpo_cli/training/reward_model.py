@@ -107,9 +107,7 @@ def check_head(folder: Path, style: str, kind: str | None = None) -> dict[str, A
     if meta is not None and not arch.endswith(HEADS[style]):
         raise UserError(f"{folder}: head {arch or 'unknown'} does not match style {style!r} (needs *{HEADS[style]})")
     if meta is None and not arch.endswith("ForCausalLM"):
-        raise UserError(
-            f"{folder}: {arch or 'unknown architecture'} is neither a grpo reward model nor a causal LM"
-        )
+        raise UserError(f"{folder}: {arch or 'unknown architecture'} is neither a grpo reward model nor a causal LM")
     return meta
 
 
