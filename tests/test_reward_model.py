@@ -47,6 +47,32 @@ def test_step_labels_stop_being_good_after_the_first_wrong_step():
     assert rmod.labels_from_steps(record) == [None, 0, 0, 0]
 
 
+def test_rollout_labels_are_math_shepherds_hard_estimate():
+    record = {"completion": "4 * 5 = 20\n3 + 20 = 24\n#### 24", "answer": "23", "reward": 0.0, "group": 0}
+    asked = []
+
+    def rollout(records, prefixes):  # a continuation from the first line reaches 23, not from the second
+        asked.extend(prefixes)
+        return [p.endswith("= 20\n") for p in prefixes]
+
+    (example,) = rmod.label_records([record], "prm", "rollouts", gold=[], rollout=rollout)
+    assert asked == ["4 * 5 = 20\n", "4 * 5 = 20\n3 + 20 = 24\n"]  # every step but the last
+    assert example.labels == [1, 0, 0]  # the last step's label is the sample's own outcome
+
+
+def test_rm_train_with_rollouts_through_the_cli(tmp_path):
+    rows = [
+        {"id": "a", "prompt": "What is 4 * 5 + 3?", "answer": "23", "completion": c, "group": 0, "index": i}
+        for i, c in enumerate(["4 * 5 = 20\n20 + 3 = 23\n#### 23", "4 * 5 = 21\n21 + 3 = 24\n#### 24"])
+    ]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grpo_long(
+        "rm", "train", "s.jsonl", "--rollouts", "2", "--held-out", "0", "--out", "rm", "--threads", "1", cwd=tmp_path
+    )
+    result = json.loads((tmp_path / "rm" / "eval.json").read_text())
+    assert result["train_examples"] == 2 and result["updates"] == 1 and result["after"] == {}
+
+
 def test_tag_loss_class_order():
     # math_shepherd logits are (+, -): a good step wants index 0; qwen's (bad, good): index 1.
     logits = torch.tensor([[5.0, -5.0]])
