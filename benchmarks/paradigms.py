@@ -15,7 +15,7 @@ same evaluation seed (eval_n samples per problem at T=1: accuracy, maj@eval_n, p
   retrained on each iteration's samples plus a 10% replay, the reference reset to the policy.
 
     python benchmarks/paradigms.py --steps 100 --seeds 0,1,2 [--methods a,b] [--out runs/paradigms]
-    python benchmarks/paradigms.py --report        # table + PNG from what results.jsonl holds
+    python benchmarks/paradigms.py --report --steps 100  # table + PNG from results.jsonl's 100-step rows
     python benchmarks/paradigms.py --explain       # why process rewards add little on this task
 
 Every finished run is appended to `OUT/results.jsonl` and skipped when asked again, so the methods can
@@ -189,7 +189,7 @@ def _plot(table: list[tuple[str, dict[str, tuple[float, float]]]], base: float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=500, help="steps per method (the tiny preset's: 500)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per method (default: the tiny preset's 500)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--out", type=Path, default=Path("runs/paradigms"))
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
@@ -206,8 +206,9 @@ def main() -> None:
     if args.explain:
         explain(args)
     elif args.report:
-        report(args.out, None)
+        report(args.out, args.steps)  # the rows of that budget (all rows without --steps)
     else:
+        args.steps = args.steps or 500
         run(args)
         report(args.out, args.steps)
 

@@ -81,7 +81,6 @@ def verifier_options(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
         "split": SPLIT_OF_KIND[meta["kind"]],
         "final_answer": False,  # the learned model alone: no gold answer at scoring time
         "outcome": "min" if meta["kind"] == "prm" else "last",
-        "device": "cpu",
         "batch_size": 64,  # sequences per forward pass (the scores do not depend on it)
     }
 
