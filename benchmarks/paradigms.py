@@ -154,7 +154,7 @@ def report(out: Path, steps: int | None) -> None:
         cells = {key: _mean_std([100 * r["after"][key] for r in group]) for key in ("accuracy", "maj", "pass")}
         secs = statistics.fmean(r["seconds"] for r in group)
         seeds = ",".join(str(r["seed"]) for r in group)
-        table.append((name, cells))
+        table.append((f"{name} (n={len(group)})", cells))
         print(
             f"{name:<22} {len(group):>5} {'/'.join(sorted({str(r['steps']) for r in group})):>5}  "
             + "  ".join(f"{cells[k][0]:5.1f} +- {cells[k][1]:4.1f}" for k in ("accuracy", "maj", "pass"))

@@ -132,7 +132,7 @@ def test_rm_train_prm_and_orm_load_into_the_prm_verifier(tmp_path):
     assert after["auc"] > 0.65 and after["accuracy"] > after["majority"], result
     # The folder scores straight through `grpo score --verifier prm:backend=hf,...`.
     flag = result["verifier"]
-    grpo("score", "scored.jsonl", "--verifier", flag, "--out", "rescored.jsonl", "--quiet", cwd=tmp_path)
+    grpo_long("score", "scored.jsonl", "--verifier", flag, "--out", "rescored.jsonl", "--quiet", cwd=tmp_path)
     rescored = [json.loads(line) for line in (tmp_path / "rescored.jsonl").read_text().splitlines()]
     assert all(r["steps"] and all(0.0 <= s["reward"] <= 1.0 for s in r["steps"]) for r in rescored)
 
