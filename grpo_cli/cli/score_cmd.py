@@ -42,7 +42,7 @@ def score(
     specs = [config_to_dict(parse_verifier_option(v)) for v in verifier] if verifier else None
     cfg = resolve_config(preset, set_, verifiers=specs)
     report = Reporter.console(quiet)
-    rows = read_jsonl(samples)
+    rows = read_jsonl(samples, warn=report.warn)
     for i, row in enumerate(rows):
         if "completion" not in row:
             from grpo_cli.errors import UserError

@@ -20,7 +20,7 @@ class EvalRun:
 
     label: str
     result: dict[str, Any]
-    scored: list[dict[str, Any]]
+    scored: list[ScoredSample]
     summary: ScoreSummary | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -33,9 +33,9 @@ def score_records(samples: list[Sample], cfg: Config, report: Reporter) -> tuple
     return scored, summary
 
 
-def group_records(records: list[dict[str, Any]], source: str = "samples") -> list[list[dict[str, Any]]]:
+def group_records(records: list[ScoredSample], source: str = "samples") -> list[list[ScoredSample]]:
     """Records grouped per problem (by `group`, else by `id`), in order of first appearance."""
-    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[Any, list[ScoredSample]] = defaultdict(list)
     for i, row in enumerate(records):
         key = row.get("group", row.get("id"))
         if key is None:
@@ -95,12 +95,17 @@ def results_table(runs: list[EvalRun], ks: list[int], metrics: list[str]) -> Any
     table = Table(title=title)
     table.add_column("model", overflow="fold")
     table.add_column("accuracy", justify="right")
+    flexible = any("accuracy_flexible" in r.result for r in runs)
+    if flexible:  # strict-match and flexible-extract side by side
+        table.add_column("flexible", justify="right")
     for metric in metrics:
         for k in ks:
             table.add_column(metric.replace("@k", f"@{k}"), justify="right")
     for run in runs:
         r = run.result
         cells = [run.label, f"{100 * r['accuracy']:.1f}"]
+        if flexible:
+            cells.append(f"{100 * r['accuracy_flexible']:.1f}" if "accuracy_flexible" in r else "-")
         for metric in metrics:
             cells += [f"{100 * r[metric][k]:.1f}" for k in ks]
         table.add_row(*cells)

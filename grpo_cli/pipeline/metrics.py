@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from grpo_cli.records import ScoredSample
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k: the chance that a random size-k subset of n samples (c correct) holds one.
@@ -91,7 +93,7 @@ def maj_at_k(
     return float(won.mean())
 
 
-def vote_key(record: dict[str, Any]) -> str | None:
+def vote_key(record: ScoredSample) -> str | None:
     """The sample's answer for voting: `canonical` (else `extracted`) of the first verifier info
     that has one, as a string; None when no verifier extracted an answer."""
     for info in (record.get("info") or {}).values():
@@ -99,6 +101,16 @@ def vote_key(record: dict[str, Any]) -> str | None:
             for field in ("canonical", "extracted"):
                 if info.get(field) is not None:
                     return str(info[field])
+    return None
+
+
+def flexible_correct(record: dict[str, Any], threshold: float = 1.0) -> bool | None:
+    """Correct under flexible extraction: a verifier's `info["flexible"]` (the reward it would give
+    with its unmarked fallbacks, e.g. the `math` verifier's last number) >= threshold; None when no
+    verifier reports one."""
+    for info in (record.get("info") or {}).values():
+        if isinstance(info, dict) and isinstance(info.get("flexible"), (int, float)):
+            return info["flexible"] >= threshold
     return None
 
 
@@ -114,7 +126,7 @@ METRICS = {"pass@k": _pass_group, "maj@k": _maj_group}
 
 
 def evaluate_groups(
-    groups: list[list[dict[str, Any]]],
+    groups: list[list[ScoredSample]],
     ks: list[int],
     metrics: list[str],
     seed: int = 0,
@@ -154,6 +166,10 @@ def evaluate_groups(
         "n": n,
         "accuracy": sum(sum(c) for _, c in scored) / (len(groups) * n),
     }
+    flexible = [flexible_correct(r, threshold) for group in groups for r in group]
+    if any(f is not None for f in flexible):  # strict-match and flexible-extract, as lm-eval-harness reports
+        strict = [c for _, correct in scored for c in correct]
+        result["accuracy_flexible"] = sum(s if f is None else f for s, f in zip(strict, flexible)) / len(strict)
     for name in metrics:
         fn = METRICS[name]
         result[name] = {k: sum(fn(a, c, k, rng, samples) for a, c in scored) / len(scored) for k in ks}

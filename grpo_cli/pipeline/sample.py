@@ -110,14 +110,14 @@ def to_records(problems: list[Problem], completions: list[list[Completion]], *, 
 
 def sample_problems(
     policy: Policy,
-    problems: list[dict[str, Any]],
+    problems: list[Problem],
     cfg: Config,
     params: SamplingParams,
     report: Reporter,
     *,
     logprobs: bool = True,
     label: str = "sampling",
-) -> list[dict[str, Any]]:
+) -> list[Sample]:
     prompts = render_prompts(problems, policy.tokenizer, cfg.data)
     with report.progress(label, total=len(prompts) * params.n) as advance:
         completions = policy.sampler.generate(prompts, params, advance)

@@ -100,7 +100,7 @@ RETIRE_AFTER = 3
 """Hung calls after which a verifier is given up on for the rest of the batch (each hang leaves a thread behind)."""
 
 
-def _call(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> Any:
+def _call(verifier: Verifier, batch: list[Sample], seconds: float) -> Any:
     """`verifier.verify(batch)`, raising _Hung after `seconds` (0: wait forever).
 
     The call runs in a daemon thread because a hung plugin cannot be interrupted safely; the thread
@@ -125,7 +125,7 @@ def _call(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> An
     return out["verdicts"]
 
 
-def _verify(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> list[Verdict] | str:
+def _verify(verifier: Verifier, batch: list[Sample], seconds: float) -> list[Verdict] | str:
     """The verdicts for `batch`, or the reason they cannot be used (a TimedOut when it hung)."""
     try:
         verdicts = _call(verifier, batch, seconds)
@@ -143,7 +143,7 @@ def _verify(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> 
     return list(verdicts)
 
 
-def _verify_isolated(verifier: Verifier, batch: list[dict[str, Any]], hang_timeout: float = 0.0) -> list[Verdict | str]:
+def _verify_isolated(verifier: Verifier, batch: list[Sample], hang_timeout: float = 0.0) -> list[Verdict | str]:
     """One verdict or error per sample: the whole batch first (allowed `hang_timeout` seconds per
     sample), sample by sample if that fails; after RETIRE_AFTER hangs the rest time out unasked."""
     result = _verify(verifier, batch, hang_timeout * len(batch))
@@ -163,7 +163,7 @@ def _verify_isolated(verifier: Verifier, batch: list[dict[str, Any]], hang_timeo
     return isolated
 
 
-def _routes(sample: dict[str, Any], name: str) -> bool:
+def _routes(sample: Sample, name: str) -> bool:
     wanted = sample.get("verifier")
     if wanted is None:
         return True

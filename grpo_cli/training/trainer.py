@@ -38,6 +38,7 @@ from grpo_cli.pipeline.sample import (
     to_records,
 )
 from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
+from grpo_cli.records import Problem, ScoredSample
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.training import optim, wrapping
@@ -252,7 +253,7 @@ def collect_batch(
     cfg: Config,
     policy: Policy,
     rft_sampler: Sampler | None,
-    problems: list[dict[str, Any]],
+    problems: list[Problem],
     order: DataOrder,
     verifiers: list[Any],
 ) -> Batch:
@@ -267,7 +268,7 @@ def collect_batch(
         return _sft_batch(chosen, cfg, policy.tokenizer)
 
     sampler = rft_sampler or policy.sampler
-    kept: list[tuple[dict[str, Any], list[Completion], list[dict[str, Any]]]] = []
+    kept: list[tuple[Problem, list[Completion], list[ScoredSample]]] = []
     stats = {
         "sampling_rounds": 0.0,
         "groups_dropped": 0.0,
@@ -275,7 +276,7 @@ def collect_batch(
         "sampling_time": 0.0,
         "scoring_time": 0.0,
     }
-    all_scored: list[dict[str, Any]] = []
+    all_scored: list[ScoredSample] = []
     summaries: list[ScoreSummary] = []
     for rnd in range(t.max_sampling_rounds if t.dynamic_sampling else 1):
         chosen = [problems[i] for i in order.take(wanted if rnd == 0 else wanted - len(kept))]
@@ -480,7 +481,7 @@ def _pack(comps: list[Completion], pad_id: int) -> tuple[torch.Tensor, torch.Ten
 def _advantages(
     cfg: Config,
     rewards: torch.Tensor,
-    records: list[dict[str, Any]],
+    records: list[ScoredSample],
     comps: list[Completion],
     tokenizer: Any,
     G: int,
@@ -520,7 +521,7 @@ def _token_char_offsets(tokenizer: Any, token_ids: list[int]) -> list[tuple[int,
     return offsets
 
 
-def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
+def _check_solutions(problems: list[Problem], cfg: Config) -> None:
     field_name = cfg.data.solution_field
     for i, p in enumerate(problems):
         if not isinstance(p.get(field_name), str):
@@ -530,7 +531,7 @@ def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
             )
 
 
-def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Batch:
+def _sft_batch(chosen: list[Problem], cfg: Config, tokenizer: Any) -> Batch:
     """SFT: the dataset's solutions as completions, gradient coefficient 1."""
     from grpo_cli.sampling.hf import _encode
 
@@ -574,7 +575,7 @@ def _logprobs(
     return out
 
 
-def _reward_stats(scored: list[dict[str, Any]], summaries: list[ScoreSummary], G: int) -> dict[str, float]:
+def _reward_stats(scored: list[ScoredSample], summaries: list[ScoreSummary], G: int) -> dict[str, float]:
     """Reward mean/std overall and per verifier, zero-std group fraction, lengths, failures and
     timeouts (in total and per verifier)."""
     rewards = torch.tensor([r["reward"] for r in scored], dtype=torch.float64)
@@ -685,7 +686,7 @@ def _checkpoint(
     return path
 
 
-def _eval_problems(cfg: Config) -> list[dict[str, Any]]:
+def _eval_problems(cfg: Config) -> list[Problem]:
     problems = problems_from(cfg.data.eval, cfg.data)
     return problems[: cfg.train.eval_limit] if cfg.train.eval_limit else problems
 
