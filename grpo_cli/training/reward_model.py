@@ -398,7 +398,9 @@ class RewardModel:
                 if (epoch, b_index) < start:
                     continue
                 chunk = [encoded[i] for i in order[at : at + batch_size]]
-                losses.append(self._update(chunk, pad))
+                with torch.random.fork_rng(devices=[]):  # dropout (qwen's head) drawn per update: resumable
+                    torch.manual_seed((seed * 1_000_003 + epoch) * 1_009 + b_index)
+                    losses.append(self._update(chunk, pad))
                 if on_update is not None:
                     on_update(epoch, b_index + 1, losses[-1])
         return {
