@@ -19,6 +19,7 @@ from test_cli import assert_user_error, grpo
 
 from grpo_cli.builtin import arith
 from grpo_cli.models.loading import tiny_model_dir
+from grpo_cli.training.checkpoint import load_state
 from grpo_cli.training import reward_model as rmod
 
 
@@ -212,5 +213,5 @@ def test_iterative_rl_retrains_the_rm_with_a_ten_percent_replay(iterative_run):
     )
     assert any(not torch.equal(start[k], one[k]) for k in start)
     assert any(not torch.equal(one[k], two[k]) for k in one)
-    state = torch.load(ckpts / "step-000004" / "trainer_state.pt", weights_only=False)["reward_model"]
+    state = load_state(ckpts / "step-000004").extra["reward_model"]
     assert len(state["history"]) == 128 and state["iteration"] == 2 and state["pending"] == []
