@@ -19,8 +19,8 @@ from test_cli import assert_user_error, grpo
 
 from grpo_cli.builtin import arith
 from grpo_cli.models.loading import tiny_model_dir
-from grpo_cli.training.checkpoint import load_state
 from grpo_cli.training import reward_model as rmod
+from grpo_cli.training.checkpoint import load_state
 
 
 def test_auc_counts_ordered_pairs():
