@@ -63,12 +63,14 @@ def read_jsonl(path: Path, warn: Callable[[str], None] | None = None) -> list[di
             except UnicodeDecodeError:
                 line = raw.decode("utf-8", errors="replace")
                 replaced.append(lineno)
-            if not line.strip():
+            text = line.rstrip("\r\n")  # an error at the end of the text is at the end of this line
+            if not text.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(text)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path} line {lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                where = f"column {e.colno}" + (", the end of the line" if e.pos >= len(text.rstrip()) else "")
+                raise UserError(f"{path} line {lineno}: invalid JSON ({e.msg} at {where})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
             if "\\u" in line and _SURROGATE.search(json.dumps(row, ensure_ascii=False)):
@@ -88,6 +90,33 @@ def read_jsonl(path: Path, warn: Callable[[str], None] | None = None) -> list[di
     return rows
 
 
+def check_writable(path: Path, what: str, *, folder: bool = False) -> None:
+    """Fail now, before any work, when `path` (a file, or a folder when `folder`) could not be written
+    later: a file where a folder is needed on the way, or a folder we may not create files in.
+    Creates nothing (a probe file in the nearest existing folder is removed at once)."""
+    if path.exists() and path.is_dir() != folder:
+        found, wanted = ("a file", "a folder") if folder else ("a directory", "a file name")
+        raise UserError(f"{what} {path}: is {found}; expected {wanted}")
+    base = path if folder else path.parent
+    existing = base
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path}: cannot be created, {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".grpo-write-check-", dir=existing)
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot write in {existing} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[IO[str]]:
     """Write to a temp file beside `path` and rename on success: a failed run never leaves a
@@ -96,6 +125,7 @@ def atomic_writer(path: Path) -> Iterator[IO[str]]:
         raise UserError(f"{path} is a directory, expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file gets the mode open() would give
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
