@@ -184,6 +184,59 @@ class EvalConfig:
 
 
 @dataclass
+class RewardModelConfig:
+    path: str = ""
+    """A learned reward model rewards the policy instead of the verifiers (which then only label and report): a folder
+    from `grpo rm train`, `bootstrap` (build one from model.path and train it on that model's samples first), or
+    empty (off)."""
+    kind: str = "prm"
+    """prm (a score per step) or orm (one score per completion); checked against the folder's reward_model.json."""
+    style: str = "math_shepherd"
+    """Head shape: math_shepherd (P(+) among +/- at a step tag of a causal LM) or qwen (2-class token head at
+    <extra_0>)."""
+    retrain_every: int = 0
+    """Iterative RL (DeepSeekMath Algorithm 1): every N steps the RM trains further on those steps' samples plus a
+    replay of earlier ones (0: a fixed RM)."""
+    replay_fraction: float = 0.1
+    """Share of the historical (earlier iterations') labelled samples replayed into each retraining; DeepSeekMath:
+    10%."""
+    labels: str = "rule"
+    """How the policy's samples are labelled for the RM: rule (the prm rule checker, or the verifiers for an orm) or
+    rollouts (Math-Shepherd: K continuations per step)."""
+    rollouts: int = 4
+    """labels=rollouts: continuations sampled from each step (K)."""
+    samples_per_iteration: int = 1024
+    """Most samples of an iteration labelled and kept for the RM (a seeded subsample; bounds its time and the
+    buffer)."""
+    epochs: int = 1
+    """Passes of each RM training over its data."""
+    batch_size: int = 32
+    """Samples per RM optimizer step."""
+    lr: float = 1.0e-4
+    """RM AdamW learning rate (constant)."""
+    held_out_prompts: int = 16
+    """The RM's fixed held-out set: the initial policy's samples of this many held-out prompts (accuracy and AUC in
+    metrics.jsonl; 0: none)."""
+    bootstrap_prompts: int = 256
+    """path=bootstrap: training prompts whose samples train the starting RM."""
+
+    def __post_init__(self) -> None:
+        _check_choice("train.reward_model.kind", self.kind, ("prm", "orm"))
+        _check_choice("train.reward_model.style", self.style, ("math_shepherd", "qwen"))
+        _check_choice("train.reward_model.labels", self.labels, ("rule", "rollouts"))
+        if not (math.isfinite(self.replay_fraction) and 0 <= self.replay_fraction <= 1):
+            raise UserError(f"config: train.reward_model.replay_fraction must be in [0, 1], got {self.replay_fraction}")
+        for name in ("rollouts", "samples_per_iteration", "epochs", "batch_size", "bootstrap_prompts"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config: train.reward_model.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("retrain_every", "held_out_prompts"):
+            if getattr(self, name) < 0:
+                raise UserError(f"config: train.reward_model.{name} must be >= 0, got {getattr(self, name)}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise UserError(f"config: train.reward_model.lr must be a number > 0, got {self.lr}")
+
+
+@dataclass
 class TrainConfig:
     steps: int = 60
     """Policy optimisation steps; each samples one batch."""
@@ -256,6 +309,8 @@ class TrainConfig:
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
     """Held-out problems used for the before/after evaluation (0: all)."""
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    """A learned reward model and DeepSeekMath's iterative RL (Algorithm 1)."""
     eval_every: int = 0
     """Also run the held-out evaluation every N steps (eval_n samples per problem), logged and written to
     metrics.jsonl as `eval_accuracy` (0: only before and after)."""
@@ -334,6 +389,11 @@ class Config:
             raise UserError(
                 f"config: train.batch_size={self.train.batch_size} must be a multiple of "
                 f"sampling.n={self.sampling.n} (whole groups)"
+            )
+        if self.train.reward_model.path and any(v.name == "prm" for v in self.verifiers):
+            raise UserError(
+                "config: train.reward_model scores with the `prm` verifier itself; drop `prm` from verifiers "
+                "(they label the RM's samples and report accuracy)"
             )
         if self.sampling.backend == "vllm" and self.train.parallel == "fsdp":
             # the engine reloads whole weights from the policy, which FSDP keeps sharded

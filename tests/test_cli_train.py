@@ -40,6 +40,17 @@ PAPER_VALUES = {
     # GSPO: sequence-level ratio with its small clip range.
     "gspo": {"train.importance": "sequence", "train.eps_low": 3e-4, "train.eps_high": 4e-4, "algorithm": "grpo"},
     "tiny": {"model.path": "tiny", "data.train": "arith:train", "algorithm": "grpo"},
+    # DeepSeekMath Algorithm 1: a learned process RM retrained each iteration with a 10% replay, the
+    # reference reset to the policy each iteration, KL 0.04.
+    "deepseekmath-iterative": {
+        "train.reward_model.replay_fraction": 0.1,
+        "train.reward_model.kind": "prm",
+        "train.reward_model.retrain_every": 125,
+        "train.ref_sync_every": 125,
+        "train.beta": 0.04,
+        "train.advantage": "process",
+        "algorithm": "grpo",
+    },
 }
 
 

@@ -233,7 +233,22 @@ def _run_cli(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
     )
 
 
-def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir, plugin_dir, tmp_path):
+# Algorithm 1 in the loop: an outcome RM bootstrapped from the model (labels: digits reward >= 0.2),
+# retrained every 2 steps with a replay; it rewards the policy, and resume must restore its weights,
+# optimizer, replay buffer and the iteration's samples so far.
+WITH_RM = [
+    "train.reward_model.path=bootstrap",
+    "train.reward_model.kind=orm",
+    "train.reward_model.retrain_every=2",
+    "train.reward_model.bootstrap_prompts=4",
+    "train.reward_model.held_out_prompts=2",
+    "train.reward_model.batch_size=4",
+    "train.correct_threshold=0.2",
+]
+
+
+@pytest.mark.parametrize("extra", [[], WITH_RM], ids=["verifiers", "reward_model"])
+def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir, plugin_dir, tmp_path, extra):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")])}
     common = [
         "--model",
@@ -269,6 +284,7 @@ def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir,
         "train.eval_limit=4",
         "--set",
         "verifiers=[{name: digits}]",
+        *(x for setting in extra for x in ("--set", setting)),
     ]
     whole = _run_cli(["--out", str(tmp_path / "whole"), *common], env)
     out, err = whole.communicate(timeout=300)
@@ -292,6 +308,11 @@ def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir,
     a, b = weights(tmp_path / "whole" / "checkpoints" / "step-000006"), weights(cut / "checkpoints" / "step-000006")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if extra:  # the reward model too, and it did change along the way
+        ra, rb = (weights(run / "checkpoints" / "step-000006" / "reward_model") for run in (tmp_path / "whole", cut))
+        assert all(torch.equal(ra[k], rb[k]) for k in ra)
+        start = weights(tmp_path / "whole" / "reward_model" / "initial")
+        assert any(not torch.equal(start[k], ra[k]) for k in ra)
 
     def rows(run: Path) -> list[dict]:
         lines = (run / "metrics.jsonl").read_text().splitlines()

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from grpo_cli import __version__
-from grpo_cli.cli import data_cmd, eval_cmd, model_cmd, presets_cmd, sample_cmd, score_cmd, train_cmd, verifiers_cmd
+from grpo_cli.cli import (
+    data_cmd,
+    eval_cmd,
+    model_cmd,
+    presets_cmd,
+    rm_cmd,
+    sample_cmd,
+    score_cmd,
+    train_cmd,
+    verifiers_cmd,
+)
 from grpo_cli.errors import UserError
 
 app = typer.Typer(
@@ -45,6 +55,7 @@ app.add_typer(presets_cmd.app, name="presets")
 app.add_typer(verifiers_cmd.app, name="verifiers")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(model_cmd.app, name="model")
+app.add_typer(rm_cmd.app, name="rm")
 
 
 def run() -> None:

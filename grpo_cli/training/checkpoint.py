@@ -2,7 +2,8 @@
 
 A checkpoint is `checkpoints/step-000010/`: the model (`save_pretrained`), its tokenizer, the
 resolved `config.yaml`, and `trainer_state.pt` (optimizer, RNG and data-order state, step), plus
-`ref/` when iterative RL has replaced the reference model. It is written to a temporary folder and
+`ref/` when iterative RL has replaced the reference model, and `reward_model/` when a learned reward
+model is being trained alongside. It is written to a temporary folder and
 renamed into place, so a run killed at any moment never leaves a half-written checkpoint visible.
 """
 
@@ -101,6 +102,7 @@ def save_checkpoint(
     cfg: Config,
     state: TrainerState,
     ref_model: Any = None,
+    reward_model: Any = None,
     keep_last: int = 2,
 ) -> Path:
     """Write checkpoint `step` atomically and delete all but the newest `keep_last`.
@@ -119,6 +121,8 @@ def save_checkpoint(
         (tmp / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         if ref_model is not None:
             ref_model.save_pretrained(tmp / "ref", safe_serialization=True)
+        if reward_model is not None:  # a learned RM in training (grpo_cli.training.iterative)
+            reward_model.save_pretrained(tmp / "reward_model")
         _save_state(state, tmp / STATE_FILE)  # written last: its presence marks a complete checkpoint
         _fsync_tree(tmp)
         if final.exists():  # a resumed run re-saving a step it had already saved

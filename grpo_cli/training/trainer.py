@@ -49,6 +49,7 @@ from grpo_cli.training.checkpoint import (
     remove_stale_temp,
     save_checkpoint,
 )
+from grpo_cli.training.iterative import end_of_step, observe, reward_verifiers, start_reward_model
 from grpo_cli.training.tracking import Trackers
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
@@ -191,6 +192,7 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
         (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         _truncate_metrics(metrics_path, start_step)
 
+    reward_model = start_reward_model(cfg, run_dir, start_ckpt, state, policy, report)  # None: the verifiers reward
     eval_problems = _eval_problems(cfg) if t.eval_n else None
     if eval_problems is not None and before is None:
         before = _evaluate_on_main(policy, eval_problems, cfg, report, "before")
@@ -199,7 +201,10 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
     trackers = Trackers(cfg, run_dir, report) if ranks.is_main() else None
     if trackers is not None:
         trackers.log_eval(before, 0)
-    with opened_verifiers(cfg.verifiers) as verifiers, report.progress("training", total=t.steps) as advance:
+    with (
+        opened_verifiers(reward_verifiers(cfg, reward_model)) as verifiers,
+        report.progress("training", total=t.steps) as advance,
+    ):
         advance(start_step)
         for step in range(start_step, t.steps):
             t0 = time.perf_counter()
@@ -217,7 +222,9 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
                 ref_model.load_state_dict(
                     wrapping.full_state_dict(policy.model)
                 )  # iterative RL: the reference catches up
-            row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
+            observe(reward_model, batch.records)
+            rm_row = end_of_step(reward_model, step, verifiers, policy, report)  # Algorithm 1: retrain the RM
+            row = {"step": step + 1, **batch.stats, **update, **rm_row, "update_time": t2 - t1, "step_time": t2 - t0}
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
             row.update(_periodic_eval(policy, eval_problems, cfg, step + 1))
             if ranks.is_main():
@@ -235,6 +242,7 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
                     torch_rng_ranks=ranks.rng_states(),
                     before=before,
                     initial_model=initial_model,
+                    extra={"reward_model": reward_model.state()} if reward_model is not None else {},
                 )
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
                 savable = wrapping.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
@@ -248,6 +256,7 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
                             cfg,
                             saved,
                             synced,
+                            reward_model if reward_model is not None and reward_model.model is not None else None,
                             final=step + 1 == t.steps,
                             report=report,
                         )
@@ -751,6 +760,7 @@ def _checkpoint(
     cfg: Config,
     state: TrainerState,
     ref: Any,
+    reward_model: Any,
     *,
     final: bool,
     report: Reporter,
@@ -764,6 +774,7 @@ def _checkpoint(
             cfg=cfg,
             state=state,
             ref_model=ref,
+            reward_model=reward_model,
             keep_last=cfg.train.keep_last,
         )
     except OSError as e:
