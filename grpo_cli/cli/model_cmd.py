@@ -1,4 +1,5 @@
-"""`grpo model build-tiny`: the reproducible build of the shipped default model."""
+"""`grpo model build-tiny | import`: the reproducible build of the shipped default model; GGUF files
+into Hugging Face folders."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The shipped tiny model.", no_args_is_help=True)
+app = typer.Typer(help="Models: the shipped tiny model, GGUF import.", no_args_is_help=True)
 
 
 @app.command("build-tiny")
@@ -23,3 +24,16 @@ def build_tiny(
     kwargs = {"steps": steps} if steps is not None else {}
     stats = build_tiny_model(out, seed=seed, threads=threads, log=typer.echo, **kwargs)
     typer.echo(f"wrote {out}: {stats}")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A GGUF model file (llama.cpp's format).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New (or empty) folder to write the HF model to.")],
+) -> None:
+    """De-quantize a GGUF model (needs `pip install 'grpo-cli[gguf]'`) into a plain Hugging Face folder
+    (float32 safetensors, config, tokenizer with its chat template) that every command loads."""
+    from grpo_cli.models.gguf import import_gguf
+
+    import_gguf(file, out)
+    typer.echo(f"wrote {out}")

@@ -209,7 +209,7 @@ class Attention(nn.Module):
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
-        if t == 1:
+        if t == 1 and torch.get_num_threads() == 1:
             out = self._one_query(q, k, v, mask)
         else:
             out = F.scaled_dot_product_attention(
@@ -225,7 +225,11 @@ class Attention(nn.Module):
 
     def _one_query(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """Attention of one new token per row (decoding) as two batched matmuls over (row, kv head):
-        a third less time than scaled_dot_product_attention's CPU kernel, which tiles for long queries.
+        a third less time than scaled_dot_product_attention's CPU kernel, which tiles for long queries,
+        on one thread only. With more threads, torch's CPU bmm splits these small matrices into
+        parallel regions whose cost dominates: SmolLM2's decode shapes (64 rows, 3 kv x 3 query
+        heads, 100 keys) took 118 ms against SDPA's 40 at 2 threads, and 1.85 against 2.0 ms of CPU
+        at one (benchmarks/README.md, "native decode attention"); so more threads take SDPA.
         The query heads sharing a kv head are that matmul's rows, so grouped-query attention needs
         no repeated keys. q: [B, heads, 1, D]; k, v: [B, kv_heads, K, D] (views of the cache are fine)."""
         b, _, _, d = q.shape

@@ -17,13 +17,20 @@ def tiny_model_dir() -> Path:
 
 
 def resolve_model_dir(path: str) -> Path:
-    """`tiny` -> the shipped model; otherwise a local Hugging Face model directory."""
+    """`tiny` -> the shipped model; a GGUF file (or a folder holding one) -> its HF folder, imported
+    once into the cache (grpo_cli.models.gguf); otherwise a local Hugging Face model directory."""
     if path == TINY:
         return tiny_model_dir()
     model_dir = Path(path)
+    from grpo_cli.models import gguf
+
+    file = gguf.gguf_file(model_dir)
+    if file is not None:
+        return gguf.cached_import(file)
     if not model_dir.is_dir():
         raise UserError(
-            f"model directory not found: {model_dir} (model.path expects a local Hugging Face model folder or 'tiny')"
+            f"model directory not found: {model_dir} "
+            "(model.path expects a local Hugging Face model folder, a .gguf file or 'tiny')"
         )
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
