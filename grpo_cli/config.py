@@ -163,6 +163,31 @@ class EvalConfig:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = 0
+    """LoRA rank r of the adapter (peft); 0: off, full fine-tuning."""
+    alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is B A * alpha / rank."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input while training (0: none, and mu = 1's importance ratio stays exactly 1)."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Last names of the linear layers that get an adapter (e.g. [q_proj, v_proj]); all-linear: every one but the output head."""
+
+    def __post_init__(self) -> None:
+        if self.rank < 0:
+            raise UserError(f"config: train.lora.rank must be >= 0, got {self.rank}")
+        if not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise UserError(f"config: train.lora.alpha must be a number > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"config: train.lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise UserError("config: train.lora.target_modules must name at least one module (or all-linear)")
+
+
+ROLLOUT_CORRECTIONS = ("none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+@dataclass
 class TrainConfig:
     steps: int = 60
     """Policy optimisation steps; each samples one batch."""
@@ -228,6 +253,12 @@ class TrainConfig:
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
     """Held-out problems used for the before/after evaluation (0: all)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA: train a low-rank adapter instead of the whole model (off while rank is 0)."""
+    rollout_correction: str = "token_truncate"
+    """Sampler/trainer mismatch correction, applied with sampling.backend=vllm only (the hf backend's log-probs are the trainer's own): each token's loss weighted by the importance ratio pi_trainer / pi_sampler, per token or per sequence, capped (truncate) or dropped above the cap (mask); none: off. The mismatch is logged either way."""
+    rollout_correction_cap: float = 2.0
+    """Cap C of rollout_correction's importance ratio."""
     parallel: str = "ddp"
     """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2: parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
 
@@ -239,6 +270,11 @@ class TrainConfig:
         _check_choice("train.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
         _check_choice("train.advantage", self.advantage, ("outcome", "process"))
         _check_choice("train.parallel", self.parallel, ("ddp", "fsdp"))
+        _check_choice("train.rollout_correction", self.rollout_correction, ROLLOUT_CORRECTIONS)
+        if not math.isfinite(self.rollout_correction_cap) or self.rollout_correction_cap < 1:
+            raise UserError(
+                f"config: train.rollout_correction_cap must be a number >= 1, got {self.rollout_correction_cap}"
+            )
         for name in ("steps", "batch_size", "micro_batch_size", "mu", "max_sampling_rounds", "keep_last"):
             if getattr(self, name) < 1:
                 raise UserError(f"config: train.{name} must be >= 1, got {getattr(self, name)}")
@@ -288,6 +324,13 @@ class Config:
             # the engine reloads whole weights from the policy, which FSDP keeps sharded
             raise UserError(
                 "config: sampling.backend=vllm does not work with train.parallel=fsdp; use ddp or the hf backend"
+            )
+        if self.train.lora.rank and self.train.parallel == "fsdp":
+            # not built: adapter checkpoints and merged weights for the sampler are gathered without FSDP
+            raise UserError("config: train.lora does not work with train.parallel=fsdp; use train.parallel=ddp")
+        if self.train.lora.rank and self.train.ref_sync_every:
+            raise UserError(
+                "config: train.ref_sync_every needs full fine-tuning: with train.lora the reference is the base model"
             )
 
 

@@ -1,4 +1,5 @@
-"""`grpo model build-tiny`: the reproducible build of the shipped default model."""
+"""`grpo model build-tiny`: the reproducible build of the shipped default model; `grpo model merge`:
+a LoRA checkpoint as a plain model folder."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The shipped tiny model.", no_args_is_help=True)
+from grpo_cli.cli.common import ThreadsOpt
+
+app = typer.Typer(help="The shipped tiny model; merging LoRA checkpoints.", no_args_is_help=True)
 
 
 @app.command("build-tiny")
@@ -23,3 +26,20 @@ def build_tiny(
     kwargs = {"steps": steps} if steps is not None else {}
     stats = build_tiny_model(out, seed=seed, threads=threads, log=typer.echo, **kwargs)
     typer.echo(f"wrote {out}: {stats}")
+
+
+@app.command("merge")
+def merge(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A LoRA run's checkpoint folder (adapter_config.json, adapter_model.safetensors).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New (or empty) folder for the merged model.")],
+    threads: ThreadsOpt = None,
+) -> None:
+    """Merge a LoRA checkpoint's adapter into its base model: a plain Hugging Face folder for `grpo eval`, vLLM or transformers."""
+    from grpo_cli.config import ModelConfig
+    from grpo_cli.models.loading import export_merged, setup_torch
+
+    setup_torch(threads or 0)
+    path = export_merged(checkpoint, out, ModelConfig(device="cpu", threads=threads or 0))
+    typer.echo(f"wrote {path}: {checkpoint} merged into its base model")
