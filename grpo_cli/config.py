@@ -171,7 +171,7 @@ class LoraConfig:
     dropout: float = 0.0
     """Dropout on the adapter's input while training (0: none, and mu = 1's importance ratio stays exactly 1)."""
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-    """Last names of the linear layers that get an adapter (e.g. [q_proj, v_proj]); all-linear: every one but the output head."""
+    """Names of the linear layers given an adapter (e.g. [q_proj, v_proj]); all-linear: all but the head."""
 
     def __post_init__(self) -> None:
         if self.rank < 0:
@@ -182,9 +182,6 @@ class LoraConfig:
             raise UserError(f"config: train.lora.dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
             raise UserError("config: train.lora.target_modules must name at least one module (or all-linear)")
-
-
-ROLLOUT_CORRECTIONS = ("none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 
 
 @dataclass
@@ -256,21 +253,16 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA: train a low-rank adapter instead of the whole model (off while rank is 0)."""
     rollout_correction: str = "token_truncate"
-    """Sampler/trainer mismatch correction, applied with sampling.backend=vllm only (the hf backend's log-probs are the trainer's own): each token's loss weighted by the importance ratio pi_trainer / pi_sampler, per token or per sequence, capped (truncate) or dropped above the cap (mask); none: off. The mismatch is logged either way."""
+    """Sampler/trainer mismatch correction, with sampling.backend=vllm only (the hf backend's log-probs
+    are the trainer's own): each token's loss weighted by the ratio pi_trainer / pi_sampler, per token
+    or per sequence, capped (truncate) or zeroed above the cap (mask); none: off. Logged either way."""
     rollout_correction_cap: float = 2.0
     """Cap C of rollout_correction's importance ratio."""
     parallel: str = "ddp"
     """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2: parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
 
     def __post_init__(self) -> None:
-        _check_choice("train.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
-        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check_choice("train.importance", self.importance, ("token", "sequence"))
-        _check_choice("train.loss_aggregation", self.loss_aggregation, ("sequence", "token", "constant"))
-        _check_choice("train.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
-        _check_choice("train.advantage", self.advantage, ("outcome", "process"))
         _check_choice("train.parallel", self.parallel, ("ddp", "fsdp"))
-        _check_choice("train.rollout_correction", self.rollout_correction, ROLLOUT_CORRECTIONS)
         if not math.isfinite(self.rollout_correction_cap) or self.rollout_correction_cap < 1:
             raise UserError(
                 f"config: train.rollout_correction_cap must be a number >= 1, got {self.rollout_correction_cap}"
@@ -286,10 +278,6 @@ class TrainConfig:
             raise UserError(f"config: train.micro_batch_tokens must be >= 0, got {self.micro_batch_tokens}")
         if len(self.adam_betas) != 2:
             raise UserError(f"config: train.adam_betas must be two numbers, got {self.adam_betas}")
-
-
-ALGORITHMS = ("grpo", "rft", "online_rft", "sft")
-LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
@@ -311,11 +299,24 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Policy optimisation settings for `grpo train`."""
 
-    def __post_init__(self) -> None:
-        _check_choice("algorithm", self.algorithm, ALGORITHMS)
-
     def check_training(self) -> None:
-        """Checks that concern `grpo train` only (so `grpo sample --n 3` is not refused for them)."""
+        """Checks that concern `grpo train` only (so `grpo sample --n 3` is not refused for them).
+        The variant names are checked against the registries that own them (grpo_cli.algorithms);
+        they import torch, which only training needs."""
+        from grpo_cli.algorithms import advantages, loss, paradigms, schedules
+
+        t = self.train
+        for key, value, registry in (
+            ("algorithm", self.algorithm, paradigms.ALGORITHMS),
+            ("train.kl_estimator", t.kl_estimator, loss.KL_ESTIMATORS),
+            ("train.loss_aggregation", t.loss_aggregation, loss.AGGREGATIONS),
+            ("train.importance", t.importance, loss.IMPORTANCE),
+            ("train.advantage", t.advantage, advantages.ADVANTAGES),
+            ("train.scale_rewards", t.scale_rewards, advantages.SCALES),
+            ("train.lr_schedule", t.lr_schedule, schedules.LR_SCHEDULES),
+        ):
+            _check_choice(key, value, registry.names())
+        _check_choice("train.rollout_correction", t.rollout_correction, ("none", *loss.ROLLOUT_CORRECTIONS.names()))
         if self.train.batch_size % self.sampling.n:
             raise UserError(
                 f"config: train.batch_size={self.train.batch_size} must be a multiple of sampling.n={self.sampling.n} (whole groups)"

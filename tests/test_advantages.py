@@ -65,7 +65,7 @@ def test_integer_rewards_and_group_of_one():
 
 
 def test_outcome_rejects_bad_input():
-    with pytest.raises(ValueError, match="unknown scale 'grouped'"):
+    with pytest.raises(ValueError, match="unknown reward scaling 'grouped'; choose one of group, batch, none"):
         outcome_advantages(REWARDS, 2, scale="grouped")
     with pytest.raises(ValueError, match="groups of 3"):
         outcome_advantages(REWARDS, 3)

@@ -377,7 +377,7 @@ def test_skipping_zero_advantage_rows_changes_nothing(random_model_dir):
 
 
 def test_lr_multiplier_warmup_then_schedules():
-    from grpo_cli.training.trainer import lr_multiplier
+    from grpo_cli.algorithms.schedules import lr_multiplier
 
     # warmup 2 of 6 steps: 1/2, 2/2, then the 4 post-warmup steps at progress 0, 1/4, 2/4, 3/4
     assert [lr_multiplier(i, 2, 6, "constant") for i in range(6)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]

@@ -41,6 +41,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from grpo_verifiers._steps import StepScores
+
 STYLES = ("math_shepherd", "qwen")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -232,9 +234,7 @@ class HFBackend:
 
     # ---------------------------------------------------------------- scoring
 
-    def score(self, samples: Sequence[dict[str, Any]], steps: Sequence[list[Any]]) -> list[Any]:
-        from grpo_verifiers.prm import StepScores
-
+    def score(self, samples: Sequence[dict[str, Any]], steps: Sequence[list[Any]]) -> list[StepScores]:
         results = [StepScores([], {}) for _ in samples]
         encoded: list[tuple[int, list[int], list[int | None]]] = []  # (sample, ids, tag positions)
         todo = [i for i, sample_steps in enumerate(steps) if sample_steps]

@@ -56,10 +56,11 @@ import math
 import re
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
+from grpo_verifiers._steps import StepScores
 from grpo_verifiers._watchdog import Watchdog
 from grpo_verifiers.base import Verdict, Verifier
 from grpo_verifiers.math import (
@@ -411,14 +412,6 @@ def sympy_claim(claim: SympyClaim) -> bool | None:
 
 
 # ------------------------------------------------------------------ backends
-
-
-@dataclass
-class StepScores:
-    """A backend's judgement of one sample: one reward per step (None: nothing to score there)."""
-
-    rewards: list[float | None]
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):

@@ -15,7 +15,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from grpo_cli.algorithms.registry import Registry
+
 __all__ = [
+    "ADVANTAGES",
     "SCALES",
     "char_to_token_ends",
     "group_reward_std",
@@ -47,27 +50,26 @@ def _grouped(rewards: Tensor, group_size: int) -> Tensor:
     return rewards.reshape(-1, group_size)  # [B, G]
 
 
+SCALES: Registry[Callable[[Tensor, float], Tensor]] = Registry("reward scaling")
+"""`scale_rewards` name -> function `([B, G] rewards, eps) -> [B, G] advantages`."""
+
+
+@SCALES.register("group")
 def _scale_group(r: Tensor, eps: float) -> Tensor:
     """GRPO: `(r - mean_g) / (std_g + eps)` within each group."""
     return (r - r.mean(dim=1, keepdim=True)) / (_std(r, dim=1, keepdim=True) + eps)  # [B, G]
 
 
+@SCALES.register("batch")
 def _scale_batch(r: Tensor, eps: float) -> Tensor:
     """Group mean as baseline, std over the whole batch (TRL's `scale_rewards="batch"`)."""
     return (r - r.mean(dim=1, keepdim=True)) / (_std(r) + eps)  # [B, G]
 
 
+@SCALES.register("none")
 def _scale_none(r: Tensor, eps: float) -> Tensor:
     """Dr. GRPO: `r - mean_g`, no division by a std."""
     return r - r.mean(dim=1, keepdim=True)  # [B, G]
-
-
-SCALES: dict[str, Callable[[Tensor, float], Tensor]] = {
-    "group": _scale_group,
-    "batch": _scale_batch,
-    "none": _scale_none,
-}
-"""`scale_rewards` name -> function `([B, G] rewards, eps) -> [B, G] advantages`."""
 
 
 def outcome_advantages(rewards: Tensor, group_size: int, scale: str = "group", eps: float = 1e-4) -> Tensor:
@@ -75,10 +77,8 @@ def outcome_advantages(rewards: Tensor, group_size: int, scale: str = "group", e
 
     rewards: `[B*G]` or `[B, G]`; returns `[B*G]`. `scale` is a key of `SCALES`.
     """
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
-    r = _grouped(rewards, group_size)  # [B, G]
-    return SCALES[scale](r, eps).reshape(-1)  # [B*G]
+    scaled = SCALES[scale]
+    return scaled(_grouped(rewards, group_size), eps).reshape(-1)  # [B*G]
 
 
 def group_reward_std(rewards: Tensor, group_size: int) -> Tensor:
@@ -172,3 +172,10 @@ def soft_overlong_penalty(lengths: Tensor, max_len: int, cache_len: int) -> Tens
     ramp = (start - lengths) / max(cache_len, 1)  # [N]; unused when cache_len == 0
     penalty = torch.where(lengths <= max_len, ramp, torch.full_like(lengths, -1.0))
     return torch.where(lengths <= start, torch.zeros_like(lengths), penalty)  # [N]
+
+
+ADVANTAGES: Registry[Callable[..., Tensor]] = Registry("advantage kind")
+"""`train.advantage` name -> function: outcome (one advantage per output, from its reward) or process
+(per token, from the verifiers' step rewards; DeepSeekMath 4.1.3)."""
+ADVANTAGES.register("outcome")(outcome_advantages)
+ADVANTAGES.register("process")(process_advantages)

@@ -1,7 +1,7 @@
 """The clipped policy-gradient loss of GRPO and its successors, as pure functions over tensors.
 
-Variants are small tables of named functions (`KL_ESTIMATORS`, `AGGREGATIONS`, `IMPORTANCE`):
-a new variant is a new entry beside the old ones. Shapes: N sequences (B*G), T completion
+Variants are registries of named functions (`KL_ESTIMATORS`, `AGGREGATIONS`, `IMPORTANCE`):
+a new variant is a new registered function beside the old ones. Shapes: N sequences (B*G), T completion
 positions, V vocabulary. `mask` is `[N, T]`, true on real completion tokens; values at masked
 positions (padding, filtered outputs) never reach the loss, even when they are inf or NaN.
 """
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from grpo_cli.algorithms.registry import Registry
 
 __all__ = [
     "AGGREGATIONS",
@@ -32,38 +34,41 @@ __all__ = [
 
 # --- KL estimators of KL[pi_theta || pi_ref] per token (Schulman's k1, k2, k3) ------------------
 
+KL_ESTIMATORS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("KL estimator")
+"""Name -> per-token estimator `(logp [N, T], ref_logp [N, T]) -> [N, T]`."""
 
+
+@KL_ESTIMATORS.register("k1")
 def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k1 = logp - ref_logp (unbiased, high variance, can be negative)."""
     return logp - ref_logp
 
 
+@KL_ESTIMATORS.register("k2")
 def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k2 = (logp - ref_logp)^2 / 2 (biased, low variance, >= 0)."""
     return 0.5 * (logp - ref_logp) ** 2
 
 
+@KL_ESTIMATORS.register("k3")
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k3 = exp(ref - logp) - (ref - logp) - 1 (unbiased, >= 0; GRPO's choice)."""
     d = ref_logp - logp
     return torch.exp(d) - d - 1
 
 
-KL_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "k1": kl_k1,
-    "k2": kl_k2,
-    "k3": kl_k3,
-}
-"""Name -> per-token estimator `(logp [N, T], ref_logp [N, T]) -> [N, T]`."""
-
-
 # --- Aggregations: per-token values [N, T] -> scalar ---------------------------------------------
+
+
+AGGREGATIONS: Registry[Callable[[Tensor, Tensor, int | None], Tensor]] = Registry("loss aggregation")
+"""Name -> `(per_token [N, T], mask [N, T], max_len) -> scalar`."""
 
 
 def _masked(per_token: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask.bool(), per_token, torch.zeros_like(per_token))  # [N, T]
 
 
+@AGGREGATIONS.register("sequence")
 def aggregate_sequence(per_token: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """GRPO: mean over each sequence's tokens, then mean over sequences.
 
@@ -73,11 +78,13 @@ def aggregate_sequence(per_token: Tensor, mask: Tensor, max_len: int | None = No
     return per_seq.mean()
 
 
+@AGGREGATIONS.register("token")
 def aggregate_token(per_token: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """DAPO: sum over all tokens / total number of tokens (every token weighs the same)."""
     return _masked(per_token, mask).sum() / mask.sum().clamp(min=1)
 
 
+@AGGREGATIONS.register("constant")
 def aggregate_constant(per_token: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """Dr. GRPO: sum over all tokens / (num_sequences * max_len).
 
@@ -86,14 +93,6 @@ def aggregate_constant(per_token: Tensor, mask: Tensor, max_len: int | None = No
     if max_len is None:
         raise ValueError("aggregation 'constant' needs max_len (the max completion length)")
     return _masked(per_token, mask).sum() / (per_token.shape[0] * max_len)
-
-
-AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, int | None], Tensor]] = {
-    "sequence": aggregate_sequence,
-    "token": aggregate_token,
-    "constant": aggregate_constant,
-}
-"""Name -> `(per_token [N, T], mask [N, T], max_len) -> scalar`."""
 
 
 def micro_batch_weight(aggregation: str, mask: Tensor, total_sequences: int, total_tokens: int) -> float:
@@ -110,12 +109,17 @@ def micro_batch_weight(aggregation: str, mask: Tensor, total_sequences: int, tot
 
 # --- Importance ratios: log rho, broadcastable to [N, T] -----------------------------------------
 
+IMPORTANCE: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("importance ratio")
+"""Name -> `(logp [N, T], old_logp [N, T], mask [N, T]) -> log ratio [N, T]` (token: GRPO, sequence: GSPO)."""
 
+
+@IMPORTANCE.register("token")
 def log_ratio_token(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     """PPO/GRPO: one ratio per token, `log rho_t = logp_t - old_logp_t`: `[N, T]`."""
     return _masked(logp - old_logp, mask)  # [N, T]
 
 
+@IMPORTANCE.register("sequence")
 def log_ratio_sequence(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     """GSPO: one ratio per sequence, `log s_i = mean over its tokens of (logp - old_logp)`.
 
@@ -130,13 +134,6 @@ def log_ratio_sequence(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     return _masked(per_token, m)  # [N, T]
 
 
-IMPORTANCE: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "token": log_ratio_token,
-    "sequence": log_ratio_sequence,
-}
-"""Name -> `(logp [N, T], old_logp [N, T], mask [N, T]) -> log ratio [N, T]`."""
-
-
 # --- Rollout correction: the sampler is not the trainer ------------------------------------------
 # An inference engine (vLLM) computes the sampling distribution with other kernels than the trainer,
 # so its log-probs, and the tokens it draws, differ slightly from the trainer's policy. Truncated
@@ -145,41 +142,41 @@ IMPORTANCE: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
 # 0 above C (mask), per token or with one ratio per sequence (the product of its token ratios).
 
 
+ROLLOUT_CORRECTIONS: Registry[Callable[[Tensor, Tensor, Tensor, float], Tensor]] = Registry("rollout correction")
+"""Name -> `(trainer_logp [N, T], sampler_logp [N, T], mask [N, T], cap) -> weights [N, T]` (inputs detached);
+`train.rollout_correction: none` is the absence of one."""
+
+
 def _log_ratio(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> Tensor:
     return _masked(trainer_logp - sampler_logp, mask)  # [N, T]
 
 
+@ROLLOUT_CORRECTIONS.register("token_truncate")
 def correction_token_truncate(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
     """w_t = min(exp(trainer_t - sampler_t), cap): `[N, T]`."""
     return torch.exp(_log_ratio(trainer_logp, sampler_logp, mask).clamp(max=math.log(cap)))
 
 
+@ROLLOUT_CORRECTIONS.register("token_mask")
 def correction_token_mask(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
     """w_t = exp(trainer_t - sampler_t) where that is <= cap, else 0: `[N, T]`."""
     log_w = _log_ratio(trainer_logp, sampler_logp, mask)
     return torch.where(log_w <= math.log(cap), torch.exp(log_w.clamp(max=math.log(cap))), torch.zeros_like(log_w))
 
 
+@ROLLOUT_CORRECTIONS.register("sequence_truncate")
 def correction_sequence_truncate(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
     """w_i = min(prod_t exp(trainer_t - sampler_t), cap) at every token of sequence i: `[N, T]`."""
     log_w = _log_ratio(trainer_logp, sampler_logp, mask).sum(-1, keepdim=True)  # [N, 1]
     return torch.exp(log_w.clamp(max=math.log(cap))).expand_as(trainer_logp)
 
 
+@ROLLOUT_CORRECTIONS.register("sequence_mask")
 def correction_sequence_mask(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
     """w_i = prod_t exp(trainer_t - sampler_t) where that is <= cap, else 0, at every token of i: `[N, T]`."""
     log_w = _log_ratio(trainer_logp, sampler_logp, mask).sum(-1, keepdim=True)  # [N, 1]
     w = torch.where(log_w <= math.log(cap), torch.exp(log_w.clamp(max=math.log(cap))), torch.zeros_like(log_w))
     return w.expand_as(trainer_logp)
-
-
-ROLLOUT_CORRECTIONS: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
-    "token_truncate": correction_token_truncate,
-    "token_mask": correction_token_mask,
-    "sequence_truncate": correction_sequence_truncate,
-    "sequence_mask": correction_sequence_mask,
-}
-"""Name -> `(trainer_logp [N, T], sampler_logp [N, T], mask [N, T], cap) -> weights [N, T]` (detach the inputs)."""
 
 
 @dataclass(frozen=True)
@@ -270,13 +267,7 @@ def policy_loss(
     With `beta > 0`, `ref_logp` is required; with `beta == 0` it is optional (used for stats).
     `rollout_weights` `[N, T]` (from `rollout_mismatch`) scale each token's clipped term, not the KL.
     """
-    for name, value, table in (
-        ("kl", kl, KL_ESTIMATORS),
-        ("aggregation", aggregation, AGGREGATIONS),
-        ("importance", importance, IMPORTANCE),
-    ):
-        if value not in table:
-            raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(table)}")
+    kl_fn, aggregate, log_ratio = KL_ESTIMATORS[kl], AGGREGATIONS[aggregation], IMPORTANCE[importance]
     if beta != 0.0 and ref_logp is None:
         raise ValueError(f"beta={beta} needs ref_logp (reference log-probs)")
     mask = mask.bool()  # [N, T]
@@ -286,7 +277,7 @@ def policy_loss(
         advantages = advantages.unsqueeze(-1)  # [N, 1]
     advantages = advantages.expand_as(logp)  # [N, T]
 
-    ratio = torch.exp(IMPORTANCE[importance](logp, old_logp, mask))  # [N, T]
+    ratio = torch.exp(log_ratio(logp, old_logp, mask))  # [N, T]
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [N, T]
     objective = torch.minimum(ratio * advantages, clipped * advantages)  # [N, T]
     if rollout_weights is not None:
@@ -294,12 +285,12 @@ def policy_loss(
 
     kl_mean = None
     if ref_logp is not None:
-        kl_t = _masked(KL_ESTIMATORS[kl](logp, _masked(ref_logp, mask)), mask)  # [N, T]
+        kl_t = _masked(kl_fn(logp, _masked(ref_logp, mask)), mask)  # [N, T]
         if beta != 0.0:
             objective = objective - beta * kl_t
         kl_mean = _masked_mean(kl_t, mask)
 
-    loss = -AGGREGATIONS[aggregation](objective, mask, max_len)
+    loss = -aggregate(objective, mask, max_len)
 
     with torch.no_grad():
         low = (ratio < 1.0 - eps_low) & (advantages < 0) & mask  # [N, T]

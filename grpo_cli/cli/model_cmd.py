@@ -36,7 +36,7 @@ def merge(
     out: Annotated[Path, typer.Option("--out", "-o", help="New (or empty) folder for the merged model.")],
     threads: ThreadsOpt = None,
 ) -> None:
-    """Merge a LoRA checkpoint's adapter into its base model: a plain Hugging Face folder for `grpo eval`, vLLM or transformers."""
+    """Merge a LoRA checkpoint's adapter into its base model: a plain Hugging Face folder (grpo eval, vLLM)."""
     from grpo_cli.config import ModelConfig
     from grpo_cli.models.loading import export_merged, setup_torch
 

@@ -45,9 +45,11 @@ def linear_names(model: Any) -> list[str]:
     import torch
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return sorted(
-        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
-    )
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module is not head and ".lora_" not in name:
+            names.add(name.removesuffix(".base_layer").rsplit(".", 1)[-1])  # an adapted layer: its own name
+    return sorted(names)
 
 
 def target_modules(model: Any, wanted: list[str]) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ import torch
 from grpo_cli import ranks
 from grpo_cli.algorithms import advantages as adv
 from grpo_cli.algorithms.loss import micro_batch_weight, policy_loss, rollout_mismatch
+from grpo_cli.algorithms.paradigms import ALGORITHMS
+from grpo_cli.algorithms.schedules import lr_multiplier
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
 from grpo_cli.models import lora
@@ -137,15 +138,16 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     if t.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
         enable_activation_checkpointing(policy.model)
     model = wrapping.wrap(policy.model, t.parallel)  # DDP / FSDP2 under torchrun, else the model
-    problems = problems_from(cfg.data.train, cfg.data, need_answer=cfg.algorithm != "sft")
-    if cfg.algorithm == "sft":
+    paradigm = ALGORITHMS[cfg.algorithm]
+    problems = problems_from(cfg.data.train, cfg.data, need_answer=paradigm.samples)
+    if not paradigm.samples:  # SFT reads solutions
         _check_solutions(problems, cfg)
     initial_model = state.get("initial_model", str(policy.model_dir))
     ref_source = start_ckpt / "ref" if start_ckpt is not None and (start_ckpt / "ref").is_dir() else initial_model
     ref_model = None
     if t.beta > 0:  # with LoRA the policy itself, its adapters off during the reference pass: no second copy
         ref_model = policy.model if t.lora.rank else _load_frozen(cfg, ref_source)
-    rft_sampler = _rft_sampler(cfg, policy, initial_model) if cfg.algorithm == "rft" else None
+    rft_sampler = _rft_sampler(cfg, policy, initial_model) if paradigm.source == "initial_model" else None
     total = t.steps * t.mu
     optimizer, schedule = optim.build(
         model,
@@ -258,9 +260,10 @@ def collect_batch(
     """Sample and score whole groups until the batch is full (one round unless dynamic sampling
     drops zero-variance groups), then build the training tensors and advantages."""
     t = cfg.train
-    G = 1 if cfg.algorithm == "sft" else cfg.sampling.n
+    paradigm = ALGORITHMS[cfg.algorithm]
+    G = cfg.sampling.n if paradigm.samples else 1
     wanted = t.batch_size // cfg.sampling.n  # prompts per step
-    if cfg.algorithm == "sft":
+    if not paradigm.samples:
         chosen = [problems[i] for i in order.take(wanted)]
         return _sft_batch(chosen, cfg, policy.tokenizer)
 
@@ -333,18 +336,6 @@ def collect_batch(
     return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, stats)
 
 
-def lr_multiplier(i: int, warmup: int, total: int, schedule: str) -> float:
-    """The learning rate of optimizer step `i` (0-based) as a fraction of the peak: linear warmup over
-    `warmup` steps, then constant, or a linear / cosine decay from 1 at step `warmup` toward 0 at
-    step `total` (the last step, `total - 1`, still learns a little)."""
-    if i < warmup:
-        return (i + 1) / warmup
-    if schedule == "constant" or total <= warmup:
-        return 1.0
-    progress = min(1.0, (i - warmup) / (total - warmup))
-    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def policy_update(
     model: Any, ref_model: Any, batch: Batch, cfg: Config, optimizer: Any, schedule: Any
 ) -> dict[str, float]:
@@ -369,7 +360,7 @@ def policy_update(
         heap.trim()  # sampling's free pages, before the reference pass
     # The sampler's log-probs of its own samples; a separate engine (vLLM) computes them with other
     # kernels than the trainer, and `rollout_correction` weights the loss by the ratio of the two.
-    sampled_logp = batch.old_logp if cfg.algorithm in ("grpo", "online_rft") else None
+    sampled_logp = batch.old_logp if ALGORITHMS[cfg.algorithm].on_policy else None
     correct = sampled_logp is not None and cfg.sampling.backend == "vllm" and t.rollout_correction != "none"
     with torch.no_grad():
         with lora.adapters_disabled(ref_model):  # LoRA: the reference is the base under the adapter
@@ -529,10 +520,10 @@ def _advantages(
 ) -> torch.Tensor:
     """GRPO advantages ([N] outcome or [N, T] process), or the RFT gradient coefficients ([N])."""
     t = cfg.train
-    if cfg.algorithm in ("rft", "online_rft"):
+    if ALGORITHMS[cfg.algorithm].coefficient == "correct":
         return (rewards >= t.correct_threshold).float()  # coefficient 1 on correct samples, 0 otherwise
     if t.advantage == "outcome":
-        return adv.outcome_advantages(rewards, G, t.scale_rewards)
+        return adv.ADVANTAGES["outcome"](rewards, G, t.scale_rewards)
     # Process supervision: step ends are character offsets in the completion -> token positions.
     step_rewards, step_ends = [], []
     for rec, comp in zip(records, comps):
@@ -543,7 +534,7 @@ def _advantages(
     if not any(step_rewards):
         raise UserError("train.advantage=process needs a verifier that returns step rewards (e.g. `prm`); none did")
     width = max(len(c.token_ids) for c in comps)
-    per_completion = adv.process_advantages(step_rewards, step_ends, G, width)  # [N, L]
+    per_completion = adv.ADVANTAGES["process"](step_rewards, step_ends, G, width)  # [N, L]
     out = torch.zeros(loss_mask.shape, dtype=torch.float32)  # [N, T]
     for i, c in enumerate(comps):
         start = len(c.prompt_ids) - 1
