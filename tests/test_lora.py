@@ -198,3 +198,21 @@ def test_shipped_tiny_model_takes_an_adapter():
     assert lora.target_modules(model, ["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
     with pytest.raises(UserError, match="its linear layers are: down_proj, gate_proj"):
         lora.target_modules(model, ["query"])
+
+
+def test_lora_ddp_two_ranks_equal_one_process(random_model_dir, plugin_dir, tmp_path):  # noqa: F811
+    from test_distributed import SETS, _cli, _env, _rows, _single, _torchrun
+
+    sets = [*LORA, "train.beta=0.04", "train.mu=2"]  # the reference pass (adapters off) and mu > 1 under DDP
+    one, two = tmp_path / "one", tmp_path / "two"
+    _single(random_model_dir, one, sets)
+    _torchrun(_cli(random_model_dir, two, [*SETS, *sets]), _env(plugin_dir))
+    a = load_file(str(one / "checkpoints" / "step-000003" / lora.ADAPTER_WEIGHTS))
+    b = load_file(str(two / "checkpoints" / "step-000003" / lora.ADAPTER_WEIGHTS))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
+    for ra, rb in zip(_rows(one), _rows(two)):
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
