@@ -91,7 +91,7 @@ def _lora_run(model_dir: Path, out: Path, *extra: str) -> Path:
     return train(cfg, Reporter()).last_checkpoint
 
 
-def test_lora_train_writes_a_peft_adapter_that_peft_loads_and_merge_exports(random_model_dir, plugin_dir, tmp_path):
+def test_lora_train_writes_a_peft_adapter_that_peft_loads_and_merge_exports(random_model_dir, plugin_dir, tmp_path):  # noqa: F811
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -129,7 +129,7 @@ def test_lora_train_writes_a_peft_adapter_that_peft_loads_and_merge_exports(rand
     assert all(torch.equal(v, weights(random_model_dir)[k]) for k, v in weights(random_model_dir).items())
 
 
-def test_lora_resume_is_exact(random_model_dir, plugin_dir, tmp_path):
+def test_lora_resume_is_exact(random_model_dir, plugin_dir, tmp_path):  # noqa: F811
     whole = _lora_run(random_model_dir, tmp_path / "whole", "train.steps=4", "train.beta=0.04", "train.mu=2")
     cut = tmp_path / "cut"
     _lora_run(random_model_dir, cut, "train.steps=2", "train.beta=0.04", "train.mu=2")
