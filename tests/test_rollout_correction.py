@@ -84,3 +84,38 @@ def test_config_checks_the_mode_and_cap():
         load_config(None, ["train.rollout_correction=tokens"]).check_training()
     with pytest.raises(UserError, match="rollout_correction_cap"):
         load_config(None, ["train.rollout_correction_cap=0.5"])
+
+
+def test_the_trainer_corrects_with_the_vllm_backend_only(random_model_dir):
+    """A batch whose sampler log-probs sit 0.1 below the trainer's at every token: ratio e^0.1 < cap,
+    so token_truncate weights every token by e^0.1 and, with mu = 1 and no KL, the gradient (the SGD
+    step at lr 1) is e^0.1 times the uncorrected one. The hf backend logs the same mismatch but
+    leaves the loss alone."""
+    import copy
+
+    from test_trainer import _batch
+    from transformers import AutoModelForCausalLM
+
+    from grpo_cli.perf.logprobs import sequence_logprobs
+    from grpo_cli.training.trainer import policy_update
+
+    base = AutoModelForCausalLM.from_pretrained(str(random_model_dir))
+    batch = _batch(random_model_dir)
+    with torch.no_grad():
+        trainer = sequence_logprobs(base, batch.input_ids, batch.attention_mask, batch.loss_mask)[0]
+    batch.old_logp = torch.where(batch.loss_mask, trainer - 0.1, torch.zeros_like(trainer))
+    deltas, rows = {}, {}
+    for backend in ("hf", "vllm"):
+        sets = ["train.beta=0", "train.max_grad_norm=0", "sampling.max_new_tokens=8", f"sampling.backend={backend}"]
+        cfg = load_config(None, sets)
+        model = copy.deepcopy(base)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        rows[backend] = policy_update(model, None, batch, cfg, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1))
+        deltas[backend] = {k: v - base.state_dict()[k] for k, v in model.state_dict().items()}
+    for row in rows.values():
+        assert row["mismatch_logp_abs_mean"] == pytest.approx(0.1, abs=1e-5)
+        assert row["mismatch_ratio_max"] == pytest.approx(E(0.1), abs=1e-5)
+    assert "rollout_weight_mean" not in rows["hf"]
+    assert rows["vllm"]["rollout_weight_mean"] == pytest.approx(E(0.1), abs=1e-5)
+    for name, delta in deltas["hf"].items():
+        torch.testing.assert_close(deltas["vllm"][name], delta * E(0.1), rtol=1e-4, atol=1e-7)
