@@ -121,7 +121,8 @@ def main() -> None:
     }
     print(f"{len(rows)} rows from {args.data}, {sum(bool(r.get('known_failure')) for r in rows)} marked known_failure")
     print(
-        f"{'checker':<12} {'rows':>5} {'agree':>6} {'agreement':>10} {'false+':>7} {'false-':>7} {'pairs/s':>9}   known failures agreeing"
+        f"{'checker':<12} {'rows':>5} {'agree':>6} {'agreement':>10} {'false+':>7} {'false-':>7} "
+        f"{'pairs/s':>9}   known failures agreeing"
     )
     disagreements: dict[str, Counter] = {}
     details: dict[str, list] = {}

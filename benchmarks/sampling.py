@@ -59,14 +59,15 @@ def main() -> None:
     sync_s = time.perf_counter() - start
     print(
         f"workload: {len(prompts)} prompts x {args.n}, max_new_tokens {cfg.sampling.max_new_tokens}, "
-        f"temperature {cfg.sampling.temperature}; vLLM engine start {engine_s:.1f}s, sync_weights {1000 * sync_s:.0f} ms"
+        f"temperature {cfg.sampling.temperature}; vLLM engine start {engine_s:.1f}s, sync_weights "
+        f"{1000 * sync_s:.0f} ms"
     )
     print(f"{'threads':>7}  {'backend':<7} {'tokens/s best':>13} {'mean':>8} {'s/call':>7}  {'tokens/call':>11}")
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         rates: dict[str, list[float]] = {"hf": [], "vllm": []}
         calls: dict[str, list[tuple[float, int]]] = {"hf": [], "vllm": []}
-        for name, sampler in (("hf", hf), ("vllm", vllm)):
+        for sampler in (hf, vllm):
             timed(sampler, prompts, sampling_params(cfg, seed=10_000))  # warm-up
         for r in range(args.repeats):
             for name, sampler in (("hf", hf), ("vllm", vllm)):
@@ -77,10 +78,12 @@ def main() -> None:
             secs = statistics.mean(s for s, _ in calls[name])
             toks = statistics.mean(t for _, t in calls[name])
             print(
-                f"{threads:>7}  {name:<7} {max(rates[name]):>13.0f} {statistics.mean(rates[name]):>8.0f} {secs:>7.2f}  {toks:>11.0f}"
+                f"{threads:>7}  {name:<7} {max(rates[name]):>13.0f} {statistics.mean(rates[name]):>8.0f} "
+                f"{secs:>7.2f}  {toks:>11.0f}"
             )
         print(
-            f"{threads:>7}  vLLM / HF tokens/s (mean): {statistics.mean(rates['vllm']) / statistics.mean(rates['hf']):.2f}x",
+            f"{threads:>7}  vLLM / HF tokens/s (mean): "
+            f"{statistics.mean(rates['vllm']) / statistics.mean(rates['hf']):.2f}x",
             flush=True,
         )
 

@@ -224,9 +224,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         import grpo_cli.perf.grad_in_place
         import grpo_cli.perf.logprobs
 
-        grpo_cli.perf.grad_in_place.accumulates_in_place = grpo_cli.perf.logprobs.accumulates_in_place = lambda weight: (
-            False
-        )
+        never = lambda weight: False  # noqa: E731
+        grpo_cli.perf.grad_in_place.accumulates_in_place = grpo_cli.perf.logprobs.accumulates_in_place = never
     if "trim" in args.ablate:
         import grpo_cli.perf.heap
 
@@ -521,7 +520,8 @@ def print_paired(runs: dict[str, list[dict[str, Any]]]) -> None:
         theirs = [statistics.median(x["step_cpu"] for x in run["rows"]) for run in runs[other]]
         ratios = sorted(a / b for a, b in zip(ours, theirs))
         print(
-            f"paired step cpu ours/{other}: median {statistics.median(ratios):.2f} (runs: {', '.join(f'{r:.2f}' for r in ratios)})"
+            f"paired step cpu ours/{other}: median {statistics.median(ratios):.2f} (runs: "
+            f"{', '.join(f'{r:.2f}' for r in ratios)})"
         )
 
 
@@ -553,7 +553,8 @@ def main() -> None:
         action="append",
         default=[],
         choices=("fused_head", "fused_adam", "prefix", "inplace_grads", "trim"),
-        help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), fused_adam, "
+        help="our side without one optimisation: fused_head (full logits, log-softmax over the vocabulary), "
+        "fused_adam, "
         "prefix (every row runs its own prompt), inplace_grads (autograd's [V, H] gradient temporaries for the "
         "LM head and embedding), trim (no heap trim between phases)",
     )
@@ -576,7 +577,8 @@ def main() -> None:
             for side in sides:  # alternate, so slow phases of a shared machine hit both sides
                 runs[side].append(run_side(side, model, args))
                 print(
-                    f"{model} run {r + 1} {side}: step {statistics.median(x['step_cpu'] for x in runs[side][-1]['rows']):.2f} cpu s "
+                    f"{model} run {r + 1} {side}: step "
+                    f"{statistics.median(x['step_cpu'] for x in runs[side][-1]['rows']):.2f} cpu s "
                     f"peak {runs[side][-1]['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
@@ -584,9 +586,11 @@ def main() -> None:
         print_table(model, summaries[model])
         print_paired(runs)
     print(
-        f"\nsettings: G={args.n} batch={args.batch_size} micro-batch={args.micro_batch} max_new_tokens={args.max_new_tokens} "
+        f"\nsettings: G={args.n} batch={args.batch_size} micro-batch={args.micro_batch} "
+        f"max_new_tokens={args.max_new_tokens} "
         f"beta={args.beta} mu={args.mu} aggregation={args.aggregation} threads={args.threads} "
-        f"{'natural lengths' if args.natural else 'fixed completion length'}; {args.steps} measured steps x {args.repeats} runs per side"
+        f"{'natural lengths' if args.natural else 'fixed completion length'}; {args.steps} measured steps x "
+        f"{args.repeats} runs per side"
     )
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=2))

@@ -61,7 +61,8 @@ def run(tree: Path | None, model: Path, nproc: int, parallel: str, steps: int) -
         env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")])
     # A fresh Python measures the run: its RUSAGE_CHILDREN then covers this run's processes only.
     probe = (
-        "import resource, subprocess, sys, json; p = subprocess.run(json.loads(sys.argv[1]), env=json.loads(sys.argv[2]),"
+        "import resource, subprocess, sys, json; p = subprocess.run(json.loads(sys.argv[1]), "
+        "env=json.loads(sys.argv[2]),"
         " capture_output=True, text=True); print(json.dumps([p.returncode, p.stderr[-3000:],"
         " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
     )

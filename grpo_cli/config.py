@@ -1,4 +1,4 @@
-"""The one typed configuration (DESIGN.md section 7).
+"""The one typed configuration (docs/design.md, "Configuration").
 
 Precedence: dataclass defaults < preset YAML < `--set a.b=c` overrides < explicit CLI options.
 Each field carries its documentation as the string literal right after it; `field_docs` reads them
@@ -47,7 +47,8 @@ class ModelConfig:
     threads: int = 0
     """Torch CPU threads; 0 uses every core available to the process."""
     impl: str = "auto"
-    """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto (native where it supports the model)."""
+    """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto
+    (native where it supports the model)."""
 
     def __post_init__(self) -> None:
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
@@ -59,7 +60,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = "arith:train"
-    """Training problems: a JSONL/JSON/Parquet/CSV file, `arith:train|test` (built-in task), or `hf:NAME[:SPLIT]` with `datasets` installed."""
+    """Training problems: a JSONL/JSON/Parquet/CSV file, `arith:train|test` (built-in task), or `hf:NAME[:SPLIT]` with
+    `datasets` installed."""
     eval: str = "arith:test"
     """Held-out problems for `grpo eval` and the before/after evaluation of `grpo train`; same forms as `train`."""
     prompt_field: str = "prompt"
@@ -102,7 +104,8 @@ class SamplingConfig:
     batch_size: int = 256
     """Sequences generated together (prompts x completions)."""
     vllm_kwargs: dict[str, Any] = field(default_factory=dict)
-    """backend vllm: extra `vllm.LLM` arguments over grpo's defaults (e.g. gpu_memory_utilization: 0.5, kv_cache_memory_bytes)."""
+    """backend vllm: extra `vllm.LLM` arguments over grpo's defaults (e.g. gpu_memory_utilization: 0.5,
+    kv_cache_memory_bytes)."""
 
     def __post_init__(self) -> None:
         _check_choice("sampling.backend", self.backend, ("hf", "vllm"))
@@ -193,7 +196,8 @@ class TrainConfig:
     micro_batch_size: int = 64
     """Sequences per forward/backward; gradients accumulate to the whole batch."""
     micro_batch_tokens: int = 2048
-    """Token budget per forward/backward (sequences x longest length in it; 0: sequences only). Sequences are grouped by length either way, so padding stays small. 2048 measured fastest and leanest on CPU (benchmarks/README.md)."""
+    """Token budget per forward/backward (sequences x longest length in it; 0: sequences only). Sequences are grouped
+    by length either way, so padding stays small. 2048 measured fastest and leanest on CPU (benchmarks/README.md)."""
     gradient_checkpointing: bool = False
     """Recompute activations during backward instead of keeping them: less memory, about a third more compute."""
     mu: int = 1
@@ -259,7 +263,8 @@ class TrainConfig:
     rollout_correction_cap: float = 2.0
     """Cap C of rollout_correction's importance ratio."""
     parallel: str = "ddp"
-    """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2: parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
+    """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2:
+    parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
 
     def __post_init__(self) -> None:
         _check_choice("train.parallel", self.parallel, ("ddp", "fsdp"))
@@ -285,7 +290,8 @@ class Config:
     seed: int = 0
     """Seed for sampling, data order and initialisation."""
     algorithm: str = "grpo"
-    """grpo; rft (learn from the initial model's correct samples); online_rft (from the current policy's); sft (the dataset's solutions). DeepSeekMath section 5.2."""
+    """grpo; rft (learn from the initial model's correct samples); online_rft (from the current policy's); sft (the
+    dataset's solutions). DeepSeekMath section 5.2."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy model."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -319,7 +325,8 @@ class Config:
         _check_choice("train.rollout_correction", t.rollout_correction, ("none", *loss.ROLLOUT_CORRECTIONS.names()))
         if self.train.batch_size % self.sampling.n:
             raise UserError(
-                f"config: train.batch_size={self.train.batch_size} must be a multiple of sampling.n={self.sampling.n} (whole groups)"
+                f"config: train.batch_size={self.train.batch_size} must be a multiple of "
+                f"sampling.n={self.sampling.n} (whole groups)"
             )
         if self.sampling.backend == "vllm" and self.train.parallel == "fsdp":
             # the engine reloads whole weights from the policy, which FSDP keeps sharded
@@ -553,7 +560,7 @@ def field_docs(cls: type) -> dict[str, str]:
             and isinstance(node.value, ast.Constant)
             and isinstance(node.value.value, str)
         ):
-            docs[prev.target.id] = node.value.value
+            docs[prev.target.id] = " ".join(node.value.value.split())  # wrapped lines -> one line
     return docs
 
 

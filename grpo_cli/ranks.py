@@ -1,5 +1,6 @@
 """Rank helpers for multi-process training under torchrun (docs/design.md, "Distributed"): the
-process group, who does what, and the few collectives the trainer needs. One process (no torchrun) makes every helper a no-op.
+process group, who does what, and the few collectives the trainer needs. One process (no torchrun)
+makes every helper a no-op.
 
 The scheme, chosen so that N ranks compute what one process computes on the same global batch:
 - every rank holds the same data order and takes the same global prompts each round;
@@ -143,10 +144,3 @@ def is_fsdp(model: Any) -> bool:
 def rng_states() -> list[torch.Tensor]:
     """Every rank's torch RNG state, in rank order (collective)."""
     return list(gather([torch.get_rng_state()])[0])
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """This rank's RNG state from a checkpoint; a run resumed on a different number of ranks gives
-    the new ranks rank 0's."""
-    states = state.get("torch_rng_ranks") or [state["torch_rng"]]
-    torch.set_rng_state(states[rank()] if rank() < len(states) else states[0])

@@ -1,4 +1,4 @@
-"""The one reporting object: the core talks to the user only through it (DESIGN.md section 1).
+"""The one reporting object: the core talks to the user only through it (docs/design.md, "Data flow").
 
 `Reporter()` is silent, so library use stays quiet; the CLI passes `Reporter.console(quiet=...)`,
 which draws rich progress bars and logs on stderr (data goes to files or stdout).

@@ -1,5 +1,5 @@
 """The real CLI end to end, in subprocesses, on a random-weight model: the staged pipeline equals the
-one-shot eval, records and configs are written as DESIGN.md says, and bad input is one line + exit 2."""
+one-shot eval, records and configs are written as docs/design.md says, and bad input is one line + exit 2."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_sample_score_eval_equals_one_shot_eval(tmp_path, random_model_dir, arit
     assert (result["problems"], result["n"]) == (6, 4)
     assert set(result["pass@k"]) == set(result["maj@k"]) == {"1", "2", "4"}
 
-    # sample records: the problem's fields plus DESIGN.md section 3's
+    # sample records: the problem's fields plus docs/design.md, "Records"'s
     problems = read_jsonl(arith_file)
     samples = read_jsonl(tmp_path / "s.jsonl")
     cfg = read_config(tmp_path / "s.config.yaml")

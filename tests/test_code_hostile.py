@@ -22,7 +22,10 @@ UID_BASE = 1_950_000_000  # this module's runs' uids (as root): a leftover proce
 MARKER = f"grpo-hostile-{secrets.token_hex(6)}"
 LOOP = "def add(a, b):\n    while True:\n        pass\n"
 ZERO = "def add(a, b):\n    return 0\n"  # right only for add(0, 0)
-PYTEST = "import pytest\ndef test_small():\n    assert add(1, 2) == 3\ndef test_raises():\n    with pytest.raises(TypeError):\n        add(1, None)\n"
+PYTEST = (
+    "import pytest\ndef test_small():\n    assert add(1, 2) == 3\n"
+    "def test_raises():\n    with pytest.raises(TypeError):\n        add(1, None)\n"
+)
 IO = [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "4\n"}]
 
 
@@ -118,8 +121,8 @@ HOSTILE = {
     ),
     "patched pytest and builtins": (
         "import builtins\nbuiltins.AssertionError = type('AssertionError', (Exception,), {})\n"
-        "try:\n    import pytest\n    pytest.raises = lambda *a, **k: __import__('contextlib').nullcontext()\nexcept ImportError:\n    pass\n"
-        + ZERO,
+        "try:\n    import pytest\n    pytest.raises = lambda *a, **k: "
+        "__import__('contextlib').nullcontext()\nexcept ImportError:\n    pass\n" + ZERO,
         PYTEST,
         0.0,
     ),
@@ -152,14 +155,14 @@ HOSTILE = {
     ),
     "segfault": ("import ctypes\ndef add(a, b):\n    return ctypes.string_at(0)\n", ASSERTS, 0.0),
     "a child that leaves the session": (
-        f"import subprocess\nsubprocess.Popen(['/bin/sh', '-c', 'trap \"\" TERM; sleep 1000', '{MARKER}'], start_new_session=True)\n"
-        + ZERO,
+        f"import subprocess\nsubprocess.Popen(['/bin/sh', '-c', 'trap \"\" TERM; sleep 1000', '{MARKER}'], "
+        "start_new_session=True)\n" + ZERO,
         ASSERTS,
         0.25,
     ),
     "killing the parent, kill -1": (
-        "import os, signal\nfor pid in (os.getppid(), -1, 1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
-        + ZERO,
+        "import os, signal\nfor pid in (os.getppid(), -1, 1):\n    try:\n        os.kill(pid, "
+        "signal.SIGKILL)\n    except OSError:\n        pass\n" + ZERO,
         ASSERTS,
         0.25,  # add(0, 0) == 0 is right
     ),
@@ -176,8 +179,8 @@ def test_hostile_program_gets_the_right_verdict(verifier, name):
 
 def test_killing_the_parent_spares_the_other_samples(verifier):
     killer = (
-        "import os, signal\nfor pid in (os.getppid(), -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
-        + ADD
+        "import os, signal\nfor pid in (os.getppid(), -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n   "
+        " except OSError:\n        pass\n" + ADD
     )
     samples = [{"completion": f"```python\n{c}\n```", "tests": ASSERTS} for c in (killer, ADD, killer, ZERO)]
     # killing is refused (another uid, another PID namespace), so the killer's right answers count
@@ -189,8 +192,8 @@ def test_writes_outside_land_nowhere(verifier, tmp_path):
     targets = [tmp_path / "pwned", Path(f"/tmp/{MARKER}"), Path(f"/var/tmp/{MARKER}"), Path(f"/dev/shm/{MARKER}"),
                Path(f"/etc/{MARKER}"), Path(os.getcwd()) / MARKER, Path(f"/opt/{MARKER}")]  # fmt: skip
     code = (
-        f"for path in {[str(t) for t in targets]!r}:\n    try:\n        open(path, 'w').write('x')\n    except OSError:\n        pass\n"
-        + ADD
+        f"for path in {[str(t) for t in targets]!r}:\n    try:\n        open(path, 'w').write('x')\n    except "
+        "OSError:\n        pass\n" + ADD
     )
     reward, _ = score(verifier, code, ASSERTS)
     assert reward == 1.0  # its answers are right; its writes went nowhere
@@ -209,7 +212,9 @@ def test_secrets_outside_cannot_be_read(verifier, tmp_path):
     thief = f"""
 import glob, os
 def steal():
-    for pattern in {[str(planted), str(shadow), "/etc/shadow", "/tmp/**", str(tmp_path) + "/**", "/root/**", "/home/**"]!r}:
+    patterns = {[str(planted), str(shadow), "/etc/shadow", "/tmp/**"]!r}
+    patterns += {[str(tmp_path) + "/**", "/root/**", "/home/**"]!r}
+    for pattern in patterns:
         for path in glob.iglob(pattern, recursive=True):
             if os.path.basename(path) in ("expected_output.txt", "shadow"):
                 try:

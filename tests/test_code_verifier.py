@@ -169,7 +169,8 @@ class Counter:
         self.n += k
         return self.n
 def stats(xs):
-    return {"sum": sum(xs), "set": set(xs), "pair": (min(xs), max(xs)), "mean": sum(xs) / len(xs), "none": None, "raw": bytes(xs)}
+    return {"sum": sum(xs), "set": set(xs), "pair": (min(xs), max(xs)), "mean": sum(xs) / len(xs),
+            "none": None, "raw": bytes(xs)}
 def peek(counter):
     return counter.n
 def boom():
@@ -180,7 +181,8 @@ def nan():
     tests = """
 import math, pytest
 assert LIMIT == 10
-assert stats([1, 2, 2]) == {"sum": 5, "set": {1, 2}, "pair": (1, 2), "mean": 5 / 3, "none": None, "raw": b"\\x01\\x02\\x02"}
+assert stats([1, 2, 2]) == {"sum": 5, "set": {1, 2}, "pair": (1, 2), "mean": 5 / 3, "none": None,
+                            "raw": b"\\x01\\x02\\x02"}
 c = Counter(5)
 assert c.bump() == 6 and c.bump(k=4) == 10 and c.n == 10
 assert peek(c) == 10  # the candidate's object, passed back to it
@@ -277,7 +279,8 @@ def test_grpo_score_verifier_code_end_to_end(tmp_path):
     ]
     (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "grpo_cli", "score", "s.jsonl", "--out", "sc.jsonl", "--verifier", "code:timeout=2,workers=2", "-q"],
+        [sys.executable, "-m", "grpo_cli", "score", "s.jsonl", "--out", "sc.jsonl",
+         "--verifier", "code:timeout=2,workers=2", "-q"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

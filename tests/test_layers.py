@@ -5,8 +5,8 @@ other in a cycle.
 Layers, lowest first (a module belongs to the first prefix that matches it, longest prefix first):
 
  0. algorithms           grpo_cli.algorithms: the math, pure functions over tensors
- 1. verifier contract    grpo_verifiers, grpo_verifiers.base
- 2. root leaves          grpo_cli (package), config, errors, report, plugins, ranks, records
+ 1. contracts            grpo_cli.records (the records between stages), grpo_verifiers.base
+ 2. root leaves          grpo_cli (package), config, errors, report, plugins, ranks
  3. builtin              grpo_cli.builtin: the arithmetic task and the tiny model
  4. verifiers            grpo_verifiers.*: the built-in reward plugins
  5. models               grpo_cli.models: loading, grpo's own Llama-family implementation
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: list[tuple[str, ...]] = [
     ("grpo_cli.algorithms",),
-    ("grpo_verifiers.__init__", "grpo_verifiers.base"),
+    ("grpo_cli.records", "grpo_verifiers.__init__", "grpo_verifiers.base"),
     (
         "grpo_cli.__init__",
         "grpo_cli.config",
@@ -36,7 +36,6 @@ LAYERS: list[tuple[str, ...]] = [
         "grpo_cli.report",
         "grpo_cli.plugins",
         "grpo_cli.ranks",
-        "grpo_cli.records",
         "grpo_cli.presets",
     ),
     ("grpo_cli.builtin",),

@@ -1,4 +1,4 @@
-"""pass@k / maj@k against hand-enumerated values (DESIGN.md section 6)."""
+"""pass@k / maj@k against hand-enumerated values (docs/design.md, "Metrics")."""
 
 import math
 import random

@@ -388,7 +388,8 @@ def test_cached_decoding_equals_full_forward(gqa_tokenizer_model_dir):
     nat = _native(gqa_tokenizer_model_dir)
     g = torch.Generator().manual_seed(2)
     seqs = [torch.randint(3, 200, (n,), generator=g) for n in (9, 6, 7)]
-    steps = 5  # each row: a prompt of len - 5 tokens (4, 1, 2; left-padded to 4) in one prefill, then 4 tokens one at a time
+    # each row: a prompt of len - 5 tokens (4, 1, 2; left-padded to 4) in one prefill, then 4 tokens one at a time
+    steps = 5
     starts = [len(s) - steps for s in seqs]
     width = max(starts)
     ids = torch.zeros(3, width, dtype=torch.long)
@@ -608,7 +609,8 @@ STEP = textwrap.dedent("""
         from grpo_cli.pipeline.scoring import opened_verifiers
 
         cfg = load_config("tiny", ["model.threads=1", "sampling.n=4", "sampling.max_new_tokens=8", "train.batch_size=8",
-                                   "train.micro_batch_size=8", "train.beta=0.04", "train.warmup_steps=0", "train.weight_decay=0.1"])
+                                   "train.micro_batch_size=8", "train.beta=0.04", "train.warmup_steps=0",
+                                   "train.weight_decay=0.1"])
         cfg.check_training()
         torch.manual_seed(0)
         policy = load_policy(cfg, trainable=True)
@@ -626,7 +628,8 @@ STEP = textwrap.dedent("""
             "optimizer": type(optimizer).__module__,
             "rows": batch.size,
             "changed": any(not torch.equal(before[n], p) for n, p in policy.model.named_parameters()),
-            "heavy": sorted(m for m in ("torch._dynamo", "sympy", "transformers.models.qwen2.modeling_qwen2") if m in sys.modules),
+            "heavy": sorted(m for m in ("torch._dynamo", "sympy", "transformers.models.qwen2.modeling_qwen2")
+                            if m in sys.modules),
         }))
 
 

@@ -310,7 +310,9 @@ class ToyProcessRewardModel(Qwen2PreTrainedModel):
         super().__init__(config)
         self.model = Qwen2Model(config)
         self.score = torch.nn.Sequential(
-            torch.nn.Linear(config.hidden_size, config.hidden_size), torch.nn.ReLU(), torch.nn.Linear(config.hidden_size, 2)
+            torch.nn.Linear(config.hidden_size, config.hidden_size),
+            torch.nn.ReLU(),
+            torch.nn.Linear(config.hidden_size, 2),
         )
         self.post_init()
 

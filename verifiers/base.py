@@ -1,4 +1,4 @@
-"""The verifier contract (DESIGN.md section 4): batch of samples in, one `Verdict` per sample out."""
+"""The verifier contract (docs/design.md, "Verifiers"): batch of samples in, one `Verdict` per sample out."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class Verdict:
 class Verifier:
     """Base class for verifiers. Subclasses take their options as keyword arguments.
 
-    `verify` receives sample records (DESIGN.md section 3: the problem's fields such as `prompt`,
+    `verify` receives sample records (docs/design.md, "Records": the problem's fields such as `prompt`,
     `answer`, `tests`, plus `completion`) and returns exactly one `Verdict` per sample, in order.
     A verifier may raise or hang: the caller bounds it and costs only the affected samples.
     """

@@ -1,7 +1,7 @@
 """The `code` verifier: run a completion's Python against the problem's tests in a sandbox whose
 verdict the program cannot forge.
 
-Record schema (DESIGN.md section 3). The solution is the completion's last fenced Python block
+Record schema (docs/design.md, "Records"). The solution is the completion's last fenced Python block
 (```python, ```py or a bare ```; `extract: first` or `all` to take the first or join them all; an
 unclosed last fence counts to the end), else the whole completion (`bare: false` gives 0 instead);
 with `prepend_prompt: true` (HumanEval-style completions that continue a string prompt) the prompt

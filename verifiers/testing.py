@@ -1,4 +1,4 @@
-"""A contract test suite for verifier plugins (DESIGN.md section 4): run it against your class.
+"""A contract test suite for verifier plugins (docs/design.md, "Verifiers"): run it against your class.
 
 Two ways in, the same checks behind both:
 
@@ -63,7 +63,7 @@ SAMPLES: list[dict[str, Any]] = [
     },
     {"id": "p4", "prompt": "Is 7 prime?", "answer": "yes", "completion": "I am not sure."},
 ]
-"""Default sample rows (DESIGN.md section 3): math-flavoured, one chat prompt. Plugins for other
+"""Default sample rows (docs/design.md, "Records"): math-flavoured, one chat prompt. Plugins for other
 domains pass their own."""
 
 EDGE_COMPLETIONS: dict[str, str] = {
@@ -222,7 +222,8 @@ def check_order(subject: Subject) -> list[str]:
         if isinstance(batch[i], Verdict) and isinstance(alone[0], Verdict):
             if not _same(_summary(batch[i]), _summary(alone[0]), subject.tolerance):
                 problems.append(
-                    f"sample {i}: its verdict in the batch {_summary(batch[i])} differs from its verdict alone {_summary(alone[0])}"
+                    f"sample {i}: its verdict in the batch {_summary(batch[i])} differs from its verdict alone "
+                    f"{_summary(alone[0])}"
                 )
     reversed_batch, more = _verify(verifier, samples[::-1], "the samples reversed")
     if reversed_batch is None:

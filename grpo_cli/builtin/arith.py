@@ -1,4 +1,4 @@
-"""The synthetic multi-step integer arithmetic task behind the embedded default (DESIGN.md section 8).
+"""The synthetic multi-step integer arithmetic task behind the embedded default (docs/design.md, "Embedded default").
 
 A problem is an expression of 2 to 4 small non-negative integers joined by `+`, `-` and `*`:
 

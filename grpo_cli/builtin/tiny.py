@@ -1,4 +1,4 @@
-"""Build the tiny model the project ships (DESIGN.md section 8), reproducibly.
+"""Build the tiny model the project ships (docs/design.md, "Embedded default"), reproducibly.
 
 A byte-level tokenizer with no merges (one token per byte, so one per character for ASCII) and a
 ~1M-parameter Qwen2 causal LM, trained by supervised next-token prediction on the `arith` train

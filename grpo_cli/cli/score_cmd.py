@@ -14,7 +14,10 @@ VerifierOpt = Annotated[
     typer.Option(
         "--verifier",
         "-v",
-        help="NAME[:key=value,...] (repeatable); weight=, failure_value= and hang_timeout= set those, other keys are the verifier's options. Replaces the config's verifiers.",
+        help=(
+            "NAME[:key=value,...] (repeatable); weight=, failure_value= and hang_timeout= set those, other "
+            "keys are the verifier's options. Replaces the config's verifiers."
+        ),
     ),
 ]
 

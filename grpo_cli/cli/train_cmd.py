@@ -29,7 +29,9 @@ def train(
         typer.Option(
             "--nproc",
             min=1,
-            help="Train with N processes on this machine: re-runs this command under torchrun (config: train.parallel).",
+            help=(
+                "Train with N processes on this machine: re-runs this command under torchrun (config: train.parallel)."
+            ),
         ),
     ] = None,
     seed: SeedOpt = None,

@@ -94,7 +94,8 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
             if isinstance(model, str):
                 if cfg.impl == "native":
                     raise UserError(
-                        f"{model_dir}: model.impl=native does not support this model: {model}; use model.impl=auto or transformers"
+                        f"{model_dir}: model.impl=native does not support this model: {model}; use "
+                        "model.impl=auto or transformers"
                     )
                 model = None
         if model is None:

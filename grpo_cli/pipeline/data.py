@@ -1,6 +1,6 @@
 """Problems in, records out: file formats, field mapping, prompt templates, JSONL I/O.
 
-Problem records (DESIGN.md section 3) always have `id`, `prompt` and, when required, `answer`;
+Problem records (docs/design.md, "Records") always have `id`, `prompt` and, when required, `answer`;
 every other field of the source row is carried through untouched.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grpo_cli.errors import UserError
+from grpo_cli.records import Problem
 
 BUILTIN_PREFIX = "arith:"
 
@@ -140,8 +141,8 @@ def load_problems(
     id_field: str = "id",
     need_answer: bool = True,
     limit: int = 0,
-) -> list[dict[str, Any]]:
-    """Load problems and map their fields to `id`, `prompt`, `answer` (DESIGN.md section 3)."""
+) -> list[Problem]:
+    """Load problems and map their fields to `id`, `prompt`, `answer` (docs/design.md, "Records")."""
     label, rows = _read_rows(source)
     if limit:
         rows = rows[:limit]
@@ -152,7 +153,8 @@ def load_problems(
         where = f"{label} row {i + 1}"
         if prompt_field not in row:
             raise UserError(
-                f"{where}: missing prompt field '{prompt_field}' (data.prompt_field); fields present: {', '.join(map(str, row))}"
+                f"{where}: missing prompt field '{prompt_field}' (data.prompt_field); fields present: "
+                f"{', '.join(map(str, row))}"
             )
         prompt = row[prompt_field]
         if not _valid_prompt(prompt):
@@ -163,7 +165,8 @@ def load_problems(
             problem["answer"] = str(row[answer_field])
         elif need_answer:
             raise UserError(
-                f"{where}: missing answer field '{answer_field}' (data.answer_field); fields present: {', '.join(map(str, row))}"
+                f"{where}: missing answer field '{answer_field}' (data.answer_field); fields present: "
+                f"{', '.join(map(str, row))}"
             )
         problem["id"] = str(row.get(id_field, i))
         problems.append(problem)

@@ -10,6 +10,7 @@ from grpo_cli.config import Config
 from grpo_cli.errors import UserError
 from grpo_cli.pipeline.metrics import evaluate_groups
 from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
+from grpo_cli.records import Problem, Sample, ScoredSample
 from grpo_cli.report import Reporter
 
 
@@ -19,14 +20,12 @@ class EvalRun:
 
     label: str
     result: dict[str, Any]
-    scored: list[dict[str, Any]]
+    scored: list[ScoredSample]
     summary: ScoreSummary | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def score_records(
-    samples: list[dict[str, Any]], cfg: Config, report: Reporter
-) -> tuple[list[dict[str, Any]], ScoreSummary]:
+def score_records(samples: list[Sample], cfg: Config, report: Reporter) -> tuple[list[ScoredSample], ScoreSummary]:
     """Score sample records with the configured verifiers (the `grpo score` stage)."""
     with opened_verifiers(cfg.verifiers) as verifiers, report.progress("scoring", total=len(samples)) as advance:
         scored, summary = score(samples, verifiers)
@@ -34,9 +33,9 @@ def score_records(
     return scored, summary
 
 
-def group_records(records: list[dict[str, Any]], source: str = "samples") -> list[list[dict[str, Any]]]:
+def group_records(records: list[ScoredSample], source: str = "samples") -> list[list[ScoredSample]]:
     """Records grouped per problem (by `group`, else by `id`), in order of first appearance."""
-    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[Any, list[ScoredSample]] = defaultdict(list)
     for i, row in enumerate(records):
         key = row.get("group", row.get("id"))
         if key is None:
@@ -53,7 +52,7 @@ def metrics_of(scored: list[dict[str, Any]], cfg: Config, source: str = "samples
         raise UserError(f"{source}: {e}") from None
 
 
-def evaluate_policy(policy: Any, problems: list[dict[str, Any]], cfg: Config, report: Reporter, label: str) -> EvalRun:
+def evaluate_policy(policy: Any, problems: list[Problem], cfg: Config, report: Reporter, label: str) -> EvalRun:
     """Sample `eval.n` completions per problem from a loaded policy, score them, compute metrics."""
     import time
 

@@ -1,4 +1,4 @@
-"""pass@k and maj@k over groups of scored samples (DESIGN.md section 6). Python and numpy, no torch.
+"""pass@k and maj@k over groups of scored samples (docs/design.md, "Metrics"). Python and numpy, no torch.
 
 A group is the n scored samples of one problem. Both metrics are computed for a list of k from the
 same n samples: pass@k with the unbiased estimator, maj@k as the expected majority vote over size-k
@@ -13,6 +13,8 @@ import random
 from typing import Any
 
 import numpy as np
+
+from grpo_cli.records import ScoredSample
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -91,7 +93,7 @@ def maj_at_k(
     return float(won.mean())
 
 
-def vote_key(record: dict[str, Any]) -> str | None:
+def vote_key(record: ScoredSample) -> str | None:
     """The sample's answer for voting: `canonical` (else `extracted`) of the first verifier info
     that has one, as a string; None when no verifier extracted an answer."""
     for info in (record.get("info") or {}).values():
@@ -114,7 +116,7 @@ METRICS = {"pass@k": _pass_group, "maj@k": _maj_group}
 
 
 def evaluate_groups(
-    groups: list[list[dict[str, Any]]],
+    groups: list[list[ScoredSample]],
     ks: list[int],
     metrics: list[str],
     seed: int = 0,

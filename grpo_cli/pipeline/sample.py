@@ -1,5 +1,5 @@
 """The sample stage shared by `grpo sample`, `grpo eval` and the trainer: a loaded policy, prompts
-rendered from problems, and completions turned into sample records (DESIGN.md section 3)."""
+rendered from problems, and completions turned into sample records (docs/design.md, "Records")."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from grpo_cli.config import Config, DataConfig
 from grpo_cli.pipeline.data import load_problems, render_prompt
+from grpo_cli.records import Problem, Sample
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
 
@@ -53,7 +54,7 @@ def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool =
     return Policy(model_dir, model, tokenizer, sampler)
 
 
-def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) -> list[dict[str, Any]]:
+def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) -> list[Problem]:
     return load_problems(
         source,
         prompt_field=data.prompt_field,
@@ -64,7 +65,7 @@ def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) ->
     )
 
 
-def render_prompts(problems: list[dict[str, Any]], tokenizer: Any, data: DataConfig) -> list[str]:
+def render_prompts(problems: list[Problem], tokenizer: Any, data: DataConfig) -> list[str]:
     return [
         render_prompt(
             p,
@@ -92,9 +93,7 @@ def sampling_params(
     )
 
 
-def to_records(
-    problems: list[dict[str, Any]], completions: list[list[Completion]], *, logprobs: bool = True
-) -> list[dict[str, Any]]:
+def to_records(problems: list[Problem], completions: list[list[Completion]], *, logprobs: bool = True) -> list[Sample]:
     """Sample records: the problem's fields plus the completion, its group and index in the group."""
     rows = []
     for group, (problem, comps) in enumerate(zip(problems, completions)):
@@ -115,14 +114,14 @@ def to_records(
 
 def sample_problems(
     policy: Policy,
-    problems: list[dict[str, Any]],
+    problems: list[Problem],
     cfg: Config,
     params: SamplingParams,
     report: Reporter,
     *,
     logprobs: bool = True,
     label: str = "sampling",
-) -> list[dict[str, Any]]:
+) -> list[Sample]:
     prompts = render_prompts(problems, policy.tokenizer, cfg.data)
     with report.progress(label, total=len(prompts) * params.n) as advance:
         completions = policy.sampler.generate(prompts, params, advance)

@@ -1,11 +1,13 @@
-"""The scoring stage shared by `grpo score`, `grpo eval` and the trainer (DESIGN.md sections 3, 4).
+"""The scoring stage shared by `grpo score`, `grpo eval` and the trainer (docs/design.md, "Records"
+and "Verifiers").
 
 Samples in, scored samples out: each verifier scores the batch; a verifier that raises, hangs past
 the spec's `hang_timeout` (seconds per sample), returns the wrong number of verdicts, or a reward
 that is not a finite number is retried sample by sample, and a sample that still fails (or whose
 verdict says `timeout`) gets the spec's `failure_value`, its error in `info`, and is counted.
-verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not rely on signals. A row's optional `verifier` field (a name or a list of names) limits it to
-those verifiers. Nothing here prints; the summary says what happened.
+verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not rely on signals.
+A row's optional `verifier` field (a name or a list of names) limits it to those verifiers.
+Nothing here prints; the summary says what happened.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from grpo_verifiers.base import Verdict, Verifier
 from grpo_cli.config import VerifierConfig as VerifierSpec
 from grpo_cli.errors import UserError
 from grpo_cli.plugins import load_verifier
+from grpo_cli.records import Sample, ScoredSample
 
 
 @dataclass
@@ -97,7 +100,7 @@ RETIRE_AFTER = 3
 """Hung calls after which a verifier is given up on for the rest of the batch (each hang leaves a thread behind)."""
 
 
-def _call(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> Any:
+def _call(verifier: Verifier, batch: list[Sample], seconds: float) -> Any:
     """`verifier.verify(batch)`, raising _Hung after `seconds` (0: wait forever).
 
     The call runs in a daemon thread because a hung plugin cannot be interrupted safely; the thread
@@ -122,7 +125,7 @@ def _call(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> An
     return out["verdicts"]
 
 
-def _verify(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> list[Verdict] | str:
+def _verify(verifier: Verifier, batch: list[Sample], seconds: float) -> list[Verdict] | str:
     """The verdicts for `batch`, or the reason they cannot be used (a TimedOut when it hung)."""
     try:
         verdicts = _call(verifier, batch, seconds)
@@ -140,7 +143,7 @@ def _verify(verifier: Verifier, batch: list[dict[str, Any]], seconds: float) -> 
     return list(verdicts)
 
 
-def _verify_isolated(verifier: Verifier, batch: list[dict[str, Any]], hang_timeout: float = 0.0) -> list[Verdict | str]:
+def _verify_isolated(verifier: Verifier, batch: list[Sample], hang_timeout: float = 0.0) -> list[Verdict | str]:
     """One verdict or error per sample: the whole batch first (allowed `hang_timeout` seconds per
     sample), sample by sample if that fails; after RETIRE_AFTER hangs the rest time out unasked."""
     result = _verify(verifier, batch, hang_timeout * len(batch))
@@ -160,7 +163,7 @@ def _verify_isolated(verifier: Verifier, batch: list[dict[str, Any]], hang_timeo
     return isolated
 
 
-def _routes(sample: dict[str, Any], name: str) -> bool:
+def _routes(sample: Sample, name: str) -> bool:
     wanted = sample.get("verifier")
     if wanted is None:
         return True
@@ -168,8 +171,8 @@ def _routes(sample: dict[str, Any], name: str) -> bool:
 
 
 def score(
-    samples: list[dict[str, Any]], verifiers: list[tuple[VerifierSpec, Verifier]]
-) -> tuple[list[dict[str, Any]], ScoreSummary]:
+    samples: list[Sample], verifiers: list[tuple[VerifierSpec, Verifier]]
+) -> tuple[list[ScoredSample], ScoreSummary]:
     """New records: each sample plus `reward` (the weighted sum over the verifiers that applied,
     0.0 when none did), `rewards` ({name: float | None}), `info` ({name: info}) and `steps` (from
     the first verifier that gave some)."""

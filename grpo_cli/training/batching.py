@@ -1,4 +1,4 @@
-"""Micro-batch planning: which sequences share a forward/backward pass (DESIGN.md section 5).
+"""Micro-batch planning: which sequences share a forward/backward pass (docs/design.md, "Algorithm").
 
 Sequences are grouped by length (longest first) and each micro-batch is cut to its own longest
 sequence, so a batch of mixed lengths pays for little padding. A micro-batch holds at most

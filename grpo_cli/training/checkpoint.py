@@ -8,9 +8,11 @@ renamed into place, so a run killed at any moment never leaves a half-written ch
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,32 @@ from grpo_cli.config import Config, dump_config
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class TrainerState:
+    """Everything besides the weights that exact resume needs (`trainer_state.pt`).
+
+    step: optimizer steps done; optimizer / schedule: their state dicts; data_order: the prompt
+    order's `{epoch, cursor}`; torch_rng: this process's RNG state, torch_rng_ranks: every rank's;
+    before: the held-out evaluation before training (reported again at the end); initial_model:
+    the folder the run started from (RFT samples from it); extra: state of optional stages, by name.
+    """
+
+    step: int
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    data_order: dict[str, int]
+    torch_rng: Any
+    torch_rng_ranks: list[Any] = field(default_factory=list)
+    before: dict[str, Any] | None = None
+    initial_model: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rng_for(self, rank: int) -> Any:
+        """This rank's RNG state; ranks a resumed run has more of than the saved one take rank 0's."""
+        states = self.torch_rng_ranks or [self.torch_rng]
+        return states[rank] if rank < len(states) else states[0]
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -43,7 +71,7 @@ def save_checkpoint(
     model: Any,
     tokenizer: Any,
     cfg: Config,
-    state: dict[str, Any],
+    state: TrainerState,
     ref_model: Any = None,
     keep_last: int = 2,
 ) -> Path:
@@ -76,16 +104,18 @@ def save_checkpoint(
     return final
 
 
-def _save_state(state: dict[str, Any], path: Path) -> None:
+def _save_state(state: TrainerState, path: Path) -> None:
     import torch
 
-    torch.save(state, path)
+    torch.save(dataclasses.asdict(state), path)  # a plain dict on disk: readable without grpo
 
 
-def load_state(checkpoint: Path) -> dict[str, Any]:
+def load_state(checkpoint: Path) -> TrainerState:
     import torch
 
-    return torch.load(checkpoint / STATE_FILE, weights_only=False)
+    saved = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    known = {f.name for f in dataclasses.fields(TrainerState)}
+    return TrainerState(**{k: v for k, v in saved.items() if k in known})
 
 
 def _fsync_tree(folder: Path) -> None:

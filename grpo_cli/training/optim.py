@@ -26,7 +26,8 @@ _TORCH_FLAGS = {
     "fused": True,
     "decoupled_weight_decay": True,
 }
-"""torch.optim.AdamW's options for this update, written into the state dict so torch's AdamW loads it as the same optimizer."""
+"""torch.optim.AdamW's options for this update, written into the state dict so torch's AdamW loads it as
+the same optimizer."""
 
 
 class AdamW:
@@ -116,7 +117,8 @@ class AdamW:
             p = params[saved["params"].index(int(index))]
             if entry["exp_avg"].shape != p.shape:  # another model's state: the fused kernel would write out of bounds
                 raise ValueError(
-                    f"optimizer state of parameter {index} has shape {tuple(entry['exp_avg'].shape)}, the model's {tuple(p.shape)}"
+                    f"optimizer state of parameter {index} has shape {tuple(entry['exp_avg'].shape)}, the "
+                    f"model's {tuple(p.shape)}"
                 )
             self.state[p] = {
                 "step": entry["step"].to(device=p.device, dtype=torch.float32),

@@ -1,4 +1,4 @@
-"""The GRPO loop (DESIGN.md section 5), read top to bottom in `train`:
+"""The GRPO loop (docs/design.md, "Algorithm"), read top to bottom in `train`:
 
 for each step: collect a batch (sample G per prompt, score, DAPO dynamic sampling), compute
 advantages (or the gradient coefficients of RFT / SFT), run `mu` policy updates over the batch in
@@ -39,10 +39,11 @@ from grpo_cli.pipeline.sample import (
     to_records,
 )
 from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
+from grpo_cli.records import Problem, ScoredSample
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.training import optim, wrapping
-from grpo_cli.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from grpo_cli.training.checkpoint import TrainerState, latest_checkpoint, load_state, save_checkpoint
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
 """Metrics that measure wall time: everything else in metrics.jsonl is reproducible for a seed."""
@@ -124,9 +125,9 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     if not ranks.is_main():
         report = Reporter()  # rank 0 speaks for all
     torch.manual_seed(cfg.seed)
-    state = load_state(start_ckpt) if start_ckpt is not None else {}
+    state = load_state(start_ckpt) if start_ckpt is not None else None
     if t.lora.rank:  # the base model, then a fresh adapter or the checkpoint's
-        policy = load_policy(cfg, state.get("initial_model"), trainable=True)
+        policy = load_policy(cfg, state.initial_model if state else None, trainable=True)
         lora.attach(policy.model, t.lora, str(policy.model_dir.resolve()), adapter_dir=start_ckpt)
         if start_ckpt is not None:
             policy.sampler.sync_weights(policy.model)  # an engine with its own copy started from the base
@@ -142,7 +143,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     problems = problems_from(cfg.data.train, cfg.data, need_answer=paradigm.samples)
     if not paradigm.samples:  # SFT reads solutions
         _check_solutions(problems, cfg)
-    initial_model = state.get("initial_model", str(policy.model_dir))
+    initial_model = state.initial_model if state and state.initial_model else str(policy.model_dir)
     ref_source = start_ckpt / "ref" if start_ckpt is not None and (start_ckpt / "ref").is_dir() else initial_model
     ref_model = None
     if t.beta > 0:  # with LoRA the policy itself, its adapters off during the reference pass: no second copy
@@ -158,12 +159,12 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
     )
     order = DataOrder(len(problems), cfg.seed)
     start_step, before = 0, None
-    if state:
-        wrapping.load_optimizer_state(model, optimizer, state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        order = DataOrder(len(problems), cfg.seed, **state["data_order"])  # the same on every rank
-        ranks.restore_rng(state)
-        start_step, before = state["step"], state.get("before")
+    if state is not None:
+        wrapping.load_optimizer_state(model, optimizer, state.optimizer)
+        schedule.load_state_dict(state.schedule)
+        order = DataOrder(len(problems), cfg.seed, **state.data_order)  # the same on every rank
+        torch.set_rng_state(state.rng_for(ranks.rank()))
+        start_step, before = state.step, state.before
         report.log(f"resuming from {start_ckpt} at step {start_step}")
     metrics_path = run_dir / "metrics.jsonl"
     if ranks.is_main():
@@ -205,16 +206,16 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
             _warn_about(row, step + 1, report)
             advance(1)
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
-                state = {
-                    "step": step + 1,
-                    "optimizer": wrapping.optimizer_state(model, optimizer),
-                    "schedule": schedule.state_dict(),
-                    "data_order": order.state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "torch_rng_ranks": ranks.rng_states(),
-                    "before": before,
-                    "initial_model": initial_model,
-                }
+                saved = TrainerState(
+                    step=step + 1,
+                    optimizer=wrapping.optimizer_state(model, optimizer),
+                    schedule=schedule.state_dict(),
+                    data_order=order.state(),
+                    torch_rng=torch.get_rng_state(),
+                    torch_rng_ranks=ranks.rng_states(),
+                    before=before,
+                    initial_model=initial_model,
+                )
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
                 # the adapter alone (LoRA), or the whole weights (FSDP: gathered by all ranks)
                 savable = lora.AdapterSavable(policy.model) if t.lora.rank else wrapping.Savable(policy.model)
@@ -226,7 +227,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                             savable,
                             policy.tokenizer,
                             cfg,
-                            state,
+                            saved,
                             synced,
                             final=step + 1 == t.steps,
                             report=report,
@@ -253,7 +254,7 @@ def collect_batch(
     cfg: Config,
     policy: Policy,
     rft_sampler: Sampler | None,
-    problems: list[dict[str, Any]],
+    problems: list[Problem],
     order: DataOrder,
     verifiers: list[Any],
 ) -> Batch:
@@ -268,7 +269,7 @@ def collect_batch(
         return _sft_batch(chosen, cfg, policy.tokenizer)
 
     sampler = rft_sampler or policy.sampler
-    kept: list[tuple[dict[str, Any], list[Completion], list[dict[str, Any]]]] = []
+    kept: list[tuple[Problem, list[Completion], list[ScoredSample]]] = []
     stats = {
         "sampling_rounds": 0.0,
         "groups_dropped": 0.0,
@@ -276,7 +277,7 @@ def collect_batch(
         "sampling_time": 0.0,
         "scoring_time": 0.0,
     }
-    all_scored: list[dict[str, Any]] = []
+    all_scored: list[ScoredSample] = []
     summaries: list[ScoreSummary] = []
     for rnd in range(t.max_sampling_rounds if t.dynamic_sampling else 1):
         chosen = [problems[i] for i in order.take(wanted if rnd == 0 else wanted - len(kept))]
@@ -512,7 +513,7 @@ def _pack(comps: list[Completion], pad_id: int) -> tuple[torch.Tensor, torch.Ten
 def _advantages(
     cfg: Config,
     rewards: torch.Tensor,
-    records: list[dict[str, Any]],
+    records: list[ScoredSample],
     comps: list[Completion],
     tokenizer: Any,
     G: int,
@@ -552,16 +553,17 @@ def _token_char_offsets(tokenizer: Any, token_ids: list[int]) -> list[tuple[int,
     return offsets
 
 
-def _check_solutions(problems: list[dict[str, Any]], cfg: Config) -> None:
+def _check_solutions(problems: list[Problem], cfg: Config) -> None:
     field_name = cfg.data.solution_field
     for i, p in enumerate(problems):
         if not isinstance(p.get(field_name), str):
             raise UserError(
-                f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' (data.solution_field)"
+                f"{cfg.data.train} row {i + 1}: algorithm sft needs a solution in field '{field_name}' "
+                "(data.solution_field)"
             )
 
 
-def _sft_batch(chosen: list[dict[str, Any]], cfg: Config, tokenizer: Any) -> Batch:
+def _sft_batch(chosen: list[Problem], cfg: Config, tokenizer: Any) -> Batch:
     """SFT: the dataset's solutions as completions, gradient coefficient 1."""
     from grpo_cli.sampling.hf import _encode
 
@@ -605,7 +607,7 @@ def _logprobs(
     return out
 
 
-def _reward_stats(scored: list[dict[str, Any]], summaries: list[ScoreSummary], G: int) -> dict[str, float]:
+def _reward_stats(scored: list[ScoredSample], summaries: list[ScoreSummary], G: int) -> dict[str, float]:
     """Reward mean/std overall and per verifier, zero-std group fraction, lengths, failures and
     timeouts (in total and per verifier)."""
     rewards = torch.tensor([r["reward"] for r in scored], dtype=torch.float64)
@@ -646,7 +648,8 @@ def _warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
     failed = row.get("verifier_failures", 0) + row.get("verifier_timeouts", 0)
     if failed:
         report.warn(
-            f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} samples (they got the failure value)"
+            f"step {step}: verifiers failed or timed out on {int(failed)} of {int(row['samples_scored'])} "
+            "samples (they got the failure value)"
         )
 
 
@@ -685,7 +688,7 @@ def _checkpoint(
     model: Any,
     tokenizer: Any,
     cfg: Config,
-    state: dict[str, Any],
+    state: TrainerState,
     ref: Any,
     *,
     final: bool,
@@ -713,7 +716,7 @@ def _checkpoint(
     return path
 
 
-def _eval_problems(cfg: Config) -> list[dict[str, Any]]:
+def _eval_problems(cfg: Config) -> list[Problem]:
     problems = problems_from(cfg.data.eval, cfg.data)
     return problems[: cfg.train.eval_limit] if cfg.train.eval_limit else problems
 
