@@ -55,8 +55,8 @@ def side(args: argparse.Namespace) -> dict:
         "train.beta=0.04",
         "train.lr=1e-5",
     ]
-    if args.side == "lora":
-        sets += [f"train.lora.rank={args.rank}", f"train.lora.alpha={2 * args.rank}"]
+    rank = args.rank if args.side == "lora" else 0
+    sets += [f"train.lora.rank={rank}", f"train.lora.alpha={2 * max(rank, 1)}"]
     cfg = load_config("smollm2-arith", sets, {"model.path": args.model})
     torch.manual_seed(0)
     policy = load_policy(cfg, trainable=True)
