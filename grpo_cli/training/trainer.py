@@ -458,7 +458,8 @@ def policy_update(
     out.update(ranks.all_sum({**sums, "entropy": out["entropy"]}))  # each rank summed its share
     if mismatch_measured:
         mismatch = ranks.all_sum(mismatch)
-        tokens = max(mismatch["mismatch_tokens"], 1.0)
+    if mismatch_measured and mismatch["mismatch_tokens"]:  # none when every row was skipped
+        tokens = mismatch["mismatch_tokens"]
         out["mismatch_logp_abs_mean"] = mismatch["mismatch_abs_sum"] / tokens  # mean |log pi_trainer - log pi_sampler|
         out["mismatch_ratio_max"] = ranks.all_max(ratio_max)  # largest token ratio pi_trainer / pi_sampler
         if correct:
