@@ -1,21 +1,24 @@
-"""Agreement of math checkers with the project's labelled set, and their speed.
+"""Agreement of math checkers with the project's labelled sets, and their speed.
 
-    python benchmarks/math_checker.py [--data benchmarks/data/math_pairs.jsonl] [--show 20] [--plain 2000]
+    python benchmarks/math_checker.py [--data FILE ...] [--show 20] [--plain 2000]
 
 Runs the `math` verifier and, when it is importable, Math-Verify (`pip install math-verify`; it is
-never a dependency of this project) on the same rows: `{"gold", "pred", "label", "category"}`,
-where `pred` is a completion or a bare answer and `label` says whether it is right. Prints per
-checker: agreement with the labels, false positives (accepted a wrong answer), false negatives
-(rejected a right one), pairs per second; then the disagreements per category, and the rows
-themselves with --show; then the pairs/s of both on --plain GSM8K-shaped pairs (`#### N` finals,
-half wrong), the case most rewards are. Rows marked `known_failure` are counted apart (our verifier is expected to
-get them wrong; they say what it does not do).
+never a dependency of this project) on the same rows: `{"gold", "pred", "label", "category"}`
+(optionally `prompt`: the problem), where `pred` is a completion or a bare answer and `label` says
+whether it is right. By default both sets of benchmarks/data (README there): `math_pairs.jsonl`,
+written with the verifier, and `math_pairs_outside.jsonl`, labelled from outside sources. Prints
+per set and checker: agreement with the labels, false positives (accepted a wrong answer), false
+negatives (rejected a right one), pairs per second; then the disagreements per category, and the
+rows themselves with --show; then the pairs/s of both on --plain GSM8K-shaped pairs (`#### N`
+finals, half wrong), the case most rewards are. Rows marked `known_failure` are counted apart (our
+verifier is expected to get them wrong; they say what it does not do).
 
 Each checker is warmed up on one pair first (process start, imports), then timed on all rows:
-ours as one `verify` batch (how `grpo score` calls it, sympy in 2 worker processes), Math-Verify
-row by row in this process (its `parse` and `verify` with default settings): `math-verify` with the
-gold as the dataset gives it, `math-verify$` with a bare gold wrapped in `$...$` as its documentation
-writes gold answers.
+ours as one `verify` batch (how `grpo score` calls it, sympy in 2 worker processes), `ours` with
+the default strict extraction and `ours-flex` with `extract=flexible` (the unmarked fallbacks too,
+never a number the `prompt` wrote); Math-Verify row by row in this process (its `parse` and
+`verify` with default settings): `math-verify` with the gold as the dataset gives it, `math-verify$`
+with a bare gold wrapped in `$...$` as its documentation writes gold answers.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-DATA = Path(__file__).parent / "data" / "math_pairs.jsonl"
+DATA = [Path(__file__).parent / "data" / name for name in ("math_pairs.jsonl", "math_pairs_outside.jsonl")]
 
 
 def load(path: Path) -> list[dict]:
@@ -46,15 +49,18 @@ def load(path: Path) -> list[dict]:
     return rows
 
 
-def ours(rows: list[dict], workers: int) -> Callable[[], list[bool]]:
+def ours(rows: list[dict], workers: int, extract: str = "strict") -> Callable[[], list[bool]]:
     from grpo_verifiers.math import MathVerifier
 
-    verifier = MathVerifier(workers=workers)
+    verifier = MathVerifier(workers=workers, extract=extract)
     verifier.verify([{"completion": r"\boxed{x^2}", "answer": "x*x"}])  # start the sympy workers
 
     def run() -> list[bool]:
-        verdicts = verifier.verify([{"completion": row["pred"], "answer": row["gold"]} for row in rows])
-        return [verdict.reward == 1.0 for verdict in verdicts]
+        samples = [
+            {"completion": row["pred"], "answer": row["gold"], **({"prompt": row["prompt"]} if "prompt" in row else {})}
+            for row in rows
+        ]
+        return [verdict.reward == 1.0 for verdict in verifier.verify(samples)]
 
     return run
 
@@ -103,7 +109,7 @@ def report(name: str, rows: list[dict], verdicts: list[bool], seconds: float) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, nargs="+", default=DATA)
     parser.add_argument("--workers", type=int, default=2, help="sympy worker processes for our verifier")
     parser.add_argument("--show", type=int, default=0, help="print up to N disagreeing rows per checker")
     parser.add_argument(
@@ -113,13 +119,20 @@ def main() -> None:
         help="GSM8K-shaped pairs for the plain-number timing (0: skip)",
     )
     args = parser.parse_args()
-    rows = load(args.data)
+    for path in args.data:
+        one_set(path, args)
+    plain_numbers(args)
+
+
+def one_set(path: Path, args: argparse.Namespace) -> None:
+    rows = load(path)
     checkers = {
         "ours": ours(rows, args.workers),
+        "ours-flex": ours(rows, args.workers, "flexible"),
         "math-verify": math_verify(rows, wrap_gold=False),
         "math-verify$": math_verify(rows, wrap_gold=True),
     }
-    print(f"{len(rows)} rows from {args.data}, {sum(bool(r.get('known_failure')) for r in rows)} marked known_failure")
+    print(f"\n{len(rows)} rows from {path}, {sum(bool(r.get('known_failure')) for r in rows)} marked known_failure")
     print(
         f"{'checker':<12} {'rows':>5} {'agree':>6} {'agreement':>10} {'false+':>7} {'false-':>7} "
         f"{'pairs/s':>9}   known failures agreeing"
@@ -138,11 +151,24 @@ def main() -> None:
     categories = sorted({row["category"] for row in rows})
     print("\ndisagreements per category (rows in category; known failures included)")
     sizes = Counter(row["category"] for row in rows)
-    print(f"{'category':<22}" + "".join(f"{name:>13}" for name in disagreements))
+    print(f"{'category':<34}" + "".join(f"{name:>13}" for name in disagreements))
     for category in categories:
         counts = [disagreements[name][category] for name in disagreements]
         if any(counts):
-            print(f"{category + f' ({sizes[category]})':<22}" + "".join(f"{c:>13}" for c in counts))
+            print(f"{category + f' ({sizes[category]})':<34}" + "".join(f"{c:>13}" for c in counts))
+    for name, wrong in details.items():
+        if args.show and wrong:
+            print(f"\n{name}: disagreements (first {args.show})")
+            for row, verdict in wrong[: args.show]:
+                pred = (
+                    row["pred"] if len(row["pred"]) < 90 else "..." + row["pred"][-70:] + f" ({len(row['pred'])} chars)"
+                )
+                print(
+                    f"  [{row['category']}] label={row['label']} got={verdict} gold={row['gold'][-60:]!r} pred={pred!r}"
+                )
+
+
+def plain_numbers(args: argparse.Namespace) -> None:
     # Most gold answers are plain numbers: the same checkers on GSM8K-shaped rows (half of them wrong).
     plain = [
         {
@@ -167,14 +193,6 @@ def main() -> None:
             seconds = time.perf_counter() - start
             agree = sum(v == row["label"] for v, row in zip(verdicts, plain))
             print(f"{name:<12} agreement {100 * agree / len(plain):.1f}%  {len(plain) / seconds:>9.0f} pairs/s")
-    for name, wrong in details.items():
-        if args.show and wrong:
-            print(f"\n{name}: disagreements (first {args.show})")
-            for row, verdict in wrong[: args.show]:
-                pred = row["pred"] if len(row["pred"]) < 90 else row["pred"][:60] + f"...({len(row['pred'])} chars)"
-                print(
-                    f"  [{row['category']}] label={row['label']} got={verdict} gold={row['gold'][:60]!r} pred={pred!r}"
-                )
 
 
 if __name__ == "__main__":

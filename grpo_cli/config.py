@@ -36,6 +36,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def free_cores(cores: int, load: float) -> int:
+    """Cores left for us when `load` (the 1-minute load average: runnable processes) is already
+    running here: torch's CPU kernels split work evenly over their threads, so a thread that must
+    share a busy core holds back every other one. At least 1, at most `cores`.
+    free_cores(2, 0.1) = 2; free_cores(2, 2.3) = 1 (two other busy processes); free_cores(16, 3.6) = 12."""
+    return max(1, min(cores, cores - round(load)))
+
+
+def auto_threads() -> int:
+    """`model.threads: 0`: the cores available to this process that other work is not using now."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this OS
+        return available_cores()
+    return free_cores(available_cores(), load)
+
+
 @dataclass
 class ModelConfig:
     path: str = "tiny"
@@ -45,7 +62,8 @@ class ModelConfig:
     device: str = "auto"
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     threads: int = 0
-    """Torch CPU threads; 0 uses every core available to the process."""
+    """Torch CPU threads; 0: the cores available to the process (CPU affinity) less those other
+    processes keep busy (the 1-minute load average), at least 1. Set it for exact reproducibility."""
     impl: str = "auto"
     """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto
     (native where it supports the model)."""
@@ -254,6 +272,12 @@ class TrainConfig:
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
     """Held-out problems used for the before/after evaluation (0: all)."""
+    eval_every: int = 0
+    """Also run the held-out evaluation every N steps (eval_n samples per problem), logged and written to
+    metrics.jsonl as `eval_accuracy` (0: only before and after)."""
+    log_every: int = 10
+    """When the output is not a terminal (a log file, a batch scheduler), print a one-line summary every N
+    steps (0: never); a terminal shows it in the progress bar."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA: train a low-rank adapter instead of the whole model (off while rank is 0)."""
     rollout_correction: str = "token_truncate"
@@ -279,6 +303,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"config: train.{name} must be a finite number >= 0, got {value}")
+        for name in ("eval_every", "log_every", "save_every", "ref_sync_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"config: train.{name} must be >= 0, got {getattr(self, name)}")
         if self.micro_batch_tokens < 0:
             raise UserError(f"config: train.micro_batch_tokens must be >= 0, got {self.micro_batch_tokens}")
         if len(self.adam_betas) != 2:
@@ -519,6 +546,27 @@ def load_config(
         if value is not None:
             data = _merge(data, parse_set_value(key, value))
     return config_from_dict(data)
+
+
+@cache
+def _default_preset_data() -> dict[str, Any]:
+    source, text = preset_text(DEFAULT_PRESET)
+    return _parse_yaml(source, text)
+
+
+def default_value(key: str) -> str:
+    """The value a dotted config key takes when nothing overrides it (the default preset's, else the
+    field's), as help text shows it; reads YAML only, so `--help` stays instant."""
+    node: Any = _default_preset_data()
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None:
+        node = Config()
+        for part in key.split("."):
+            node = getattr(node, part)
+    if isinstance(node, list):
+        return ",".join(str(v["name"]) if isinstance(v, dict) and "name" in v else str(v) for v in node)
+    return str(node)
 
 
 def parse_set_value(key: str, value: Any) -> dict[str, Any]:

@@ -82,13 +82,7 @@ def load_verifier(name: str, options: dict[str, Any]) -> Verifier:
     eps = _entry_points()
     ep = next((ep for ep in eps if ep.name == name), None)
     if ep is None:
-        names = sorted({ep.name for ep in eps})
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(
-            f"unknown verifier {name!r}{hint}; available: {', '.join(names) or 'none'}"
-            f" (a plugin registers under the {GROUP!r} entry-point group of an installed package)"
-        )
+        raise _unknown(name, eps)
     info = _load(ep)
     if info.cls is None:
         raise UserError(f"verifier {name!r} ({info.target}, from {info.package}) failed to load: {info.error}")
@@ -96,3 +90,21 @@ def load_verifier(name: str, options: dict[str, Any]) -> Verifier:
         return info.cls(**options)
     except (TypeError, ValueError) as exc:
         raise UserError(_one_line(f"verifier {name!r}: bad options {options}: {exc}")) from None
+
+
+def check_names(names: list[str]) -> None:
+    """UserError for the first name no installed package registers (nothing is imported)."""
+    eps = _entry_points()
+    for name in names:
+        if not any(ep.name == name for ep in eps):
+            raise _unknown(name, eps)
+
+
+def _unknown(name: str, eps: list[EntryPoint]) -> UserError:
+    names = sorted({ep.name for ep in eps})
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UserError(
+        f"unknown verifier {name!r}{hint}; available: {', '.join(names) or 'none'}"
+        f" (a plugin registers under the {GROUP!r} entry-point group of an installed package)"
+    )

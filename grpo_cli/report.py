@@ -43,10 +43,18 @@ class Reporter:
         if self._console is not None:
             self._console.print(table)
 
+    @property
+    def interactive(self) -> bool:
+        """True when progress bars are drawn live (a terminal); False when piped to a file or a
+        batch scheduler's log, where only lines printed with `log` show a run is alive."""
+        return self._console is not None and not self.quiet and bool(self._console.is_terminal)
+
     @contextmanager
-    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        """Yields `advance(n=1, status=None)`: moves the bar by n; `status` (a short text, e.g. the
+        last step's reward and time) is shown after it."""
         if self._console is None or self.quiet:
-            yield lambda n=1: None
+            yield lambda n=1, status=None: None
             return
         from rich.progress import (
             BarColumn,
@@ -63,8 +71,13 @@ class Reporter:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
             console=self._console,
             transient=False,
         ) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
+            task = bar.add_task(description, total=total, status="")
+
+            def advance(n: int = 1, status: str | None = None) -> None:
+                bar.update(task, advance=n, **({"status": status} if status is not None else {}))
+
+            yield advance

@@ -87,7 +87,7 @@ def test_sample_score_eval_equals_one_shot_eval(tmp_path, random_model_dir, arit
     grpo("score", "s.jsonl", "--out", "sc.jsonl", cwd=tmp_path)
     staged = json.loads(
         grpo("eval", "--samples", "sc.jsonl", "--k", "1,2,4", "--n", "4", "--json", "-q", cwd=tmp_path).stdout
-    )
+    )["results"]
     one_shot = json.loads(
         grpo(
             "eval",
@@ -108,6 +108,9 @@ def test_sample_score_eval_equals_one_shot_eval(tmp_path, random_model_dir, arit
             cwd=tmp_path,
         ).stdout
     )
+    results_json = json.loads((tmp_path / "E" / "results.json").read_text())
+    assert one_shot == results_json  # --json prints what results.json holds
+    one_shot = one_shot["results"]
     assert list(staged) == ["sc.jsonl"] and list(one_shot) == [model]
     assert staged["sc.jsonl"] == one_shot[model]
     result = one_shot[model]
@@ -146,7 +149,6 @@ def test_sample_score_eval_equals_one_shot_eval(tmp_path, random_model_dir, arit
     assert read_config(tmp_path / "sc.config.yaml").verifiers[0].name == "math"
     eval_cfg = read_config(tmp_path / "E" / "config.yaml")
     assert (eval_cfg.model.path, eval_cfg.data.eval, eval_cfg.eval.n, eval_cfg.eval.k) == (model, data, 4, [1, 2, 4])
-    assert json.loads((tmp_path / "E" / "results.json").read_text())["results"] == one_shot
     assert read_jsonl(tmp_path / "E" / "scored-0.jsonl") == scored  # same seed, same samples
 
 
@@ -304,7 +306,7 @@ def test_eval_plot_two_models(tmp_path, random_model_dir, arith_file):
         "1",
         cwd=tmp_path,
     )
-    results = json.loads(proc.stdout)
+    results = json.loads(proc.stdout)["results"]
     assert list(results) == [str(random_model_dir), str(other)]
     assert results[str(random_model_dir)] == results[str(other)]  # same weights, same seed
     png = (tmp_path / "p.png").read_bytes()

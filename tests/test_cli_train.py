@@ -49,8 +49,23 @@ def lookup(tree: dict, dotted: str):
     return tree
 
 
+@pytest.fixture(scope="module")
+def long_context_model(random_model_dir, tmp_path_factory) -> Path:
+    """The random model's folder with 32k positions in its config.json: the paper presets' completions
+    (up to DAPO's 20480 tokens) fit, so their dry runs pass (a dry run reads the config, not the weights)."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("long") / "model"
+    shutil.copytree(random_model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 32768}))
+    return out
+
+
 @pytest.mark.parametrize("preset", sorted(PAPER_VALUES))
-def test_dry_run_prints_the_presets_values(preset, random_model_dir, tmp_path):
+def test_dry_run_prints_the_presets_values(preset, long_context_model, tmp_path):
+    random_model_dir = long_context_model
     model = ["--model", str(random_model_dir)] if preset != "tiny" else []
     out = grpo("train", "--preset", preset, *model, "--dry-run", cwd=tmp_path).stdout
     resolved = yaml.safe_load(out)

@@ -4,6 +4,8 @@ fallback, and `grpo score --verifier code` end to end."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -85,9 +87,9 @@ def test_parse_tests_shapes_and_counts():
     )
     assert parse_tests({"tests": PYTEST}).names == ("func:test_small", "func:test_raises", "class:TestMore.test_neg")
     check = parse_tests({"tests": CHECK})
-    assert (check.kind, check.names, check.entry_point) == ("check", ("check:2", "check:3"), "add")
+    assert (check.kind, check.names, check.entry_point) == ("check", ("check",), "add")  # one test
     humaneval = parse_tests({"tests": CHECK["check"], "entry_point": "add"})  # HumanEval's own shape
-    assert (humaneval.kind, humaneval.names) == ("check", ("check:2", "check:3"))
+    assert (humaneval.kind, humaneval.names) == ("check", ("check",))
     io = parse_tests({"tests": IO})
     assert (io.kind, io.pairs[1]) == ("io", ("2 2\n", "4"))
     apps = parse_tests({"tests": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]})})
@@ -111,6 +113,32 @@ def test_parse_tests_rejects_malformed_with_row_and_field(tests, words):
     with pytest.raises(ValueError) as err:
         parse_tests({"id": "p7", "tests": tests})
     assert "row 'p7'" in str(err.value) and "'tests'" in str(err.value) and words in str(err.value)
+
+
+def test_only_tests_that_read_the_solution_count():
+    # `assert True` (HumanEval's debugging lines) and asserts on the test's own values are setup
+    tests = "assert True, 'good for debugging'\nX = 3\nassert X == 3\nassert len([1]) == 1\n" + ASSERTS
+    assert parse_tests({"tests": tests}).names == ("assert:5", "assert:6", "assert:7", "assert:8")
+    # a name bound from the solution carries it: `r = add(1, 2)` then `assert r == 3` tests add
+    derived = "r = add(1, 2)\nassert r == 3\ndef helper(x):\n    return add(x, x)\nassert helper(2) == 4\n"
+    assert parse_tests({"tests": derived}).names == ("assert:2", "assert:5")
+    unit = """import unittest
+class T(unittest.TestCase):
+    def setUp(self):
+        self.c = Counter(1)
+    def test_bump(self):
+        self.assertEqual(self.c.bump(), 2)
+    def test_nothing(self):
+        self.assertTrue(True)
+def test_own():
+    assert sorted([2, 1]) == [1, 2]
+def test_add():
+    assert add(1, 1) == 2
+"""
+    # test_nothing shares setUp, which builds the solution's Counter: it counts (a static rule)
+    assert parse_tests({"tests": unit}).names == ("case:T.test_bump", "case:T.test_nothing", "func:test_add")
+    with pytest.raises(ValueError, match="no test of the solution"):
+        parse_tests({"tests": "assert True\nassert 1 + 1 == 2\n"})
 
 
 def test_outputs_match_modes():
@@ -143,8 +171,9 @@ def test_four_formats_right_wrong_and_partial(verifier):
     verdicts = verifier.verify(samples)
     got = [v.reward for v in verdicts]
     # a*b equals a+b on (2, 2) and (0, 0): asserts 2/4; unittest: square passes, and a*None raises
-    # TypeError too, so 2/3; pytest: raises 1/3; check 1/2; stdin/stdout: only "2 2" -> 1/3
-    assert got == pytest.approx([1, 2 / 4, 1, 2 / 3, 1, 1 / 3, 1, 1 / 2, 1, 1 / 3])
+    # TypeError too, so 2/3; pytest: raises 1/3; check: one test, (1, 2) fails, so 0; stdin/stdout:
+    # only "2 2" -> 1/3
+    assert got == pytest.approx([1, 2 / 4, 1, 2 / 3, 1, 1 / 3, 1, 0, 1, 1 / 3])
     assert all(v.info["sandbox"] == "bwrap" for v in verdicts)
     assert verdicts[1].info["passed"] == 2 and verdicts[1].info["total"] == 4
     assert verdicts[1].info["failures"][0]["test"] == "assert:1"
@@ -155,6 +184,36 @@ def test_all_or_nothing():
     v = CodeVerifier(reward="all", timeout=2, total_timeout=6, workers=2)
     samples = [{"completion": fenced(ADD), "tests": ASSERTS}, {"completion": fenced(ADD_WRONG), "tests": ASSERTS}]
     assert rewards(v, samples) == [1.0, 0.0]
+
+
+@needs_bwrap
+def test_a_solution_that_raises_scores_zero_on_assert_true_lines():
+    # default options: `assert True` lines are never passed tests, whatever the format
+    raising = "def add(a, b):\n    raise NotImplementedError\n"
+    lines = "assert True, 'This prints if this assert fails 1 (good for debugging!)'\n"
+    suites = [
+        lines + ASSERTS + lines,
+        "def test_true():\n    assert True\n" + PYTEST,
+        {"check": "def check(candidate):\n" + "    " + lines + CHECK["check"].split(":\n", 1)[1], "entry_point": "add"},
+    ]
+    v = CodeVerifier()
+    verdicts = v.verify([{"completion": fenced(code), "tests": t} for t in suites for code in (raising, ADD)])
+    assert [x.reward for x in verdicts] == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0], [x.info for x in verdicts]
+
+
+@needs_bwrap
+def test_humaneval_check_is_all_or_nothing(verifier):
+    # HumanEval counts a problem solved only when the whole check(candidate) passes
+    check = {
+        "check": "def check(candidate):\n    assert True\n    assert candidate(2, 2) == 4\n"
+        "    assert candidate(0, 0) == 0\n    assert candidate(1, 2) == 3\n",
+        "entry_point": "add",
+    }
+    samples = [{"completion": fenced(code), "tests": check} for code in (ADD, ADD_WRONG)]
+    verdicts = verifier.verify(samples)
+    # a*b is right on (2, 2) and (0, 0), 3 of 4 asserts, yet the one test fails
+    assert [x.reward for x in verdicts] == [1.0, 0.0]
+    assert (verdicts[1].info["total"], verdicts[1].info["failures"][0]["test"]) == (1, "check")
 
 
 @needs_bwrap
@@ -224,11 +283,11 @@ def test_a_broken_harness_costs_one_sample(verifier, monkeypatch):
     calls = []
     real = verifier._run_functions
 
-    def flaky(code, tests, slot, info):
+    def flaky(code, tests, slot, info, *box):
         calls.append(code)
         if "BREAK" in code:
             raise OSError("no more pipes")
-        return real(code, tests, slot, info)
+        return real(code, tests, slot, info, *box)
 
     monkeypatch.setattr(verifier, "_run_functions", flaky)
     samples = [
@@ -253,7 +312,7 @@ def test_rlimit_fallback_works_and_warns(monkeypatch):
         {"completion": fenced("while True:\n    pass\n"), "tests": IO[:1]},
     ]
     verdicts = v.verify(samples)
-    assert [x.reward for x in verdicts] == [1.0, 0.5, 1.0, 0.0, 0.0]
+    assert [x.reward for x in verdicts] == [1.0, 0.0, 1.0, 0.0, 0.0]
     assert {x.info["sandbox"] for x in verdicts} == {"rlimit"}
     with warnings.catch_warnings():  # said once per process, not once per verifier
         warnings.simplefilter("error")
@@ -299,3 +358,63 @@ def test_a_python_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
     pairs = list(zip(cmd, cmd[1:]))
     assert pairs.index(("--tmpfs", "/tmp")) < pairs.index(("--ro-bind", "/tmp/ci/.venv"))
     assert ("--dir", "/tmp/ci") in pairs and ("--dir", "/tmp") not in pairs
+
+
+@needs_bwrap
+@pytest.mark.parametrize("warm", [True, False])
+def test_every_run_is_fresh_and_alone(warm):
+    # Each run, warm or not: pid 2 under its own pid 1 with nothing else in its PID namespace, a
+    # work dir holding only its own files (nothing left by the run before it on the same worker),
+    # and, as root, a uid of its own.
+    probe = """import os
+print(sorted(os.listdir('.')))
+print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), os.getpid())
+print(os.getuid() != 0 or os.geteuid() != 0)
+open('left_behind', 'w').write('x')
+"""
+    files = ["solution.py"] if warm else ["_code_harness.py", "solution.py"]
+    seen = f"{files}\n[1, 2] 2\n{os.geteuid() == 0}\n"
+    v = CodeVerifier(workers=1, warm=warm, timeout=5)
+    verdicts = v.verify([{"completion": fenced(probe), "tests": [{"input": "", "output": seen}] * 2}] * 2)
+    assert [x.reward for x in verdicts] == [1.0, 1.0], verdicts[0].info
+    if warm and os.geteuid() == 0:
+        assert code_module._warm_works is True  # the warm sandbox ran, not the fallback
+
+
+@needs_bwrap
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_tests_never_reach_the_candidates_memory(warm):
+    # The candidate scans its whole address space for the tests' tokens: those of its own problem
+    # and those of the problems run before it on the same worker. A forked run must not inherit them.
+    scanner = r"""import ctypes, re
+def leaked(canary=False):
+    if canary:  # the scan sees a token made at run time: it would see one inherited
+        kept = (''.join(map(chr, b'grpo-secret-')) + 'ab' * 6).encode()  # not a constant
+    found = set()
+    with open('/proc/self/maps') as maps:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith('r') or fields[-1] in ('[vvar]', '[vvar_vclock]', '[vsyscall]'):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split('-'))
+            found.update(re.findall(rb'grpo-secret-[0-9a-f]{12}', ctypes.string_at(start, end - start)))
+    return sorted(found)
+"""
+    samples = []
+    for _ in range(3):
+        token = "grpo-secret-" + secrets.token_hex(6)
+        tests = f"assert leaked() == []  # {token}\nassert leaked(True) == [b'grpo-secret-' + b'ab' * 6]\n"
+        samples.append({"completion": fenced(scanner + ADD), "tests": tests})
+    v = CodeVerifier(workers=1, warm=warm, timeout=10, total_timeout=20)
+    verdicts = v.verify(samples)
+    assert [x.reward for x in verdicts] == [1.0, 1.0, 1.0], [x.info["failures"] for x in verdicts]
+
+
+@needs_bwrap
+def test_a_solution_too_large_for_the_warm_pipes_still_runs(verifier):
+    # past the pipes' capacity (1 MiB here) the sample takes a sandbox of its own, same verdict;
+    # non-ASCII text counts as the JSON escapes it is sent as
+    big = ADD + "# " + "é" * 300_000 + "\n"
+    samples = [{"completion": fenced(big), "tests": ASSERTS}, {"completion": fenced(big), "tests": IO}]
+    samples[1]["completion"] = fenced(IO_ADD + "# " + "é" * 300_000 + "\n")
+    assert rewards(verifier, samples) == [1.0, 1.0]

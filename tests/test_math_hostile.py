@@ -22,11 +22,10 @@ def test_huge_values_are_refused_before_evaluating(verifier):
         r"9^9^9^9",
         r"9^{9^{9^{9}}}",
         r"(10^8)!",
-        r"2^{100000}",
+        r"2^{100000} + 1",  # a power tower is compared exactly (below), not an expression with one
         r"1e999999",
         r"1\times10^{99999}",
         "(" * 140 + "1" + ")" * 140,  # nested deeper than the parser goes
-        "-" * 250 + "1",
     ]
     start = time.monotonic()
     verdicts = verifier.verify([{"completion": rf"\boxed{{{a}}}", "answer": "1"} for a in answers])
@@ -35,6 +34,37 @@ def test_huge_values_are_refused_before_evaluating(verifier):
         assert verdict.reward == 0.0, answer
         assert verdict.info["refused"].startswith("refused: "), (answer, verdict.info)
         assert "timeout" not in verdict.info
+
+
+@pytest.mark.parametrize(
+    "completion, gold, expected",
+    [
+        # 2^(2^(2^(2^2))) = 2^(2^16) = 2^65536, a 19,729-digit number: compared as (root 2, exponent 65536).
+        (r"\boxed{2^{2^{2^{2^{2}}}}}", "2^{65536}", 1.0),
+        (r"\boxed{4^{32768}}", "2^{65536}", 1.0),  # 4^32768 = (2^2)^32768 = 2^65536
+        (r"\boxed{2^{2^{2^{2^{2}}}}}", "2^{65537}", 0.0),
+        (r"\boxed{2^{100000}}", "1", 0.0),
+        (r"\boxed{3^{65536}}", "2^{65536}", 0.0),
+    ],
+)
+def test_power_towers_are_compared_exactly(verifier, completion, gold, expected):
+    (verdict,) = verifier.verify([{"completion": completion, "answer": gold}])
+    assert verdict.reward == expected and "refused" not in verdict.info and "timeout" not in verdict.info
+
+
+def test_the_nesting_limit_counts_brackets_and_exponents(verifier):
+    from grpo_verifiers._mathparse import MAX_DEPTH
+
+    samples = [
+        ("(" * MAX_DEPTH + "1" + ")" * MAX_DEPTH, "1"),  # 100 brackets: within the limit
+        ("(" * (MAX_DEPTH + 1) + "1" + ")" * (MAX_DEPTH + 1), "1"),  # 101: refused
+        ("-" * 250 + "1", "1"),  # signs are not nesting: 250 minus signs are +1
+        ("-" * 251 + "1", "1"),
+    ]
+    verdicts = verifier.verify([{"completion": rf"\boxed{{{c}}}", "answer": g} for c, g in samples])
+    assert [v.reward for v in verdicts] == [1.0, 0.0, 1.0, 0.0]
+    assert ["refused" in v.info for v in verdicts] == [False, True, False, False]
+    assert f"nested deeper than {MAX_DEPTH}" in verdicts[1].info["refused"]
 
 
 def test_a_comparison_sympy_cannot_finish_times_out(verifier):
@@ -53,7 +83,7 @@ def test_a_comparison_sympy_cannot_finish_times_out(verifier):
 
 def test_megabyte_strings_cost_the_caller_little(verifier):
     samples = [
-        ("9" * 1_000_000, "1"),  # a megabyte number: refused by length
+        ("#### " + "9" * 150_000, "1"),  # a 150 kB number: refused by length
         (r"\boxed{" * 150_000, "1"),  # boxes that never close
         ("\\(" * 500_000, "1"),  # math spans that never close
         ("$" * 1_000_000, "1"),

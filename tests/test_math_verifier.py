@@ -8,7 +8,7 @@ import time
 
 import pytest
 from grpo_verifiers._watchdog import Watchdog
-from grpo_verifiers.math import MathVerifier, canonical, extract_answer, extract_gold, normalize
+from grpo_verifiers.math import FLEXIBLE_EXTRACT, MathVerifier, canonical, extract_answer, extract_gold, normalize
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,8 @@ def judge(verifier, completion, answer):
     ],
 )
 def test_extract_answer(text, expected):
-    assert extract_answer(text) == expected
+    # Flexible extraction (the unmarked fallbacks too); the default is strict (test_math_categories).
+    assert extract_answer(text, FLEXIBLE_EXTRACT) == expected
 
 
 def test_extract_order_is_configurable():
@@ -101,7 +102,7 @@ def test_canonical(raw, key):
     [
         ("x = 5", "x=5"),  # `y = 5` may be wrong where `x = 5` is right: the letter stays in the key
         ("21 apples", "21 apple"),
-        ("10 million", "10 million"),  # a word that changes the value is no unit
+        ("10 million", "10000000"),  # a word that changes the value is no unit: it scales the number
         ("50 percent", "50"),
         (r"7\text{ kg}", "7 kg"),
         (r"7 \text{ kilograms}", "7 kg"),
@@ -118,7 +119,7 @@ def test_canonical_keeps_letters_and_units(raw, key):
     [
         (r"\boxed{7}", "7", 1.0),
         (r"\boxed{7.01}", "7", 0.0),  # near miss: 0.14% off, far above rel_tol 1e-6
-        (r"\boxed{7.000000001}", "7", 1.0),  # within rel_tol
+        (r"\boxed{7.000000001}", "7", 0.0),  # an integer gold is exact (the precision rule)
         (r"\boxed{1/2}", "0.5", 1.0),
         (r"\boxed{\frac{1}{2}}", "0.5", 1.0),
         ("The answer is 1,234.", "1234", 1.0),
@@ -126,7 +127,8 @@ def test_canonical_keeps_letters_and_units(raw, key):
         ("The answer is -3.", "3", 0.0),
         (r"\boxed{50\%}", "50", 1.0),
         (r"\boxed{50\%}", "0.5", 0.0),  # documented choice: % is a unit, not /100
-        ("so she earns $18 dollars.", "Janet sells 16 - 3 - 4 = 9 eggs ... 9 * 2 = 18\n#### 18", 1.0),
+        ("so she earns $18 dollars.", "Janet sells 16 - 3 - 4 = 9 eggs ... 9 * 2 = 18\n#### 18", 0.0),  # unmarked
+        ("so she earns $18 dollars.\n#### 18", "Janet sells 16 - 3 - 4 = 9 eggs ... 9 * 2 = 18\n#### 18", 1.0),
         ("He needs 70 more.", "Natalia sold 48/2 = 24 clips in May.\n#### 72", 0.0),
         (r"The ratio is $\boxed{0.75}$", r"so $\boxed{\frac{3}{4}}$", 1.0),
         (r"\boxed{\dfrac{3}{4}}", r"The probability is $\boxed{\frac{3}{4}}$.", 1.0),
@@ -192,7 +194,8 @@ CATEGORIES = {
     ],
     "percentages": [
         (r"\boxed{12.5\%}", "12.5", 1.0),
-        ("So it is 25 percent.", "25", 1.0),
+        ("So it is 25 percent.", "25", 0.0),  # unmarked: strict extraction finds no answer
+        ("The answer is 25 percent.", "25", 1.0),
         (r"\boxed{0.5}", r"50\%", 0.0),
     ],
     "scientific": [
@@ -325,15 +328,20 @@ def test_categories(verifier, category):
 
 
 def test_relative_tolerance_is_configurable():
-    # 7.0001 is 1.4e-5 off 7: wrong at the default 1e-6, right at 1e-4; integers stay exact.
+    # rel_tol is for decimals against irrational values: 1.4142 is 1.5e-5 off sqrt(2), wrong at the
+    # default 1e-6, right at 1e-4; integers stay exact and a decimal gold keeps its precision rule.
     loose = MathVerifier(rel_tol=1e-4, workers=1)
     try:
         assert [
             v.reward
             for v in loose.verify(
-                [{"completion": r"\boxed{7.0001}", "answer": "7"}, {"completion": r"\boxed{70001}", "answer": "70000"}]
+                [
+                    {"completion": r"\boxed{1.4142}", "answer": r"\sqrt{2}"},
+                    {"completion": r"\boxed{70001}", "answer": "70000"},
+                    {"completion": r"\boxed{7.0001}", "answer": "7"},
+                ]
             )
-        ] == [1.0, 0.0]
+        ] == [1.0, 0.0, 0.0]
     finally:
         loose.close()
 

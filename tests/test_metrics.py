@@ -166,6 +166,21 @@ def test_evaluate_groups_threshold_and_metric_subset():
     assert "maj@k" not in out
 
 
+def test_flexible_accuracy_beside_the_strict_one():
+    # Strict: 1 of 4 right. The math verifier's info says flexible extraction would also accept the
+    # second sample (its unmarked last number) -> 2 of 4; the fourth reports nothing, so its strict
+    # verdict counts for both.
+    group = [
+        {"reward": 1.0, "info": {"math": {"flexible": 1.0}}},
+        {"reward": 0.0, "info": {"math": {"flexible": 1.0}}},
+        {"reward": 0.0, "info": {"math": {"flexible": 0.0}}},
+        {"reward": 0.0, "info": {}},
+    ]
+    out = evaluate_groups([group], [1], ["pass@k"])
+    assert out["accuracy"] == pytest.approx(1 / 4) and out["accuracy_flexible"] == pytest.approx(2 / 4)
+    assert "accuracy_flexible" not in evaluate_groups(GROUPS, [1], ["pass@k"])  # no verifier reported one
+
+
 def test_evaluate_groups_errors():
     with pytest.raises(ValueError, match=r"k=16 > n=4 samples per problem"):
         evaluate_groups(GROUPS, [1, 16], ["pass@k"])

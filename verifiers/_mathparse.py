@@ -44,7 +44,7 @@ class _Refused(_ParseError):
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+(?![A-Za-z]))?)|(?P<cmd>\\[A-Za-z]+)"
-    r"|(?P<word>[A-Za-z]+)|(?P<op>\*\*|[-+*/^(){}\[\]!_]))"
+    r"|(?P<word>[A-Za-z]+)|(?P<op>\*\*|[-+*/^(){}\[\]!_|]))"
 )
 _FUNCTIONS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "log", "ln", "exp"}
 _CONSTANTS = {"pi", "infty", "inf", "oo"}
@@ -91,7 +91,8 @@ class _Parser:
         self.guard_size = guard_size  # refuse huge powers and factorials (the `prm` verifier times out instead)
         self.tokens = _tokenize(text)
         self.pos = 0
-        self.depth = 0
+        self.depth = 0  # open brackets, braces, bars and exponents: what MAX_DEPTH bounds
+        self.bars = 0  # open `|...|`: inside one, a `|` closes it instead of starting a product
 
     def parse(self) -> Any:
         if not self.tokens:
@@ -111,15 +112,20 @@ class _Parser:
         self.pos += 1
         return token
 
-    def expr(self) -> Any:
+    def nested(self, parse: Any) -> Any:
+        """`parse()` one level deeper: a bracket, brace, bar or exponent."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise _Refused(f"nested deeper than {MAX_DEPTH}")
+            raise _Refused(f"nested deeper than {MAX_DEPTH} brackets, braces, bars or exponents")
+        value = parse()
+        self.depth -= 1
+        return value
+
+    def expr(self) -> Any:
         value = self.term()
         while self.peek()[1] in ("+", "-"):
             op = self.take()[1]
             value = value + self.term() if op == "+" else value - self.term()
-        self.depth -= 1
         return value
 
     def term(self) -> Any:
@@ -129,29 +135,23 @@ class _Parser:
             if text in ("*", "/"):
                 self.take()
                 value = value * self.unary() if text == "*" else value / self.unary()
-            elif kind in ("num", "symbol", "word") or text in ("(", "{", "["):
+            elif kind in ("num", "symbol", "word") or text in ("(", "{", "[") or text == "|" and not self.bars:
                 value = value * self.power()
             else:
                 return value
 
     def unary(self) -> Any:
-        self.depth += 1  # `----...1` recurses here without passing through expr
-        if self.depth > MAX_DEPTH:
-            raise _Refused(f"nested deeper than {MAX_DEPTH}")
-        if self.peek()[1] in ("-", "+"):
-            sign = self.take()[1]
-            value = self.unary()
-            value = -value if sign == "-" else value
-        else:
-            value = self.power()
-        self.depth -= 1
-        return value
+        negative = False
+        while self.peek()[1] in ("-", "+"):  # a loop: `----...1` is not nesting
+            negative ^= self.take()[1] == "-"
+        value = self.power()
+        return -value if negative else value
 
     def power(self) -> Any:
         base = self.postfix()
         if self.peek()[1] == "^":
             self.take()
-            exponent = self.unary()
+            exponent = self.nested(self.unary)
             if self.guard_size:
                 _check_power(base, exponent)
             return self.sp.Pow(base, exponent)
@@ -170,7 +170,7 @@ class _Parser:
         """A `{...}` argument, or a single primary (`\\sqrt x`)."""
         if self.peek()[1] == "{":
             self.take()
-            value = self.expr()
+            value = self.nested(self.expr)
             self.take("}")
             return value
         return self.primary()
@@ -197,9 +197,15 @@ class _Parser:
                 return sp.Symbol(f"{text}_{self.subscript()}")
             return {"e": sp.E, "i": sp.I}.get(text) or sp.Symbol(text)
         if text in ("(", "{", "["):
-            value = self.expr()
+            value = self.nested(self.expr)
             self.take({"(": ")", "{": "}", "[": "]"}[text])
             return value
+        if text == "|":  # `|3 + 4i|`: the modulus
+            self.bars += 1
+            value = self.nested(self.expr)
+            self.take("|")
+            self.bars -= 1
+            return sp.Abs(value)
         if text == "frac":
             numerator = self.group()
             return numerator / self.group()
@@ -209,7 +215,7 @@ class _Parser:
         if text == "sqrt":
             if self.peek()[1] == "[":
                 self.take()
-                index = self.expr()
+                index = self.nested(self.expr)
                 self.take("]")
                 return sp.root(self.group(), index)
             return sp.sqrt(self.group())
@@ -358,6 +364,9 @@ def _inequality(sides: list[str], ops: list[str]) -> tuple[str, Any]:
             return _interval(bound, op == ">=", sympy.oo, False)
         lhs, rhs = _parse(sides[0]), _parse(sides[1])
         op = ops[0]
+        solved = _solve_linear(lhs - rhs, op)
+        if solved is not None:
+            return solved
         if op in ("<", "<="):  # a < b is b - a > 0
             return "ineq" + op.replace("<", ">"), ("expr", rhs - lhs)
         return "ineq" + op, ("expr", lhs - rhs)
@@ -370,7 +379,34 @@ def _inequality(sides: list[str], ops: list[str]) -> tuple[str, Any]:
     raise _ParseError("unsupported comparison chain")
 
 
-def _structure(text: str, depth: int = 0) -> tuple[str, Any]:
+def _solve_linear(difference: Any, op: str) -> tuple[str, Any] | None:
+    """`difference op 0` solved for its one letter when linear (`-x + 3 < 0` is `x > 3`), as an
+    interval; None otherwise."""
+    import sympy
+
+    symbols = difference.free_symbols
+    if len(symbols) != 1:
+        return None
+    (x,) = symbols
+    poly = sympy.Poly(difference, x) if difference.is_polynomial(x) else None
+    if poly is None or poly.degree() != 1:
+        return None
+    a, b = poly.all_coeffs()
+    if not (a.is_number and b.is_number and a.is_real and b.is_real and a != 0):
+        return None
+    bound = -b / a
+    if a < 0:  # dividing by a negative number turns the sign around
+        op = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}[op]
+    if op in ("<", "<="):
+        return _interval(-sympy.oo, False, bound, op == "<=")
+    return _interval(bound, op == ">=", sympy.oo, False)
+
+
+_NOT_EQUAL = re.compile(r"\\neq?(?![A-Za-z])|!=")
+_SCALED_MATRIX = re.compile(r"(?P<scalar>[^\\]*?(?:\\frac\{[^{}]*\}\{[^{}]*\})?[^\\]*?)\s*(?P<matrix>\\matrix\{.*\})")
+
+
+def _structure(text: str, depth: int = 0, equation: bool = False) -> tuple[str, Any]:
     """`(kind, value)` for a normalized answer (module docstring). Kinds: `expr`, `eq` and
     `ineq>`/`ineq>=` (value: `("expr", sympy expression)`), `matrix RxC`, `set`, `list`, `union`
     and `seq()`/`seq[)`/... (value: a list of structures)."""
@@ -379,11 +415,16 @@ def _structure(text: str, depth: int = 0) -> tuple[str, Any]:
     text = text.strip()
     if text[:1] in "([" and text[-1:] in ")]" and _encloses(text) and text[1:].lstrip().startswith("\\matrix"):
         text = text[1:-1].strip()  # `\left( \begin{array} ... \end{array} \right)`
+    scalar = None
+    scaled = _SCALED_MATRIX.fullmatch(text)
+    if scaled and scaled["scalar"].strip() and _encloses(scaled["matrix"][7:]):  # `2 \matrix{...}`
+        scalar, text = _parse(scaled["scalar"]), scaled["matrix"]
     if text.startswith("\\matrix{") and text.endswith("}") and _encloses(text[7:]):
         rows = [_split_top(row, "&") for row in _split_top(text[8:-1], ";")]
         if len({len(row) for row in rows}) != 1 or len(rows) * len(rows[0]) > MAX_ITEMS:
             raise _ParseError("ragged or oversized matrix")
-        return f"matrix {len(rows)}x{len(rows[0])}", [("expr", _parse(cell)) for row in rows for cell in row]
+        cells = [_parse(cell) for row in rows for cell in row]
+        return f"matrix {len(rows)}x{len(rows[0])}", [("expr", c if scalar is None else scalar * c) for c in cells]
     union = _split_top(text, "\\cup")
     if len(union) > 1:
         return "union", _items(union, depth)
@@ -398,10 +439,15 @@ def _structure(text: str, depth: int = 0) -> tuple[str, Any]:
         parts = _split_top(text[1:-1], ",")
         if len(parts) > 1:
             return "seq" + text[0] + text[-1], _items(parts, depth)
+    sides = _split_top(_NOT_EQUAL.sub("\x00", text), "\x00")
+    if len(sides) == 2:  # `x \ne 2`: the excluded equation
+        return "ne", ("expr", _parse(sides[0]) - _parse(sides[1]))
     sides, ops = _split_comparisons(text)
     if ops:
         return _inequality(sides, ops)
     sides = _split_top(text, "=")
+    if len(sides) == 2 and equation:
+        return "eq", ("expr", _parse(sides[0]) - _parse(sides[1]))
     if len(sides) == 2:
         if _LETTER.fullmatch(sides[0]):
             return _structure(sides[1], depth + 1)
@@ -431,7 +477,10 @@ def _items(parts: list[str], depth: int, expand_pm: bool = False) -> list[tuple[
 # ------------------------------------------------------------------ comparison
 
 
-def _expressions_equal(a: Any, b: Any, rel_tol: float) -> bool:
+def _expressions_equal(a: Any, b: Any, rel_tol: float, abs_tol: float = 0.0) -> bool:
+    """Equal expressions: identical, `simplify(a - b) == 0`, or numerically (within `abs_tol`
+    when it is set: half a unit of a decimal gold's last place; else within `rel_tol`; else to 40
+    digits)."""
     import sympy
 
     if a == b:
@@ -442,6 +491,10 @@ def _expressions_equal(a: Any, b: Any, rel_tol: float) -> bool:
         return True
     if a.is_number and b.is_number:  # what simplify missed (nested radicals), numerically
         try:
+            if abs_tol and not (a.is_Rational and _terminates(a.q)):  # `2^{-4}` is 0.0625, not 0.06
+                return bool(abs(sympy.N(a - b, 30)) < abs_tol)
+            if abs_tol:
+                return False
             if rel_tol == 0:  # exact answers: 50 digits, so 2^30 and 2^30 + 1 differ
                 scale = sympy.N(abs(a) + abs(b), 50)
                 return bool(abs(sympy.N(a - b, 50)) <= scale * sympy.Float("1e-40", 50))
@@ -449,6 +502,13 @@ def _expressions_equal(a: Any, b: Any, rel_tol: float) -> bool:
         except (TypeError, ValueError, OverflowError):
             return False
     return False
+
+
+def _terminates(denominator: int) -> bool:
+    for p in (2, 5):
+        while denominator % p == 0:
+            denominator //= p
+    return denominator == 1
 
 
 def _proportional(a: Any, b: Any, positive: bool) -> bool:
@@ -463,39 +523,181 @@ def _proportional(a: Any, b: Any, positive: bool) -> bool:
     return bool(ratio.is_positive) if positive else True
 
 
-def _matched(xs: list[Any], ys: list[Any], rel_tol: float) -> bool:
+def _as_set(structure: tuple[str, Any]) -> Any:
+    """A sympy set for a set, an interval or a union of them (`\\{1, 2\\} \\cup [3, 4)`); else None."""
+    import sympy
+
+    kind, value = structure
+    if kind == "set" and all(k == "expr" for k, _ in value):
+        return sympy.FiniteSet(*(v for _, v in value))
+    if kind.startswith("seq") and len(kind) == 5 and len(value) == 2 and all(k == "expr" for k, _ in value):
+        low, high = value[0][1], value[1][1]
+        if not (low.is_extended_real and high.is_extended_real and bool(low < high)):
+            return None
+        return sympy.Interval(low, high, kind[3] == "(", kind[4] == ")")
+    if kind == "union":
+        parts = [_as_set(part) for part in value]
+        return None if any(p is None for p in parts) else sympy.Union(*parts)
+    return None
+
+
+def _sets_equal(a: tuple[str, Any], b: tuple[str, Any]) -> bool | None:
+    """Two set-valued answers compared as sets, a union evaluated; None when either is not one."""
+    import sympy
+
+    if "union" not in (a[0], b[0]):
+        return None
+    x, y = _as_set(a), _as_set(b)
+    if x is None or y is None:
+        return None
+    try:
+        return bool(sympy.Complement(x, y) == sympy.S.EmptySet and sympy.Complement(y, x) == sympy.S.EmptySet)
+    except (TypeError, ValueError):
+        return False
+
+
+def _matched(xs: list[Any], ys: list[Any], rel_tol: float, abs_tol: float = 0.0) -> bool:
     """Every item of xs equals some item of ys and vice versa (order and repeats ignored)."""
-    return all(any(structures_equal(x, y, rel_tol) for y in ys) for x in xs) and all(
-        any(structures_equal(x, y, rel_tol) for x in xs) for y in ys
+    return all(any(structures_equal(x, y, rel_tol, abs_tol) for y in ys) for x in xs) and all(
+        any(structures_equal(x, y, rel_tol, abs_tol) for x in xs) for y in ys
     )
 
 
-def structures_equal(a: tuple[str, Any], b: tuple[str, Any], rel_tol: float) -> bool:
+def structures_equal(a: tuple[str, Any], b: tuple[str, Any], rel_tol: float, abs_tol: float = 0.0) -> bool:
     kind_a, value_a = a
     kind_b, value_b = b
+    as_sets = _sets_equal(a, b)
+    if as_sets is not None:
+        return as_sets
     unordered = ("set", "list")
     if kind_a in unordered and kind_b in unordered or kind_a == kind_b == "union":
-        return _matched(value_a, value_b, rel_tol)
+        return _matched(value_a, value_b, rel_tol, abs_tol)
+    if kind_a == "set" and len(value_a) == 1 and kind_b not in unordered:  # `\\{5\\}` and 5
+        return structures_equal(value_a[0], b, rel_tol, abs_tol)
+    if kind_b == "set" and len(value_b) == 1 and kind_a not in unordered:
+        return structures_equal(a, value_b[0], rel_tol, abs_tol)
     if {kind_a, kind_b} == {"list", "seq()"}:  # `1, 2` answers the tuple `(1, 2)`, in order
         kind_a = kind_b = "seq()"
     if kind_a != kind_b:
         return False
     if kind_a == "expr":
-        return _expressions_equal(value_a, value_b, rel_tol)
-    if kind_a == "eq" or kind_a.startswith("ineq"):
-        return _proportional(value_a[1], value_b[1], positive=kind_a != "eq")
-    return len(value_a) == len(value_b) and all(structures_equal(x, y, rel_tol) for x, y in zip(value_a, value_b))
+        return _expressions_equal(value_a, value_b, rel_tol, abs_tol)
+    if kind_a in ("eq", "ne") or kind_a.startswith("ineq"):
+        return _proportional(value_a[1], value_b[1], positive=kind_a.startswith("ineq"))
+    return len(value_a) == len(value_b) and all(
+        structures_equal(x, y, rel_tol, abs_tol) for x, y in zip(value_a, value_b)
+    )
 
 
-def sympy_compare(job: tuple[str, str, float]) -> tuple[bool, str | None]:
+def sympy_compare(job: tuple) -> tuple[bool, str | None]:
     """`(equal, note)` for two normalized answers; note says why nothing was compared
-    (`refused: ...`, `unparsed: ...`). Runs in a watchdog worker."""
-    predicted, gold, rel_tol = job  # rel_tol 0: exact answers, compared exactly
+    (`refused: ...`, `unparsed: ...`). The job: `(predicted, gold, rel_tol, abs_tol)` (`abs_tol`
+    optional). Runs in a watchdog worker."""
+    predicted, gold, rel_tol, abs_tol = (*job, 0.0) if len(job) == 3 else job
+    towers = (_tower(predicted), _tower(gold)) if "^" in predicted + gold else (None, None)
+    if None not in towers:  # `2^{2^{2^{2^{2}}}}` and `2^{65536}`: exactly, without the value
+        return towers[0] == towers[1], None
     try:
         a = _structure(predicted)
         b = _structure(gold)
+        if (a[0] == "eq") != (b[0] == "eq"):  # `y = 2x + 3` against `2x - y + 3 = 0`
+            a, b = _structure(predicted, equation=True), _structure(gold, equation=True)
     except _Refused as exc:
         return False, f"refused: {exc}"
     except (_ParseError, ZeroDivisionError, TypeError, ValueError) as exc:
         return False, f"unparsed: {exc}"
-    return structures_equal(a, b, rel_tol), None
+    return structures_equal(a, b, rel_tol, abs_tol), None
+
+
+# ------------------------------------------------------------------ power towers
+
+MAX_TOWER_EXPONENT_BITS = 64_000  # an exponent is kept as a Python integer up to this size
+_TOWER_TOKEN = re.compile(r"\s*(?:(\d+)|(\^)|([{(])|([})]))")
+
+
+def _tower(text: str) -> tuple[int, int] | None:
+    """A power tower of positive integers (`2^{2^{2^{2^{2}}}}`, `4^{32768}`, `65536`) as `(r, E)`
+    with value `r^E` and `r` not itself a perfect power, so equal values have equal pairs; computed
+    without the value, whose digits may not fit in memory. None for anything else, or when an
+    exponent would exceed `MAX_TOWER_EXPONENT_BITS` (`9^{9^{9^{9}}}`: left to the size guards)."""
+    tokens, pos = [], 0
+    while pos < len(text.rstrip()):
+        m = _TOWER_TOKEN.match(text, pos)
+        if m is None:
+            return None
+        tokens.append(m.group(m.lastindex))
+        pos = m.end()
+    if len(tokens) > 200:
+        return None
+    closing = {"{": "}", "(": ")"}
+
+    def atom(i: int) -> tuple[list, int] | None:
+        """The tower starting at tokens[i] as a list of integer levels (bottom first), and the end."""
+        if i >= len(tokens):
+            return None
+        if tokens[i] in closing:
+            inner = atom(i + 1)
+            if inner is None or inner[1] >= len(tokens) or tokens[inner[1]] != closing[tokens[i]]:
+                return None
+            levels, j = inner
+            if len(levels) > 1:
+                return [("tower", levels)], j + 1
+            return levels, j + 1
+        if not tokens[i].isdigit():
+            return None
+        levels, j = [int(tokens[i])], i + 1
+        if j < len(tokens) and tokens[j] == "^":
+            rest = atom(j + 1)
+            if rest is None:
+                return None
+            levels += rest[0]
+            j = rest[1]
+        return levels, j
+
+    parsed = atom(0)
+    if parsed is None or parsed[1] != len(tokens):
+        return None
+    levels = parsed[0]
+    if len(levels) < 2 and not isinstance(levels[0], int):
+        levels = levels[0][1]
+
+    def value(levels: list) -> int | None:
+        """The exact integer of a tower small enough to be an exponent, else None."""
+        top = 1
+        for level in reversed(levels):
+            base = value(level[1]) if isinstance(level, tuple) else level
+            if base is None:
+                return None
+            if base > 1 and top * max(base.bit_length() - 1, 1) > MAX_TOWER_EXPONENT_BITS:
+                return None
+            top = base**top
+        return top
+
+    base = value(levels[:1])
+    exponent = value(levels[1:]) if len(levels) > 1 else 1
+    if base is None or exponent is None or base < 2:
+        return None if base is None or exponent is None else (base if exponent else 1, 1)
+    root, power = _perfect_power(base)
+    return root, power * exponent
+
+
+def _perfect_power(n: int) -> tuple[int, int]:
+    """`(r, k)` with `r^k == n` and the largest such k (`(2, 10)` for 1024)."""
+    best = (n, 1)
+    for k in range(2, n.bit_length() + 1):
+        r = round(n ** (1 / k)) if n.bit_length() < 1000 else _iroot(n, k)
+        for c in (r - 1, r, r + 1):
+            if c > 1 and c**k == n:
+                best = (c, k)
+    return best
+
+
+def _iroot(n: int, k: int) -> int:
+    low, high = 1, 1 << (n.bit_length() // k + 1)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if mid**k <= n:
+            low = mid
+        else:
+            high = mid - 1
+    return low

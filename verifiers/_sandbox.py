@@ -53,17 +53,19 @@ class Limits:
     uid: int | None
     call_timeout: float = 0.0
 
+    def as_dict(self) -> dict[str, Any]:
+        """What `_code_harness.apply_limits` reads."""
+        return {
+            "cpu": self.cpu_s,
+            "memory": self.memory_mb * 2**20,
+            "fsize": self.fsize_mb * 2**20,
+            "nproc": self.nproc,
+            "uid": self.uid,
+            "call_timeout": self.call_timeout,
+        }
+
     def as_json(self) -> str:
-        return json.dumps(
-            {
-                "cpu": self.cpu_s,
-                "memory": self.memory_mb * 2**20,
-                "fsize": self.fsize_mb * 2**20,
-                "nproc": self.nproc,
-                "uid": self.uid,
-                "call_timeout": self.call_timeout,
-            }
-        )
+        return json.dumps(self.as_dict())
 
 
 def bwrap_path() -> str | None:
@@ -80,13 +82,17 @@ def _python_dirs() -> list[str]:
     return sorted(dirs)
 
 
-def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...]) -> list[str]:
-    """bwrap's arguments up to `--`; `files` maps a name in the work dir to a readable fd."""
+def bwrap_command(files: dict[str, int], work_mb: int, hide: tuple[str, ...], admin: bool = False) -> list[str]:
+    """bwrap's arguments up to `--`; `files` maps a name in the work dir to a readable fd. `admin`
+    (as root only) keeps CAP_SYS_ADMIN for the warm sandbox's zygote, which makes each run's own
+    namespaces; no run keeps it (each switches to its own uid)."""
     root = os.geteuid() == 0
     cmd = [bwrap_path() or "bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if root:  # no user namespace: the harness switches to the run's uid, for RLIMIT_NPROC
         cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if admin:
+            cmd += ["--cap-add", "CAP_SYS_ADMIN"]
     else:
         cmd += ["--unshare-all"]
     # an empty root: the system directories and the Python installation, read-only, nothing else
@@ -177,6 +183,7 @@ class Sandboxed:
         stderr: IO[bytes] | int = subprocess.DEVNULL,
         work_mb: int = 64,
         hide: tuple[str, ...] = (),
+        admin: bool = False,
     ) -> None:
         self.uid = limits.uid
         self.use_bwrap = use_bwrap
@@ -198,7 +205,7 @@ class Sandboxed:
                     handles.append(handle)
                     fds[name] = handle.fileno()
                 self.info_r, info_w = os.pipe()  # bwrap reports the namespace init's pid here
-                cmd = [*bwrap_command(fds, work_mb, hide), *harness]
+                cmd = [*bwrap_command(fds, work_mb, hide, admin), *harness]
                 cmd[1:1] = ["--info-fd", str(info_w)]
                 self.process = self._popen(
                     cmd, None, (*pass_fds, *fds.values(), info_w), stdin, stdout, stderr, {"PATH": PATH}
@@ -269,3 +276,129 @@ class Sandboxed:
             _kill_marked(self.token.encode() + b"=")
         if self.tempdir is not None:
             shutil.rmtree(self.tempdir, ignore_errors=True)
+
+
+class Warm:
+    """A warm sandbox: one bubblewrap sandbox whose zygote (`_code_harness.zygote`) runs jobs one at
+    a time, each run in namespaces, a work dir and a uid of its own (as root only: runs need their
+    own uids). The solution and the tests travel from here straight to the run that reads them, and
+    reports and output straight back, over pipes the zygote passes on but never reads. A job that
+    does not answer by its deadline kills the whole sandbox; `broken` then says why, and the caller
+    starts another."""
+
+    PIPE_BYTES = 2**20  # asked of each pipe; a message that does not fit takes the cold path
+
+    def __init__(self, work_mb: int, hide: tuple[str, ...]) -> None:
+        import fcntl
+
+        self.broken: str | None = None
+        self.jobs = 0
+        ends = {name: os.pipe() for name in ("ctrl", "result", "code", "spec", "out", "report")}
+        inner = [
+            ends["ctrl"][0],
+            ends["result"][1],
+            ends["code"][0],
+            ends["spec"][0],
+            ends["out"][1],
+            ends["report"][1],
+        ]
+        self.capacity = 2**16
+        for name in ("code", "spec", "out", "report"):
+            try:
+                fcntl.fcntl(ends[name][1], 1031, self.PIPE_BYTES)  # F_SETPIPE_SZ
+            except OSError:
+                pass
+        self.capacity = min(fcntl.fcntl(ends[n][1], 1032) for n in ("code", "spec"))  # F_GETPIPE_SZ
+        self.ctrl, self.result = ends["ctrl"][1], ends["result"][0]
+        self.code, self.spec = ends["code"][1], ends["spec"][1]
+        self.out, self.report = ends["out"][0], ends["report"][0]
+        for fd in (self.out, self.report):
+            os.set_blocking(fd, False)
+        try:
+            self.box = Sandboxed(
+                "zygote", {}, Limits(0, 0, 0, 0, None), use_bwrap=True, pass_fds=tuple(inner),
+                work_mb=work_mb, hide=hide, admin=True,
+            )  # fmt: skip
+        except BaseException:
+            self._close_fds()
+            raise
+        finally:
+            for fd in inner:
+                os.close(fd)
+
+    def fits(self, *values: Any) -> bool:
+        """Whether each value, as the message `run` writes, fits an empty pipe: the write cannot
+        block (the run that reads it starts only after the job message that follows)."""
+        return all(len(json.dumps({"job": 2**62, "data": v})) + 4 <= self.capacity for v in values)
+
+    def run(
+        self, job: dict[str, Any], seconds: float, code: str, spec: Any = None, limit: int = 4 * 2**20
+    ) -> tuple[dict[str, Any], bytes, bool]:
+        """(the zygote's result, what the job's runs sent back, whether that went past `limit`)."""
+        from grpo_verifiers._code_harness import recv, send
+
+        if self.broken:
+            raise RuntimeError(self.broken)
+        self.jobs += 1
+        job = {**job, "job": self.jobs}
+        stream = self.out if job["op"] == "script" else self.report
+        chunks: list[bytes] = []
+        size, over = 0, False
+
+        def drain() -> None:
+            nonlocal size, over
+            while True:
+                try:
+                    chunk = os.read(stream, 65536)
+                except BlockingIOError:
+                    return
+                if not chunk:
+                    return
+                if size + len(chunk) > limit:
+                    over = True
+                    chunk = chunk[: max(0, limit - size)]
+                chunks.append(chunk)
+                size += len(chunk)
+
+        try:
+            send(self.code, {"job": self.jobs, "data": code})
+            if spec is not None:
+                send(self.spec, {"job": self.jobs, "data": spec})
+            send(self.ctrl, job)
+            deadline = time.monotonic() + seconds
+            while True:
+                left = deadline - time.monotonic()
+                ready = select.select([self.result, stream], [], [], max(0.0, left))[0] if left > 0 else []
+                if not ready:
+                    raise TimeoutError(f"no answer in {seconds:g} s")
+                if stream in ready:
+                    drain()
+                if self.result in ready:
+                    result = recv(self.result, deadline)
+                    break
+            drain()  # the runs are over: what they wrote is all in the pipe
+        except (OSError, EOFError, ValueError, TimeoutError) as exc:
+            self.broken = f"the warm sandbox failed: {type(exc).__name__}: {exc}"
+            self.close()
+            raise RuntimeError(self.broken) from None
+        if result.get("job") != self.jobs or result.get("stale"):
+            self.broken = "the warm sandbox lost track of a job"
+            self.close()
+        if "error" in result:
+            raise RuntimeError(str(result["error"]))
+        if self.broken:
+            raise RuntimeError(self.broken)
+        return result, b"".join(chunks), over
+
+    def _close_fds(self) -> None:
+        for name in ("ctrl", "result", "code", "spec", "out", "report"):
+            fd = getattr(self, name, -1)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+    def close(self) -> None:
+        if getattr(self, "box", None) is not None:
+            self.box.kill()
+            self.box = None
+        self._close_fds()

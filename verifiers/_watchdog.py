@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import signal
 import threading
 import time
 from collections import deque
@@ -40,6 +41,9 @@ class Outcome:
 
 def _worker_main(conn: Connection, memory_bytes: int | None, preload: Sequence[str]) -> None:
     """Worker loop: receive `(fn, item)`, send back `(True, value)` or `(False, error)`."""
+    # Ctrl-C reaches the whole terminal process group: the parent handles it (and kills us), so a
+    # worker must not print its own KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_bytes:
         import resource
 

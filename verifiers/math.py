@@ -1,35 +1,64 @@
 """The `math` verifier: extract the final answer of a completion and compare it with the gold answer.
 
 Extraction (the `extract` option, tried in order, first hit wins): `boxed` (the last complete
-`\\boxed{...}` or `\\fbox{...}`, nested braces allowed), `hash` (`#### N`, GSM8K), `answer_is` ("the
-answer is ...", "answer: ...", "the correct option is ..."), `dollars` (the last `$...$`, `$$...$$`,
-`\\(...\\)` or `\\[...\\]` span that is math, not two prices; of `$a = b$` the right side),
-`last_number`. The gold answer goes through the same extractors except `last_number` (a gold
+`\\boxed{...}` or `\\fbox{...}`, nested braces allowed; boxes joined only by "and", "or", commas
+and `$` before it are one list with it: `$\\boxed{2}$ and $\\boxed{3}$` answers `\\{2, 3\\}`), `hash`
+(`#### N`, GSM8K), `answer_is` ("the answer is ...", "answer: ...", "the correct option is ..."),
+`bare` (the whole completion when it is nothing but an answer: one short line of math, or one or
+two words), `dollars` (the last `$...$`, `$$...$$`, `\\(...\\)` or `\\[...\\]` span that is math, not
+two prices; of `$a = b$` the right side), `last_number`.
+
+Strict and flexible extraction. `extract=strict`, the default, is `boxed, hash, answer_is, bare`:
+only an answer the completion marks as its answer, or a completion that is only an answer, counts,
+so a policy cannot be rewarded for a number it merely wrote down (restating the problem's numbers
+until one matches). `extract=flexible` adds the unmarked fallbacks `dollars` and `last_number`, and
+those never accept a number that the sample's problem (`prompt`, else `question` or `problem`)
+writes: "Natalia sold 48 clips in April" is not an answer of 48 (`info["restated"]`). A marked
+answer is the model's claim and counts even when the problem has the number. Every verdict of a
+strict verifier carries `info["flexible"]`, the reward flexible extraction would give, and
+`grpo eval` reports both accuracies, as lm-eval-harness reports strict-match and flexible-extract.
+The gold goes through the flexible extractors except `bare` and `last_number` (a gold
 `\\frac{3}{4}` must not become `4`), falling back to the whole string, so a full GSM8K or MATH
 solution and a bare LaTeX answer both work as gold.
 
-An answer is cleaned (`clean`: `$`, `\\left`, spacing, `\\text{}`, `\\dfrac`, degrees, matrices to
-`\\matrix{a & b ; c & d}`) and split (`parse_answer`) into a lone-letter left side (`x` of `x = 5`),
-a value, and a trailing unit (`cm`, `\\text{ kg}`, `square units`). Then, cheapest first:
+An answer is cleaned (`clean`: `$`, `\\left`, spacing, `\\text{}`, `\\dfrac`, Unicode math (`−`, `×`,
+`÷`, `≤`, `≥`, `≠`, `√`, `π`, `°`), thousands separators (`1,234`, `1 234`, thin spaces, MATH's
+`1,\\!234`), repeating decimals (`0.1\\overline{6}` is `\\frac{1}{6}`), matrices to
+`\\matrix{a & b ; c & d}`, and prose around the value: `The answer is 6`, `the largest $n$ is 34`,
+`7, not 8`) and split (`parse_answer`) into a lone-letter left side (`x` of `x = 5`), a value, and
+a trailing unit (`cm`, `\\text{ kg}`, `square units`, `mph` = `miles per hour`, `km/h`, a degree mark,
+`radians`, a base subscript: `204_5` is digits `204` in unit `base 5`); numbers as words (`twelve`,
+`one hundred and five`, `none`) and word multipliers (`2.5 million`, `3 dozen`) become digits.
+Then, cheapest first:
 1. Gold a choice letter (`C`, `(C)`, `\\text{(C)}`): the prediction must name that one letter
-   (`(C)`, `c`, `(C) 24`); a hedge (`C or D`, `C, D`) is wrong.
-2. Both sides name a different letter (`x = 3` vs `y = 3`) or a different unit (`7 g` vs `7 kg`):
-   not equal. A side without letter or unit matches either (`x = 3` and `5 cm` equal `3` and `5`).
+   (`(C)`, `c`, `(C) 24`, `C. 24`); a hedge (`C or D`, `C, D`) is wrong.
+2. Both sides name a different letter (`x = 3` vs `y = 3`) or a different unit (`7 g` vs `7 kg`,
+   `30 rad` vs `30 deg`, `204_6` vs `204_5`): not equal. A side without letter or unit matches
+   either (`x = 3` and `5 cm` equal `3` and `5`).
 3. Equal keys (`canonical` below): equal.
 4. Both values plain numbers (integers, `1,234` (but `1,2` and `1, 234` are lists), decimals,
    `a/b`, `\\frac{a}{b}`, mixed numbers `2 1/2` and `2\\frac{1}{2}`, `1.5e3`, `1.5\\times 10^{3}`, a
-   sign, a trailing `%`): compared as exact fractions in this process, within `rel_tol` unless
-   both are integers (`1000000007` is not `1000000008`; `7.000000001` is 7). The same rule holds
-   in sympy (`approximate`).
-5. A text answer (`Tuesday`, `\\text{no solution}`) on either side: only equal keys were equal.
-6. Otherwise sympy (`_mathparse`: expressions, equations, inequalities, intervals, sets, tuples,
-   matrices, `\\pm`, complex numbers), in a watchdog worker process bounded by `timeout` and
-   `memory_mb`, so that `9^9^9^9` is refused or times out (reward 0, `info["refused"]` or
-   `info["timeout"]`) instead of hanging the run. Nothing is `eval`ed.
+   sign, a trailing `%`): compared as exact fractions in this process by the precision rule below.
+5. A text answer (`Tuesday`, `\\text{no solution}`) on either side: only equal keys were equal
+   (case, spaces and punctuation aside: `North-East!` is `north east`).
+6. Otherwise sympy (`_mathparse`: expressions, `|3+4i|`, equations up to a constant factor
+   (`y = 2x + 3` is `2x - y + 3 = 0`), inequalities (`-x < -3` is `x > 3`), chains, `\\ne`/`!=`,
+   intervals, sets and their unions evaluated, a singleton set and its element, tuples, matrices and
+   their scalar multiples, `\\pm`, complex numbers, power towers compared exactly), in a watchdog
+   worker process bounded by `timeout` and `memory_mb`, so that `9^9^9^9` is refused or times out
+   (reward 0, `info["refused"]` or `info["timeout"]`) instead of hanging the run. Nothing is `eval`ed.
 Answers longer than `MAX_ANSWER_CHARS` are refused, and only the last `MAX_SEARCH_CHARS` of a
 completion are searched, so that a megabyte costs a fraction of a second; text that is not valid
 Unicode (bytes that are not UTF-8, lone surrogates) is read with the bad characters replaced
 (`info["sanitized"]`).
+
+The precision rule (numbers). Integers and fractions are exact: `7.000000001` is not `7`,
+`0.3333333` is not `\\frac{1}{3}`, `1000000007` is not `1000000008`. A decimal the model wrote is
+taken at its word and must equal the gold's value: `12345.66` is not `12345.67`, `0.3333` is not
+`0.333`, `0.50` is `0.5`. A gold written as a decimal is a rounding, so a value with no finite
+decimal that rounds to it at the gold's written precision equals it: `\\frac{1}{3}` is `0.33`,
+`\\frac{\\sqrt{2}}{2}` is `0.71`, `\\frac{2}{3}` is not `0.66`. A tolerance (`rel_tol`, 1e-6) is kept only
+for a decimal against an irrational value: `3.14159265` is `\\pi`, `1.414` is not `\\sqrt{2}`.
 
 Percentages: a percent sign is a unit and is stripped, so `50%` equals `50` and does not equal
 `0.5`. Accepting both readings would make equivalence intransitive (50 = 50% = 0.5) and leave
@@ -38,9 +67,9 @@ Percentages: a percent sign is a unit and is stripped, so `50%` equals `50` and 
 `info["canonical"]` is a key equal for answers that are judged alike against any gold: the letter
 side and the unit when present (`x=5`, `21 apple`), then for a plain number its reduced fraction
 (`"21"` for `21`, `21.0` or `$21`; `"1/2"` for `0.5`, `2/4` or `\\frac{1}{2}`; `"50"` for `50%`),
-for a choice its letter (`C` for `(C)`), for text the lower-cased words without spaces, otherwise
-the cleaned answer without spaces. Equal keys imply equal answers, not the reverse (`\\sqrt{4}` and
-`2` differ in key). maj@k votes on it.
+for a choice its letter (`C` for `(C)`), for text its lower-cased letters, otherwise the cleaned
+answer without spaces. Equal keys imply equal answers, not the reverse (`\\sqrt{4}` and `2` differ
+in key). maj@k votes on it.
 """
 
 from __future__ import annotations
@@ -59,6 +88,8 @@ from grpo_verifiers.base import Verdict, Verifier
 __all__ = [
     "DEFAULT_EXTRACT",
     "EXTRACTORS",
+    "FLEXIBLE_EXTRACT",
+    "STRICT_EXTRACT",
     "MAX_ANSWER_CHARS",
     "MAX_SYMPY_CHARS",
     "Answer",
@@ -77,7 +108,12 @@ __all__ = [
     "parse_number",
 ]
 
-DEFAULT_EXTRACT = ("boxed", "hash", "answer_is", "dollars", "last_number")
+STRICT_EXTRACT = ("boxed", "hash", "answer_is", "bare")
+FLEXIBLE_EXTRACT = (*STRICT_EXTRACT, "dollars", "last_number")
+DEFAULT_EXTRACT = STRICT_EXTRACT
+UNMARKED = frozenset({"dollars", "last_number"})  # never accept a number the problem itself wrote
+EXTRACT_PRESETS = {"strict": STRICT_EXTRACT, "flexible": FLEXIBLE_EXTRACT}
+PROMPT_FIELDS = ("prompt", "question", "problem")  # where a sample carries the problem's text
 MAX_ANSWER_CHARS = 1000  # a longer extracted answer (or gold) is refused: reward 0, never parsed
 MAX_SYMPY_CHARS = 300  # longer answers are compared by key only
 MAX_BOXES = 20  # `\boxed` occurrences tried from the end (bounds the work on hostile text)
@@ -104,17 +140,38 @@ def _balanced(text: str, start: int) -> str | None:
     return text[start + 1 : stop] if stop < len(text) else None
 
 
+# What may stand between two boxes that state one answer together: `\boxed{2}$ and $\boxed{3}`.
+_BOX_JOINER = re.compile(r"[\s$,;]*(?:(?:and|or|,)[\s$]*(?:[A-Za-z]\s*=\s*)?)?")
+
+
+def _box_at(text: str, match: re.Match) -> tuple[str, int] | None:
+    """`(body, end)` of the box `match` opens, or None (empty, or never closed)."""
+    start = match.end()
+    if text.startswith("{", start):
+        body = _balanced(text, start)
+        if body is not None and body.strip():
+            return body.strip(), start + len(body) + 2
+        return None
+    bare = re.match(r"[^\s$]+", text[start : start + MAX_ANSWER_CHARS + 1])  # `\boxed 5`
+    return (bare.group(0), start + bare.end()) if bare else None
+
+
 def _extract_boxed(text: str) -> str | None:
-    for match in list(_BOXED.finditer(text))[-MAX_BOXES:][::-1]:
-        start = match.end()
-        if text.startswith("{", start):
-            body = _balanced(text, start)
-            if body is not None and body.strip():
-                return body.strip()
-        else:  # `\boxed 5`
-            bare = re.match(r"[^\s$]+", text[start : start + MAX_ANSWER_CHARS + 1])
-            if bare:
-                return bare.group(0)
+    """The last box; boxes joined only by `and`, `or`, commas and `$` before it (`$\\boxed{2}$ and
+    $\\boxed{3}$`, `x = \\boxed{-1}$ or $x = \\boxed{4}`) form one list with it: the answer is them all."""
+    matches = list(_BOXED.finditer(text))[-MAX_BOXES:]
+    for i in range(len(matches) - 1, -1, -1):
+        found = _box_at(text, matches[i])
+        if found is None:
+            continue
+        bodies, start = [found[0]], matches[i].start()
+        for previous in matches[:i][::-1]:
+            earlier = _box_at(text, previous)
+            if earlier is None or not _BOX_JOINER.fullmatch(text, earlier[1], start):
+                break
+            bodies.insert(0, earlier[0])
+            start = previous.start()
+        return ", ".join(bodies)
     return None
 
 
@@ -135,6 +192,23 @@ def _extract_answer_is(text: str) -> str | None:
         return None
     found = _UNTIL_SENTENCE_END.match(text, markers[-1].end())
     return (found.group(0).strip().strip("*").strip() or None) if found else None
+
+
+_BARE_LIMIT = 100
+
+
+def _extract_bare(text: str) -> str | None:
+    """The whole completion when it is nothing but an answer: one line of at most `_BARE_LIMIT`
+    characters that is math (no word of two letters outside `\\text{}` and commands) or a short
+    text answer (one or two words: `Tuesday`, `no solution`). Restating the problem cannot pass."""
+    answer = text.strip()
+    if not answer or len(answer) > _BARE_LIMIT or "\n" in answer or _BOXED.search(answer):
+        return None
+    if re.fullmatch(r"[A-Za-z'-]+(?: [A-Za-z'-]+)?[.!]?", answer):
+        return answer
+    if re.search(r"[A-Za-z]{2,}", re.sub(r"\\text\{[^{}]*\}|\\[A-Za-z]+", "", answer)):
+        return None
+    return answer
 
 
 _MATH_DELIMITER = re.compile(r"\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]")
@@ -185,6 +259,7 @@ EXTRACTORS = {
     "boxed": _extract_boxed,
     "hash": _extract_hash,
     "answer_is": _extract_answer_is,
+    "bare": _extract_bare,
     "dollars": _extract_dollars,
     "last_number": _extract_last_number,
 }
@@ -199,9 +274,9 @@ def extract_answer(text: str, methods: Sequence[str] = DEFAULT_EXTRACT) -> tuple
     return None
 
 
-def extract_gold(answer: str, methods: Sequence[str] = DEFAULT_EXTRACT) -> str:
+def extract_gold(answer: str, methods: Sequence[str] = FLEXIBLE_EXTRACT) -> str:
     """The gold answer inside a full solution (`#### N`, `\\boxed{}`), else the whole string."""
-    found = extract_answer(answer, [m for m in methods if m != "last_number"])
+    found = extract_answer(answer, [m for m in methods if m not in ("last_number", "bare")])
     return found[1] if found else answer.strip()
 
 
@@ -224,7 +299,9 @@ def _as_text(value: Any) -> tuple[str, bool]:
 _UNICODE = {
     "\u2212": "-", "\u2013": "-", "\u221e": "\\infty ", "\u03c0": "\\pi ", "\u00b1": "\\pm ", "\u00d7": "\\times ",
     "\u22c5": "\\cdot ", "\u00b7": "\\cdot ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u221a": "\\sqrt ",
+    "\u00f7": "\\div ", "\u2260": "\\ne ", "\u2248": "\\approx ", "\u2217": "*", "\u2044": "/",
 }  # fmt: skip
+_THIN_SPACES = "\u2009\u202f\u00a0\u2007\u200a"
 _MATRIX = re.compile(r"\\begin\{([pbB]?matrix|smallmatrix|array)\}(?:\{[^{}]*\})?(.*?)\\end\{\1\}", re.DOTALL)
 _TEXT_COMMANDS = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mathsf|mbox|operatorname|boldsymbol)"
@@ -238,6 +315,11 @@ def clean(answer: str) -> str:
     s = answer.strip()
     for char, replacement in _UNICODE.items():
         s = s.replace(char, replacement)
+    s = re.sub(rf"(?<=\d)[{_THIN_SPACES}](?=\d{{3}}(?!\d))", "", s)  # `1 234` with a thin space
+    s = re.sub(rf"[{_THIN_SPACES}]", " ", s)
+    s = re.sub(r"(?<=\d),\\!\s*(?=\d{3}(?!\d))", "", s)  # MATH's `1,\!234`
+    s = re.sub(r"\\(?:lvert|rvert|vert|mid)(?![A-Za-z])|\\\|", "|", s)
+    s = _REPEATING.sub(_repeating, s)
     s = _MATRIX.sub(lambda m: "\\matrix{" + m.group(2).replace("\\\\", ";").replace("\\hline", "") + "}", s)
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"\\[()\[\]]", " ", s)  # `\(...\)` and `\[...\]` delimiters
@@ -249,6 +331,8 @@ def clean(answer: str) -> str:
     s = re.sub(r"(?<=\d)\\[,!]\s*(?=\d{3}(?!\d))", "", s)  # `1\,234` is a thousands separator
     s = re.sub(r"\\[,;:! ]|~|\\displaystyle|\\quad|\\qquad", " ", s)
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
+    # A degree mark is a unit at the end (`30^\circ` is 30 degrees, never 30 radians), else dropped.
+    s = re.sub(r"(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°)(?=\s*$)", " degrees", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°", "", s)
     s = s.replace("\\%", "%")
     s = re.sub(r"^[A-Za-z]\s*\\in\s*", "", s)  # `x \in [2, 5]`
@@ -263,7 +347,35 @@ def clean(answer: str) -> str:
     s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)  # \frac3{a}
     s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)  # \sqrt2
     s = re.sub(r"(?i)(?<![A-Za-z\\])(?:infinity|inf)(?![A-Za-z])", r"\\infty", s)
-    return " ".join(s.split()).strip("*").rstrip(".,;").strip()
+    s = " ".join(s.split()).strip("*").rstrip(".,;").strip()
+    s = _SPACE_THOUSANDS.sub(lambda m: m.group(0).replace(" ", ""), s)  # `1 234 567`
+    return _without_prose(s)
+
+
+_REPEATING = re.compile(r"(\d*)\.(\d*)\\overline\s*\{\s*(\d+)\s*\}")
+_SPACE_THOUSANDS = re.compile(r"(?<![\d.,/])\d{1,3}(?: \d{3})+(?![\d/]|\s*/|\s*\\frac)")
+# `The answer is 6`, `the largest n is 34` inside a box or after a marker: the part after the verb.
+_LEAD_IN = re.compile(r"(?i)^(?P<head>.*?[A-Za-z]{3,}.*?)\s+(?:is|are|equals|was|would be|will be)\s+(?P<tail>.+)$")
+# `7, not 8` and `7 (not 8)`: what is denied is not the answer.
+_DENIAL = re.compile(r"(?i)^(?P<head>.*?\d.*?)\s*(?:,|;|\()?\s+\(?(?:not|rather than|instead of)\s+[^=]{1,30}$")
+
+
+def _repeating(m: re.Match) -> str:
+    """`0.1\\overline{6}` as the exact fraction `\\frac{1}{6}`."""
+    whole, fixed, period = m.group(1) or "0", m.group(2), m.group(3)
+    scale = 10 ** len(fixed)
+    value = Fraction(int(whole)) + (Fraction(int(fixed or "0")) + Fraction(int(period), 10 ** len(period) - 1)) / scale
+    return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+
+
+def _without_prose(s: str) -> str:
+    denial = _DENIAL.match(s)
+    if denial:
+        s = denial.group("head").rstrip(" ,;(")
+    lead = _LEAD_IN.match(s)
+    if lead and not re.search(r"[=<>]", lead.group("head")):
+        s = lead.group("tail").strip().rstrip(".,;").strip()
+    return s
 
 
 # ---------------------------------------------------------------- answer parts
@@ -273,31 +385,92 @@ _KNOWN_WORDS = {"pi", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "oo", "in
 _NOT_UNITS = _KNOWN_WORDS | {"percent", "hundred", "thousand", "million", "billion", "trillion", "dozen"}
 _UNIT_LETTERS = "mgshLKNJWV"  # one-letter units read as units only after a number (`5 m`)
 _UNITS = re.compile(
-    rf"(?<=[\d}}).%])((?:\s+(?:[A-Za-z]{{2,}}\.?|[{_UNIT_LETTERS}](?![A-Za-z])))+)(?:\s*\^\s*\{{?(\d)\}}?)?$"
+    rf"(?:(?<=[\d}}).%])|(?<=\\pi))((?:\s+(?:[A-Za-z]{{2,}}\.?(?:/[A-Za-z]+)?|[{_UNIT_LETTERS}](?:/[A-Za-z]+)?"
+    rf"(?![A-Za-z/])))+)(?:\s*\^\s*\{{?(\d)\}}?)?$"
 )
 _UNIT_ALIASES = {
     "centimeter": "cm", "centimetre": "cm", "meter": "m", "metre": "m", "kilometer": "km", "kilometre": "km",
     "millimeter": "mm", "millimetre": "mm", "gram": "g", "kilogram": "kg", "milligram": "mg", "second": "s",
     "sec": "s", "minute": "min", "hour": "h", "hr": "h", "inche": "in", "inch": "in", "foot": "ft", "feet": "ft",
-    "mile": "mi", "liter": "l", "litre": "l", "milliliter": "ml", "millilitre": "ml", "degree": "", "unit": "",
+    "mile": "mi", "liter": "l", "litre": "l", "milliliter": "ml", "millilitre": "ml", "unit": "",
+    "degree": "deg", "radian": "rad", "mph": "mi/h", "kph": "km/h", "kmh": "km/h", "mps": "m/s",
 }  # fmt: skip
 
 
 def _unit_key(words: str, power: str | None) -> str:
-    """`cm^2` for `square centimeters`, `sq cm`, `cm^2`; `""` for generic `units`/`degrees`."""
-    names, exponent = [], power
-    for word in words.lower().replace(".", "").split():
+    """`cm^2` for `square centimeters`, `sq cm`, `cm^2`; `mi/h` for `mph` and `miles per hour`; `""`
+    for generic `units`. Two answers with different keys are never equal (`rad` vs `deg`)."""
+    numerator: list[str] = []
+    denominator: list[str] = []
+    target, exponent = numerator, power
+    for word in words.lower().replace(".", "").replace("/", " per ").split():
         if word in ("square", "sq"):
             exponent = "2"
             continue
         if word == "cubic":
             exponent = "3"
             continue
+        if word == "per":
+            target = denominator
+            continue
         if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
             word = word[:-1]
-        names.append(_UNIT_ALIASES.get(word, word))
-    name = " ".join(n for n in names if n)
-    return f"{name}^{exponent}" if name and exponent and exponent != "1" else name
+        alias = _UNIT_ALIASES.get(word, word)
+        if "/" in alias:  # `mph`
+            top, bottom = alias.split("/")
+            target.append(top)
+            denominator.append(bottom)
+        elif alias:
+            target.append(alias)
+    name = " ".join(numerator)
+    if name and exponent and exponent != "1":
+        name = f"{name}^{exponent}"
+    return f"{name or '1'}/{' '.join(denominator)}" if denominator else name
+
+
+_SMALL_NUMBERS = {
+    word: n
+    for n, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+        " seventeen eighteen nineteen".split()
+    )
+}
+_TENS = {w: 10 * n for n, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12, "dozen": 12}
+_SCALED_NUMBER = re.compile(r"([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s*(" + "|".join(_SCALES) + ")")
+
+
+def _spelled_number(value: str) -> str | None:
+    """`twelve`, `one hundred and five`, `none`, `2.5 million`, `3 dozen` as digits, else None."""
+    text = value.strip().lower()
+    if text == "none":  # "how many are left? none"
+        return "0"
+    scaled = _SCALED_NUMBER.fullmatch(text)
+    if scaled:
+        number = Fraction(scaled.group(1).replace(",", "")) * _SCALES[scaled.group(2)]
+        return str(number.numerator) if number.denominator == 1 else f"{number.numerator}/{number.denominator}"
+    words = [w for w in re.split(r"[\s-]+", text) if w and w != "and"]
+    if not words or len(words) > 12:
+        return None
+    total = current = 0
+    for word in words:
+        if word in _SMALL_NUMBERS:
+            current += _SMALL_NUMBERS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        elif word == "hundred":
+            current = max(current, 1) * 100
+        elif word in _SCALES and word != "dozen":
+            total += max(current, 1) * _SCALES[word]
+            current = 0
+        elif word == "dozen":
+            current = max(current, 1) * 12
+        else:
+            return None
+    return str(total + current)
+
+
+_BASE_SUBSCRIPT = re.compile(r"(\d[0-9A-Za-z]*)_\{?\s*(\d{1,2})\s*\}?")
 
 
 @dataclass(frozen=True)
@@ -315,12 +488,16 @@ def parse_answer(cleaned: str) -> Answer:
     if lhs:
         letter, value = lhs.group(1), lhs.group(2).strip()
     unit = ""
+    base = _BASE_SUBSCRIPT.fullmatch(value)
+    if base:  # `204_5`: the digits, with the base as a unit (a side without one matches either)
+        return Answer(letter, base.group(1), f"base {base.group(2)}")
     m = _UNITS.search(value)
     if m and not set(m.group(1).lower().replace(".", "").split()) & _NOT_UNITS:
         head = value[: m.start()].strip()
         if not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", head)):  # a number, not `2x cm`
             value, unit = head, _unit_key(m.group(1), m.group(2))
-    return Answer(letter, value, unit)
+    spelled = _spelled_number(value)
+    return Answer(letter, spelled if spelled is not None else value, unit)
 
 
 def normalize(answer: str) -> str:
@@ -376,21 +553,52 @@ def parse_number(value: str) -> Fraction | None:
     return -number if m["sign"] == "-" else number
 
 
-def numbers_equal(a: Fraction, b: Fraction, rel_tol: float) -> bool:
-    """Exact, or within `rel_tol` of the larger magnitude (in fractions: no float overflow)."""
-    return a == b or abs(a - b) <= Fraction(rel_tol) * max(abs(a), abs(b))
+def half_unit(value: str) -> Fraction | None:
+    """Half a unit in the last place of a plain decimal (`0.005` for `12345.67`, `5` for `1.23e3`),
+    the precision a decimal gold is written with; None for integers, fractions and expressions."""
+    m = _NUMBER.fullmatch(value) if len(value) <= 100 else None
+    if m is None or m["num"] is None or "." not in m["num"] or m["den"] is not None:
+        return None
+    places = len(m["num"].split(".")[1])
+    exponent = int(m["exp"] or m["bexp"] or m["dexp"] or 0)
+    if abs(exponent) > 400:
+        return None
+    return Fraction(1, 2) * Fraction(10) ** (exponent - places)
+
+
+def written_as_decimal(value: str) -> bool:
+    """An integer or a decimal as written (`12`, `0.3333`, `1.5e3`), not a fraction (`1/3`, `\\frac{2}{3}`)."""
+    m = _NUMBER.fullmatch(value) if len(value) <= 100 else None
+    return m is not None and m["num"] is not None and m["den"] is None
+
+
+def numbers_equal(predicted: Fraction, gold: Fraction, half: Fraction | None, predicted_decimal: bool) -> bool:
+    """The precision rule: equal values; or, for a decimal gold (`half` is half a unit in its last
+    place) and a prediction that is not itself a written decimal (`1/3`, `0.\\overline{3}`), the
+    prediction rounded at the gold's precision (`1/3` is `0.33`). A decimal the model wrote is taken
+    at its word: `0.3333` is not `0.333`, `12345.66` is not `12345.67`, `7.000000001` is not `7`."""
+    if predicted == gold:
+        return True
+    if half is None or predicted_decimal or terminates(predicted):  # `1/16` is 0.0625, not 0.06
+        return False
+    return abs(predicted - gold) < half
+
+
+def terminates(number: Fraction) -> bool:
+    """Has a finite decimal: the reduced denominator has no prime factor but 2 and 5."""
+    d = number.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
 
 
 _DECIMAL = re.compile(r"\d?\.\d|\d[eE][-+]?\d")
 
 
 def approximate(value: str) -> bool:
-    """Compared within `rel_tol`: a number that is not an integer (`7.000000001`, `1/3`), or an
-    expression written with decimals. Integers are exact (`1000000007` is not `1000000008`); a
-    plain number is judged by its value alone, so equal `canonical` keys get equal verdicts."""
-    number = parse_number(value)
-    if number is not None:
-        return number.denominator != 1
+    """Written with decimals (`3.14159`, `1.5\\sqrt{2}`): compared within `rel_tol` when it meets
+    an irrational value in sympy. Two plain numbers never get there: the precision rule decides them."""
     return bool(_DECIMAL.search(value))
 
 
@@ -416,8 +624,8 @@ def choice_letter(value: str, strict: bool = True) -> str | None:
 
 
 def _is_text(value: str) -> bool:
-    """Words (`Tuesday`, `no solution`), not a product of letters (`xy`) or a function (`sin x`)."""
-    if not re.fullmatch(r"[A-Za-z][A-Za-z' -]*", value):
+    """Words (`Tuesday`, `no solution!`), not a product of letters (`xy`) or a function (`sin x`)."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z' .,!?;:-]*", value):
         return False
     return any(len(word) >= 3 and word.lower() not in _KNOWN_WORDS for word in re.findall(r"[A-Za-z]+", value))
 
@@ -429,8 +637,8 @@ def _value_key(value: str) -> str:
     number = parse_number(value)
     if number is not None:
         return str(number.numerator) if number.denominator == 1 else f"{number.numerator}/{number.denominator}"
-    if _is_text(value):
-        return "".join(value.split()).casefold()
+    if _is_text(value):  # case, spacing and punctuation aside: `North-East!` is `northeast`
+        return re.sub(r"[^A-Za-z]", "", value).casefold()
     return re.sub(r"(?<![\w.])\s+|\s+(?![\w.])", "", value)  # keep the space of `2 3` (not 23)
 
 
@@ -445,14 +653,20 @@ def canonical(text: str) -> str:
     return _key(parse_answer(clean(text)))
 
 
-def _sympy_text(value: str) -> str:
-    number = parse_number(value)
-    return _value_key(value) if number is not None else value.replace("%", "")
+def _sympy_text(answer: Answer, other: Answer) -> str:
+    """The text sympy reads; a lone-letter side is kept when the other answer is an equation
+    (`y = 2x + 3` against `2x - y + 3 = 0`)."""
+    number = parse_number(answer.value)
+    text = _value_key(answer.value) if number is not None else answer.value.replace("%", "")
+    if answer.letter and "=" in other.value and not other.letter:
+        return f"{answer.letter} = {text}"
+    return text
 
 
-def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str, str, bool]:
-    """True or False when decided in this process, else the two texts for `sympy_compare` and
-    whether either is approximate (a decimal)."""
+def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str, str, float, float]:
+    """True or False when decided in this process, else the job for `sympy_compare`: the two texts,
+    the relative tolerance (`rel_tol` when a decimal meets an irrational value, else 0) and the
+    absolute one (half a unit of a decimal gold's last place, else 0)."""
     gold_choice = choice_letter(gold.value) if not (gold.letter or gold.unit) else None
     if gold_choice:
         return choice_letter(predicted.value, strict=False) == gold_choice
@@ -463,17 +677,19 @@ def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str,
     if _value_key(predicted.value) == _value_key(gold.value):
         return True
     a, b = parse_number(predicted.value), parse_number(gold.value)
+    half = half_unit(gold.value)
     if a is not None and b is not None:
-        exact = not (approximate(predicted.value) or approximate(gold.value))
-        return numbers_equal(a, b, 0.0 if exact else rel_tol)
+        return numbers_equal(a, b, half, written_as_decimal(predicted.value))
     if _is_text(predicted.value) or _is_text(gold.value):
         return False
     if not predicted.value or max(len(predicted.value), len(gold.value)) > MAX_SYMPY_CHARS:
         return False
+    approx = approximate(predicted.value) or approximate(gold.value)
     return (
-        _sympy_text(predicted.value),
-        _sympy_text(gold.value),
-        approximate(predicted.value) or approximate(gold.value),
+        _sympy_text(predicted, gold),
+        _sympy_text(gold, predicted),
+        rel_tol if approx and half is None else 0.0,
+        float(half) if half is not None else 0.0,
     )
 
 
@@ -484,12 +700,29 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
+def _prompt_numbers(sample: dict[str, Any]) -> set[Fraction]:
+    """The numbers written in the sample's problem (`prompt`, else `question` or `problem`)."""
+    for field in PROMPT_FIELDS:
+        if isinstance(sample.get(field), str):
+            text = sample[field][-MAX_SEARCH_CHARS:]
+            numbers = (parse_number(n.replace(",", "")) for n in _LAST_NUMBER.findall(text))
+            return {n for n in numbers if n is not None}
+    return set()
+
+
+def _restates(value: str, numbers: set[Fraction]) -> bool:
+    number = parse_number(normalize(value))
+    return number is not None and number in numbers
+
+
 class MathVerifier(Verifier):
     """Reward 1.0 when the completion's final answer equals the gold `answer`, else 0.0.
 
     extract: extraction methods in order (a list, or a string separated by commas, spaces or `|`),
-        some of boxed, hash, answer_is, dollars, last_number.
-    rel_tol: relative tolerance for numbers that are not both integers (integers are exact).
+        some of boxed, hash, answer_is, bare, dollars, last_number; or `strict` (the default:
+        boxed, hash, answer_is, bare) or `flexible` (strict, then dollars, last_number).
+    rel_tol: relative tolerance for a decimal compared with an irrational value (`3.14159265` and
+        `\\pi`); integers and fractions are exact and decimal golds are compared at their precision.
     timeout: seconds per sympy comparison; over it the sample gets 0.0 and `info["timeout"]`.
     workers: sympy worker processes (started on first need).
     memory_mb: address-space limit of each worker.
@@ -508,10 +741,15 @@ class MathVerifier(Verifier):
     ) -> None:
         if isinstance(extract, str):  # `|` too: `--verifier math:extract=boxed|hash` (commas split options there)
             extract = [m for m in re.split(r"[\s,|]+", extract) if m]
+        extract = [name for m in extract for name in EXTRACT_PRESETS.get(m, (m,))]
         unknown = [m for m in extract if m not in EXTRACTORS]
         if unknown or not extract:
-            raise ValueError(f"extract must list some of {list(EXTRACTORS)}, got {list(extract)}")
+            raise ValueError(
+                f"extract must be strict, flexible or list some of {list(EXTRACTORS)}, got {list(extract)}"
+            )
         self.extract = tuple(extract)
+        # What a flexible extraction would add (`info["flexible"]`, the second score `grpo eval` reports).
+        self._flexible = tuple(m for m in FLEXIBLE_EXTRACT if m not in self.extract)
         self.rel_tol = float(rel_tol)
         self.timeout = float(timeout)
         self.workers = int(workers)
@@ -524,36 +762,55 @@ class MathVerifier(Verifier):
 
     def verify(self, samples: list[dict[str, Any]]) -> list[Verdict]:
         verdicts: list[Verdict] = []
-        jobs: list[tuple[int, tuple[str, str, float]]] = []  # (verdict index, sympy job)
+        jobs: list[tuple[int, str, tuple]] = []  # (verdict index, "reward" or "flexible", sympy job)
         for sample in samples:
             if sample.get("answer") is None:
                 verdicts.append(Verdict(None, info={"reason": "the sample has no gold 'answer'"}))
                 continue
-            verdict, job = self._judge(sample["completion"], sample["answer"])
+            numbers = _prompt_numbers(sample)
+            verdict, job = self._judge(sample["completion"], sample["answer"], self.extract, numbers)
             if job is not None:
-                jobs.append((len(verdicts), job))
+                jobs.append((len(verdicts), "reward", job))
+            if self._flexible:
+                if verdict.info["extracted"] is None:  # strict found nothing: what would flexible find?
+                    other, job = self._judge(sample["completion"], sample["answer"], self._flexible, numbers)
+                    verdict.info["flexible"] = other.reward
+                    if "restated" in other.info:
+                        verdict.info["restated"] = other.info["restated"]
+                    if job is not None:
+                        jobs.append((len(verdicts), "flexible", job))
+                else:
+                    verdict.info["flexible"] = verdict.reward
             verdicts.append(verdict)
         if jobs:
-            outcomes = self._watchdog.map(sympy_compare, [job for _, job in jobs], self.timeout)
-            for (index, _), outcome in zip(jobs, outcomes):
-                info = verdicts[index].info
+            outcomes = self._watchdog.map(sympy_compare, [job for _, _, job in jobs], self.timeout)
+            for (index, target, _), outcome in zip(jobs, outcomes):
+                verdict = verdicts[index]
+                info = verdict.info
                 if outcome.ok:
                     equal, note = outcome.value
-                    verdicts[index].reward = 1.0 if equal else 0.0
-                    if note and note.startswith("refused"):
+                    if target == "reward":
+                        verdict.reward = 1.0 if equal else 0.0
+                        if "flexible" in info:
+                            info["flexible"] = verdict.reward
+                    else:
+                        info["flexible"] = 1.0 if equal else 0.0
+                    if note and note.startswith("refused") and target == "reward":
                         info["refused"] = note
-                else:
+                elif target == "reward":
                     info["error"] = outcome.error
                     info["timeout"] = outcome.timed_out
         return verdicts
 
-    def _judge(self, completion: Any, answer: Any) -> tuple[Verdict, tuple[str, str, float] | None]:
+    def _judge(
+        self, completion: Any, answer: Any, methods: Sequence[str], numbers: set[Fraction]
+    ) -> tuple[Verdict, tuple | None]:
         """The verdict when decided here, else a zero verdict and the sympy job that decides it."""
         text, sanitized = _as_text(completion)
         text = text[-MAX_SEARCH_CHARS:]  # the answer is at the end; this bounds the work on megabytes
         gold_text, _ = _as_text(answer)
-        gold_raw = extract_gold(gold_text, self.extract)
-        found = extract_answer(text, self.extract)
+        gold_raw = extract_gold(gold_text, FLEXIBLE_EXTRACT)
+        found = extract_answer(text, methods)
         info: dict[str, Any] = {"extracted": None, "canonical": None, "gold": _short(gold_raw)}
         if sanitized:
             info["sanitized"] = True
@@ -564,12 +821,16 @@ class MathVerifier(Verifier):
         if len(raw) > MAX_ANSWER_CHARS or len(gold_raw) > MAX_ANSWER_CHARS:
             info["refused"] = f"answer or gold longer than {MAX_ANSWER_CHARS} characters"
             return Verdict(0.0, info=info), None
+        if method in UNMARKED and _restates(raw, numbers):
+            info["restated"] = (
+                f"the {method} answer {_short(raw, 40)} restates the problem: an unmarked number never counts"
+            )
+            return Verdict(0.0, info=info), None
         predicted, gold = parse_answer(clean(raw)), parse_answer(clean(gold_raw))
         info.update(canonical=_key(predicted), gold=_key(gold))
         decided = decide(predicted, gold, self.rel_tol)
         if isinstance(decided, tuple):
-            predicted_text, gold_text, approx = decided
-            return Verdict(0.0, info=info), (predicted_text, gold_text, self.rel_tol if approx else 0.0)
+            return Verdict(0.0, info=info), decided
         return Verdict(1.0 if decided else 0.0, info=info), None
 
     def close(self) -> None:

@@ -8,7 +8,29 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import DataOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, resolve_config
+from grpo_cli.cli.common import (
+    DataOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    ThreadsOpt,
+    VerifierOpt,
+    cfg_help,
+    resolve_config,
+    verifier_specs,
+)
+
+
+def samples_per_problem(records: list[list[dict]], paths: list[Path]) -> int:
+    """The fewest samples any problem has across the files: the n their pass@k and maj@k can use."""
+    from grpo_cli.errors import UserError
+    from grpo_cli.pipeline.evaluate import group_records
+
+    sizes = [len(g) for rows, path in zip(records, paths) for g in group_records(rows, str(path))]
+    if not sizes:
+        raise UserError(f"{paths[0]}: no samples in the file")
+    return min(sizes)
 
 
 def evaluate(
@@ -24,14 +46,20 @@ def evaluate(
     ] = None,
     data: DataOpt = None,
     metric: Annotated[
-        str | None, typer.Option("--metric", help="Comma-separated metrics: maj@k,pass@k (config: eval.metrics).")
+        str | None, typer.Option("--metric", help=cfg_help("Comma-separated metrics: maj@k,pass@k.", "eval.metrics"))
     ] = None,
     k: Annotated[
-        str | None, typer.Option("--k", help="Comma-separated k values, e.g. 1,4,16 (config: eval.k).")
+        str | None,
+        typer.Option(
+            "--k",
+            help=cfg_help(
+                "Comma-separated k values (with --samples and no --k: those <= the samples' n, and n).", "eval.k"
+            ),
+        ),
     ] = None,
-    n: Annotated[int | None, typer.Option("--n", "-n", help="Samples per problem (config: eval.n).")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help=cfg_help("Samples per problem.", "eval.n"))] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature (config: sampling.temperature).")
+        float | None, typer.Option(help=cfg_help("Sampling temperature.", "sampling.temperature"))
     ] = None,
     out: Annotated[
         Path | None,
@@ -39,16 +67,20 @@ def evaluate(
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw pass@k / maj@k curves to this PNG.")] = None,
+    verifier: VerifierOpt = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate models (default: the shipped model on the held-out arithmetic split)."""
+    """Evaluate models: accuracy, pass@k and maj@k.
+
+    Default: the shipped model on the held-out arithmetic split."""
     from grpo_cli.config import write_config_beside
     from grpo_cli.errors import UserError
-    from grpo_cli.pipeline.data import atomic_writer, read_jsonl, write_jsonl
+    from grpo_cli.pipeline import preflight
+    from grpo_cli.pipeline.data import atomic_writer, check_writable, read_jsonl, write_jsonl
     from grpo_cli.pipeline.evaluate import evaluate_model, evaluate_samples, results_table
     from grpo_cli.pipeline.metrics import parse_ks, parse_metrics
     from grpo_cli.report import Reporter
@@ -60,6 +92,9 @@ def evaluate(
         raise UserError(str(e)) from None
     if model and samples:
         raise UserError("give either --model or --samples, not both")
+    records = [read_jsonl(p) for p in samples or []]
+    if records and n is None and ks is None:
+        n = samples_per_problem(records, samples or [])  # the k values below follow the files' n
     if n is not None and ks is None:
         # --n alone: keep the preset's k values that fit, and report k = n too.
         ks = sorted({k for k in resolve_config(preset, set_).eval.k if k <= n} | {n})
@@ -75,14 +110,24 @@ def evaluate(
         eval__k=ks,
         eval__metrics=metrics,
         sampling__temperature=temperature,
+        verifiers=verifier_specs(verifier),
     )
+    if out is not None:
+        check_writable(out, "--out", folder=True)
+    if plot is not None:
+        check_writable(plot, "--plot")
+    preflight.check_verifiers(cfg)
+    if not samples:
+        for m in model or [cfg.model.path]:  # every model, before the first is sampled
+            preflight.check_fits(cfg, m, [cfg.data.eval])
     report = Reporter.console(quiet)
     if samples:
-        runs = [evaluate_samples(read_jsonl(p), cfg, report, str(p)) for p in samples]
+        runs = [evaluate_samples(rows, cfg, report, str(p)) for p, rows in zip(samples, records)]
     else:
         runs = [evaluate_model(cfg, m, report, label=m) for m in (model or [cfg.model.path])]
 
     results = {run.label: run.result for run in runs}
+    document = {"results": results, "sources": [r.label for r in runs]}  # results.json and --json alike
     report.table(results_table(runs, cfg.eval.k, cfg.eval.metrics))
     for run in runs:
         if run.summary is not None and run.summary.failures:
@@ -92,14 +137,14 @@ def evaluate(
         for i, run in enumerate(runs):
             write_jsonl(out / f"scored-{i}.jsonl", run.scored)
         with atomic_writer(out / "results.json") as handle:
-            json.dump({"results": results, "sources": [r.label for r in runs]}, handle, indent=2)
+            json.dump(document, handle, indent=2)
         write_config_beside(cfg, out)
     if plot is not None:
         from grpo_cli.pipeline.plot import plot_curves
 
         plot_curves(results, plot)
     if json_:
-        typer.echo(json.dumps(results, indent=2))
+        typer.echo(json.dumps(document, indent=2))
     best = max(runs, key=lambda r: r.result["accuracy"])
     report.summary(
         f"evaluated {len(runs)} model(s) on {runs[0].result['problems']} problems x {runs[0].result['n']} samples; "

@@ -17,7 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -49,7 +50,7 @@ app.add_typer(model_cmd.app, name="model")
 def run() -> None:
     """Console-script entry: bad input is one line on stderr and exit code 2, never a traceback."""
     try:
-        app()
+        app(prog_name="grpo")  # also under `python -m grpo_cli` and torchrun, so usage lines name the command
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)

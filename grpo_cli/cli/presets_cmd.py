@@ -12,10 +12,11 @@ from grpo_cli.errors import UserError
 app = typer.Typer(help="List, show and copy the YAML presets.", no_args_is_help=True)
 
 
-def _first_comment(text: str) -> str:
+def description(name: str, text: str) -> str:
+    """A preset's one-line summary: its first comment line (a whole sentence), less its `name:`."""
     for line in text.splitlines():
         if line.startswith("#"):
-            return line.lstrip("# ").strip()
+            return line.lstrip("#").strip().removeprefix(f"{name}:").strip()
     return ""
 
 
@@ -25,7 +26,7 @@ def list_presets() -> None:
     from grpo_cli.config import preset_names, preset_text
 
     for name in preset_names():
-        typer.echo(f"{name:<14} {_first_comment(preset_text(name)[1])}")
+        typer.echo(f"{name:<14} {description(name, preset_text(name)[1])}")
 
 
 @app.command("show")
@@ -38,7 +39,7 @@ def show(
         bool, typer.Option("--docs", help="Print every config key with its type and documentation.")
     ] = False,
 ) -> None:
-    """Print a preset file (or the config it resolves to, or the documentation of every key)."""
+    """Print a preset file, the config it resolves to, or every key's documentation."""
     from grpo_cli.config import documented_keys, dump_config, load_config, preset_text
 
     if docs:
@@ -57,7 +58,9 @@ def copy(
     dest: Annotated[Path, typer.Argument(help="Destination YAML file.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Copy a preset to a file you can edit, then use it with --preset FILE."""
+    """Copy a preset to a file you can edit.
+
+    Then use it with --preset FILE."""
     from grpo_cli.config import preset_text
 
     text = preset_text(name)[1]

@@ -16,6 +16,7 @@ from grpo_cli.cli.common import (
     SeedOpt,
     SetOpt,
     ThreadsOpt,
+    cfg_help,
     path_or_stdout,
     resolve_config,
 )
@@ -27,13 +28,13 @@ def sample(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output JSONL (- for stdout). The resolved config is written beside it.")
     ] = Path("samples.jsonl"),
-    n: Annotated[int | None, typer.Option("--n", "-n", help="Completions per prompt (config: sampling.n).")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help=cfg_help("Completions per prompt.", "sampling.n"))] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature, 0 = greedy (config: sampling.temperature).")
+        float | None, typer.Option(help=cfg_help("Sampling temperature, 0 = greedy.", "sampling.temperature"))
     ] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (config: sampling.top_p).")] = None,
+    top_p: Annotated[float | None, typer.Option(help=cfg_help("Nucleus sampling mass.", "sampling.top_p"))] = None,
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="Longest completion (config: sampling.max_new_tokens).")
+        int | None, typer.Option(help=cfg_help("Longest completion in tokens.", "sampling.max_new_tokens"))
     ] = None,
     no_logprobs: Annotated[
         bool, typer.Option("--no-logprobs", help="Leave token_logprobs out of the records.")
@@ -46,7 +47,8 @@ def sample(
 ) -> None:
     """Sample n completions per prompt. Default: the shipped model on the held-out arithmetic split."""
     from grpo_cli.config import write_config_beside
-    from grpo_cli.pipeline.data import write_jsonl
+    from grpo_cli.pipeline import preflight
+    from grpo_cli.pipeline.data import check_writable, write_jsonl
     from grpo_cli.pipeline.sample import load_policy, problems_from, sample_problems, sampling_params
     from grpo_cli.report import Reporter
 
@@ -62,13 +64,16 @@ def sample(
         sampling__top_p=top_p,
         sampling__max_new_tokens=max_new_tokens,
     )
+    target = path_or_stdout(out)
+    if target is not None:
+        check_writable(target, "--out")  # before the work, not after it
+    preflight.check_fits(cfg, cfg.model.path)
     report = Reporter.console(quiet)
     problems = problems_from(cfg.data.eval, cfg.data, need_answer=False)
     policy = load_policy(cfg)
     start = time.perf_counter()
     rows = sample_problems(policy, problems, cfg, sampling_params(cfg), report, logprobs=not no_logprobs)
     seconds = time.perf_counter() - start
-    target = path_or_stdout(out)
     write_jsonl(target, rows)
     if target is not None:
         write_config_beside(cfg, target)

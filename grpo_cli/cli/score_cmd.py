@@ -7,19 +7,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import PresetOpt, QuietOpt, SetOpt, path_or_stdout, resolve_config
-
-VerifierOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--verifier",
-        "-v",
-        help=(
-            "NAME[:key=value,...] (repeatable); weight=, failure_value= and hang_timeout= set those, other "
-            "keys are the verifier's options. Replaces the config's verifiers."
-        ),
-    ),
-]
+from grpo_cli.cli.common import PresetOpt, QuietOpt, SetOpt, VerifierOpt, path_or_stdout, resolve_config, verifier_specs
 
 
 def score(
@@ -33,23 +21,27 @@ def score(
     quiet: QuietOpt = False,
 ) -> None:
     """Score completions with the configured verifiers."""
-    from grpo_cli.config import config_to_dict, parse_verifier_option, write_config_beside
-    from grpo_cli.pipeline.data import read_jsonl, write_jsonl
+    from grpo_cli.config import write_config_beside
+    from grpo_cli.pipeline.data import check_writable, read_jsonl, write_jsonl
     from grpo_cli.pipeline.evaluate import score_records
     from grpo_cli.report import Reporter
 
-    # As plain mappings: overrides are merged into the config dict before it is built.
-    specs = [config_to_dict(parse_verifier_option(v)) for v in verifier] if verifier else None
-    cfg = resolve_config(preset, set_, verifiers=specs)
+    cfg = resolve_config(preset, set_, verifiers=verifier_specs(verifier))
+    target = path_or_stdout(out)
+    if target is not None:
+        check_writable(target, "--out")
     report = Reporter.console(quiet)
-    rows = read_jsonl(samples)
+    rows = read_jsonl(samples, warn=report.warn)
+    if not rows:
+        from grpo_cli.errors import UserError
+
+        raise UserError(f"{samples}: no samples in the file (expected JSONL records, one per line, from `grpo sample`)")
     for i, row in enumerate(rows):
         if "completion" not in row:
             from grpo_cli.errors import UserError
 
             raise UserError(f"{samples} line {i + 1}: missing field 'completion'; fields present: {', '.join(row)}")
     scored, summary = score_records(rows, cfg, report)
-    target = path_or_stdout(out)
     write_jsonl(target, scored)
     if target is not None:
         write_config_beside(cfg, target)

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from grpo_cli.cli.common import DataOpt, ModelOpt, PresetOpt, QuietOpt, SeedOpt, SetOpt, ThreadsOpt, resolve_config
+from grpo_cli.cli.common import (
+    ModelOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    ThreadsOpt,
+    TrainDataOpt,
+    VerifierOpt,
+    cfg_help,
+    resolve_config,
+    verifier_specs,
+)
+
+if TYPE_CHECKING:
+    from grpo_cli.config import Config
 
 
 def train(
     model: ModelOpt = None,
-    data: DataOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (config: train.out_dir).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimisation steps (config: train.steps).")] = None,
+    data: TrainDataOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=cfg_help("Run folder.", "train.out_dir"))] = None,
+    steps: Annotated[int | None, typer.Option(help=cfg_help("Optimisation steps.", "train.steps"))] = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.")
     ] = None,
@@ -29,18 +45,19 @@ def train(
         typer.Option(
             "--nproc",
             min=1,
-            help=(
-                "Train with N processes on this machine: re-runs this command under torchrun (config: train.parallel)."
-            ),
+            help="Train with N processes on this machine: re-runs this command under torchrun (see train.parallel).",
         ),
     ] = None,
+    verifier: VerifierOpt = None,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train with GRPO (default: the tiny preset, which improves the shipped model in minutes on a CPU)."""
+    """Train with GRPO and its variants.
+
+    Default: the tiny preset, which improves the shipped model in minutes on a CPU."""
     from grpo_cli.config import dump_config
 
     if resume is not None:
@@ -61,8 +78,20 @@ def train(
         data__train=data,
         train__out_dir=str(out) if out else None,
         train__steps=steps,
+        verifiers=verifier_specs(verifier),
     )
     cfg.check_training()
+    from grpo_cli.pipeline.data import check_writable
+
+    check_writable(Path(cfg.train.out_dir), "run folder (--out, train.out_dir)", folder=True)
+    if plot is not None:
+        check_writable(plot, "--plot")
+    from grpo_cli.pipeline import preflight
+
+    preflight.check_verifiers(cfg)
+    if cfg.algorithm != "sft":  # sft trains on the dataset's solutions, not sampled completions
+        sources = [cfg.data.train] + ([cfg.data.eval] if cfg.train.eval_n else [])
+        preflight.check_fits(cfg, _model_to_load(cfg, resume is not None), sources)
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return
@@ -77,7 +106,11 @@ def train(
         run_training(cfg, Reporter(), resume=resume is not None)
         return
     report = Reporter.console(quiet)
-    result = run_training(cfg, report, resume=resume is not None)
+    try:
+        result = run_training(cfg, report, resume=resume is not None)
+    except KeyboardInterrupt:  # Typer would exit 130 silently: say where the work is
+        sys.stderr.write(f"\ninterrupted: {resume_hint(Path(cfg.train.out_dir))}\n")
+        raise typer.Exit(130) from None
     if plot is not None:
         from grpo_cli.pipeline.data import read_jsonl
         from grpo_cli.pipeline.plot import plot_training
@@ -106,6 +139,24 @@ def train(
         )
     else:
         report.summary(f"trained {result.steps_done} steps -> {result.last_checkpoint}")
+
+
+def _model_to_load(cfg: Config, resume: bool) -> str:
+    """The run's last checkpoint when resuming (and there is one), else the configured model."""
+    from grpo_cli.training.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(Path(cfg.train.out_dir)) if resume else None
+    return str(last) if last else cfg.model.path
+
+
+def resume_hint(run_dir: Path) -> str:
+    """Where an interrupted run's work is, and the command that continues it."""
+    from grpo_cli.training.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(run_dir)
+    if last is None:
+        return f"no checkpoint was written in {run_dir} (train.save_every sets how often); nothing to resume"
+    return f"last checkpoint: {last}; continue with: grpo train --resume {shlex.quote(str(run_dir))}"
 
 
 def _without_nproc(args: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from grpo_cli.config import ModelConfig, available_cores
+from grpo_cli.config import ModelConfig, auto_threads
 from grpo_cli.errors import UserError
 from grpo_cli.models import lora
 
@@ -32,11 +32,11 @@ def resolve_model_dir(path: str) -> Path:
 
 
 def setup_torch(threads: int) -> None:
-    """Set the CPU thread count once: `threads` or every available core when 0."""
+    """Set the CPU thread count once: `threads`, or when 0 the free cores (config.auto_threads)."""
     import torch
     from transformers.utils import logging as hf_logging
 
-    torch.set_num_threads(threads or available_cores())
+    torch.set_num_threads(threads or auto_threads())
     hf_logging.disable_progress_bar()  # our own progress bars are the only ones
 
 
@@ -75,6 +75,7 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
     """The causal LM in `model_dir`: grpo's own implementation (grpo_cli.models.llama) where `cfg.impl`
     allows and it supports the model, else transformers'."""
     import torch
+    from safetensors import SafetensorError
 
     if lora.is_adapter_dir(model_dir):  # a LoRA run's checkpoint: its base with the adapter merged in
         base = resolve_model_dir(lora.adapter_base(model_dir))
@@ -102,6 +103,11 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    except SafetensorError as e:  # a truncated or corrupt weights file
+        raise UserError(
+            f"{model_dir}: could not read the weights ({' '.join(str(e).split())}); is model.safetensors "
+            "complete (a copy or download cut short)?"
+        ) from None
     except (OSError, ValueError) as e:
         raise UserError(f"{model_dir}: could not load model ({str(e).splitlines()[0]})") from None
     model.to(resolve_device(cfg.device))

@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -21,27 +23,98 @@ from grpo_cli.records import Problem
 BUILTIN_PREFIX = "arith:"
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line is a UserError naming the file and line number."""
-    rows = []
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings (and dict keys) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    return value
+
+
+def dumps_line(row: dict[str, Any]) -> str:
+    """One JSONL line that is always valid UTF-8: lone surrogates (from a `\\udXXX` escape or a
+    verifier's output) are written as U+FFFD instead of failing the whole write."""
+    line = json.dumps(row, ensure_ascii=False)
+    return _SURROGATE.sub("\ufffd", line) if _SURROGATE.search(line) else line
+
+
+def read_jsonl(path: Path, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line is a UserError naming the file and line number.
+
+    Text that is not Unicode never stops a read: invalid UTF-8 bytes and lone-surrogate escapes
+    (`"\\ud800"`) are read as U+FFFD, and `warn` (default: a Python warning) names the lines."""
+    rows, replaced = [], []
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None
     except IsADirectoryError:
         raise UserError(f"{path} is a directory, expected a JSONL file") from None
     with handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8", errors="replace")
+                replaced.append(lineno)
+            text = line.rstrip("\r\n")  # an error at the end of the text is at the end of this line
+            if not text.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(text)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path} line {lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                where = f"column {e.colno}" + (", the end of the line" if e.pos >= len(text.rstrip()) else "")
+                raise UserError(f"{path} line {lineno}: invalid JSON ({e.msg} at {where})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
+            if "\\u" in line and _SURROGATE.search(json.dumps(row, ensure_ascii=False)):
+                row = clean_text(row)
+                if not replaced or replaced[-1] != lineno:
+                    replaced.append(lineno)
             rows.append(row)
+    if replaced:
+        lines = ", ".join(map(str, replaced[:5])) + (f" and {len(replaced) - 5} more" if len(replaced) > 5 else "")
+        message = (
+            f"{path} line {lines}: text that is not valid Unicode (invalid UTF-8 or a lone surrogate) read as U+FFFD"
+        )
+        if warn is None:
+            warnings.warn(message, UnicodeWarning, stacklevel=2)
+        else:
+            warn(message)
     return rows
+
+
+def check_writable(path: Path, what: str, *, folder: bool = False) -> None:
+    """Fail now, before any work, when `path` (a file, or a folder when `folder`) could not be written
+    later: a file where a folder is needed on the way, or a folder we may not create files in.
+    Creates nothing (a probe file in the nearest existing folder is removed at once)."""
+    if path.exists() and path.is_dir() != folder:
+        found, wanted = ("a file", "a folder") if folder else ("a directory", "a file name")
+        raise UserError(f"{what} {path}: is {found}; expected {wanted}")
+    base = path if folder else path.parent
+    existing = base
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path}: cannot be created, {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".grpo-write-check-", dir=existing)
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot write in {existing} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -52,6 +125,7 @@ def atomic_writer(path: Path) -> Iterator[IO[str]]:
         raise UserError(f"{path} is a directory, expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file gets the mode open() would give
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
@@ -62,17 +136,17 @@ def atomic_writer(path: Path) -> Iterator[IO[str]]:
 
 
 def write_jsonl(path: Path | None, rows: Iterable[dict[str, Any]]) -> None:
-    """Write rows atomically to `path`, or to stdout when path is None or `-`."""
+    """Write rows atomically to `path`, or to stdout when path is None or `-`; always valid UTF-8."""
     if path is None or str(path) == "-":
         import sys
 
         for row in rows:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sys.stdout.write(dumps_line(row) + "\n")
         sys.stdout.flush()
         return
     with atomic_writer(path) as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(dumps_line(row) + "\n")
 
 
 def _read_rows(source: str) -> tuple[str, list[dict[str, Any]]]:
@@ -97,7 +171,7 @@ def _read_rows(source: str) -> tuple[str, list[dict[str, Any]]]:
         return str(path), read_jsonl(path)
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = clean_text(json.loads(path.read_text(encoding="utf-8", errors="replace")))
         except json.JSONDecodeError as e:
             raise UserError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
         if isinstance(data, dict):  # {"data": [...]} or {"split": [...]}: take the single list inside
@@ -109,7 +183,7 @@ def _read_rows(source: str) -> tuple[str, list[dict[str, Any]]]:
             raise UserError(f"{path}: expected a JSON list of objects")
         return str(path), data
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
             return str(path), list(csv.DictReader(handle))
     if suffix == ".parquet":
         try:

@@ -95,12 +95,17 @@ def results_table(runs: list[EvalRun], ks: list[int], metrics: list[str]) -> Any
     table = Table(title=title)
     table.add_column("model", overflow="fold")
     table.add_column("accuracy", justify="right")
+    flexible = any("accuracy_flexible" in r.result for r in runs)
+    if flexible:  # strict-match and flexible-extract side by side
+        table.add_column("flexible", justify="right")
     for metric in metrics:
         for k in ks:
             table.add_column(metric.replace("@k", f"@{k}"), justify="right")
     for run in runs:
         r = run.result
         cells = [run.label, f"{100 * r['accuracy']:.1f}"]
+        if flexible:
+            cells.append(f"{100 * r['accuracy_flexible']:.1f}" if "accuracy_flexible" in r else "-")
         for metric in metrics:
             cells += [f"{100 * r[metric][k]:.1f}" for k in ks]
         table.add_row(*cells)

@@ -104,6 +104,16 @@ def vote_key(record: ScoredSample) -> str | None:
     return None
 
 
+def flexible_correct(record: dict[str, Any], threshold: float = 1.0) -> bool | None:
+    """Correct under flexible extraction: a verifier's `info["flexible"]` (the reward it would give
+    with its unmarked fallbacks, e.g. the `math` verifier's last number) >= threshold; None when no
+    verifier reports one."""
+    for info in (record.get("info") or {}).values():
+        if isinstance(info, dict) and isinstance(info.get("flexible"), (int, float)):
+            return info["flexible"] >= threshold
+    return None
+
+
 def _pass_group(answers: list[str | None], correct: list[bool], k: int, rng: random.Random, samples: int) -> float:
     return pass_at_k(len(correct), sum(correct), k)
 
@@ -156,6 +166,10 @@ def evaluate_groups(
         "n": n,
         "accuracy": sum(sum(c) for _, c in scored) / (len(groups) * n),
     }
+    flexible = [flexible_correct(r, threshold) for group in groups for r in group]
+    if any(f is not None for f in flexible):  # strict-match and flexible-extract, as lm-eval-harness reports
+        strict = [c for _, correct in scored for c in correct]
+        result["accuracy_flexible"] = sum(s if f is None else f for s, f in zip(strict, flexible)) / len(strict)
     for name in metrics:
         fn = METRICS[name]
         result[name] = {k: sum(fn(a, c, k, rng, samples) for a, c in scored) / len(scored) for k in ks}

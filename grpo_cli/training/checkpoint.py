@@ -59,6 +59,34 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+TMP_DIR = re.compile(r"^\.tmp-step-\d+-(\d+)$")
+
+
+def remove_stale_temp(run_dir: Path) -> list[Path]:
+    """Delete the temporary folders of checkpoint writes that were killed (their process is gone),
+    so they do not pile up; returns what was removed. A live writer's folder is left alone."""
+    root = run_dir / "checkpoints"
+    removed = []
+    for path in root.iterdir() if root.is_dir() else []:
+        m = TMP_DIR.match(path.name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours from an earlier attempt in this process: not being written now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     dirs = checkpoint_dirs(run_dir)
     return dirs[-1] if dirs else None

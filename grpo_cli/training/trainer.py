@@ -43,7 +43,13 @@ from grpo_cli.records import Problem, ScoredSample
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
 from grpo_cli.training import optim, wrapping
-from grpo_cli.training.checkpoint import TrainerState, latest_checkpoint, load_state, save_checkpoint
+from grpo_cli.training.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_state,
+    remove_stale_temp,
+    save_checkpoint,
+)
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
 """Metrics that measure wall time: everything else in metrics.jsonl is reproducible for a seed."""
@@ -112,12 +118,32 @@ class TrainResult:
 
 
 def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult:
+    """Run (or resume) training; a run that fails or is interrupted before its first step leaves no
+    run folder behind (only when this call created it)."""
+    run_dir = Path(cfg.train.out_dir)
+    fresh = not run_dir.exists()
+    try:
+        return _train(cfg, report, resume=resume)
+    except BaseException:
+        if fresh and ranks.is_main():
+            _remove_unstarted_run(run_dir)
+        raise
+
+
+def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
     cfg.check_training()
     t = cfg.train
     run_dir = Path(t.out_dir)
+    stale = remove_stale_temp(run_dir) if ranks.is_main() else []  # checkpoint writes killed midway
+    for path in stale:
+        report.log(f"removed {path}: an incomplete checkpoint of a run that was killed while saving it")
     start_ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and start_ckpt is None:
-        raise UserError(f"--resume: no checkpoint found in {run_dir / 'checkpoints'}")
+        incomplete = f" (only an incomplete one, now removed: {stale[-1].name})" if stale else ""
+        raise UserError(
+            f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}{incomplete}; "
+            "start the run again without --resume"
+        )
     if not resume and latest_checkpoint(run_dir) is not None:
         raise UserError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --out")
 
@@ -198,13 +224,15 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
                 )  # iterative RL: the reference catches up
             row = {"step": step + 1, **batch.stats, **update, "update_time": t2 - t1, "step_time": t2 - t0}
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
+            row.update(_periodic_eval(policy, eval_problems, cfg, step + 1))
             if ranks.is_main():
                 _append_metrics(metrics_path, row)
             if tensorboard is not None:
                 for key, value in row.items():
                     tensorboard.add_scalar(key, value, step + 1)
             _warn_about(row, step + 1, report)
-            advance(1)
+            advance(1, status=step_status(row))
+            _log_step(row, t, report)
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
                 saved = TrainerState(
                     step=step + 1,
@@ -661,6 +689,42 @@ def _tensorboard(run_dir: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def step_status(row: dict[str, Any]) -> str:
+    """The last step in a few figures: mean reward, loss, seconds per step (and held-out accuracy)."""
+    parts = [f"reward {row['reward_mean']:.3f}"] if "reward_mean" in row else []
+    parts += [f"loss {row['loss']:+.4f}"] if "loss" in row else []
+    parts += [f"{row['step_time']:.2f} s/step"]
+    parts += [f"held-out {100 * row['eval_accuracy']:.1f}%"] if "eval_accuracy" in row else []
+    return "  ".join(parts)
+
+
+def _log_step(row: dict[str, Any], t: Any, report: Reporter) -> None:
+    """A sign of life where no progress bar is drawn (output to a file): one line every `log_every`
+    steps, every held-out evaluation, and the last step."""
+    step = row["step"]
+    due = (t.log_every and step % t.log_every == 0) or "eval_accuracy" in row or step == t.steps
+    if not report.interactive and due:
+        report.log(f"step {step}/{t.steps}  {step_status(row)}")
+
+
+def _periodic_eval(policy: Policy, problems: list[dict[str, Any]] | None, cfg: Config, step: int) -> dict[str, float]:
+    """`eval_accuracy` every `train.eval_every` steps (not at the last: the after-evaluation is that one)."""
+    t = cfg.train
+    if not (t.eval_every and problems and step % t.eval_every == 0 and step < t.steps):
+        return {}
+    result = _evaluate_on_main(policy, problems, cfg, Reporter(), f"step {step}")  # no bar inside the bar
+    return {"eval_accuracy": float(result["accuracy"])}
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """Delete a run folder that holds no checkpoint and no metrics row (config.yaml alone, say)."""
+    import shutil
+
+    metrics = run_dir / "metrics.jsonl"
+    if latest_checkpoint(run_dir) is None and not (metrics.exists() and metrics.stat().st_size):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:
