@@ -40,6 +40,8 @@ PAPER_VALUES = {
     # GSPO: sequence-level ratio with its small clip range.
     "gspo": {"train.importance": "sequence", "train.eps_low": 3e-4, "train.eps_high": 4e-4, "algorithm": "grpo"},
     "tiny": {"model.path": "tiny", "data.train": "arith:train", "algorithm": "grpo"},
+    # SmolLM2 on the arithmetic task: its chat template, the `#### N` instruction, a LoRA adapter.
+    "smollm2-arith": {"data.chat_template": "auto", "train.lora.rank": 16, "data.train": "arith:train"},
 }
 
 
