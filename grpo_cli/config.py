@@ -78,8 +78,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = "arith:train"
-    """Training problems: a JSONL/JSON/Parquet/CSV file, `arith:train|test` (built-in task), or `hf:NAME[:SPLIT]` with
-    `datasets` installed."""
+    """Training problems: a JSONL/JSON/Parquet/CSV file, `arith:train|test` (built-in task), `hf:NAME[:SPLIT]` (a
+    hub name or local folder; `datasets` installed), or `rg:TASK[?size=N&seed=S&KEY=VALUE]` (reasoning-gym)."""
     eval: str = "arith:test"
     """Held-out problems for `grpo eval` and the before/after evaluation of `grpo train`; same forms as `train`."""
     prompt_field: str = "prompt"
@@ -268,6 +268,12 @@ class TrainConfig:
     """Checkpoint every N steps (0: only at the end)."""
     keep_last: int = 2
     """Checkpoints kept on disk (older ones are deleted)."""
+    log_completions: int = 0
+    """Write the step's prompts, completions, rewards and advantages to rollouts/step-NNNNNN.jsonl every N steps,
+    besides every save_every steps and the last step (0: only those)."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Where metrics go besides metrics.jsonl: any of tensorboard (when installed), wandb (the wandb extra;
+    WANDB_MODE=offline works offline); [] for none."""
     eval_n: int = 8
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
@@ -306,10 +312,19 @@ class TrainConfig:
         for name in ("eval_every", "log_every", "save_every", "ref_sync_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"config: train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_completions < 0:
+            raise UserError(f"config: train.log_completions must be >= 0, got {self.log_completions}")
+        unknown = [r for r in self.report_to if r not in REPORT_TO]
+        if unknown:
+            raise UserError(f"config: train.report_to: unknown {unknown[0]!r}; expected some of {', '.join(REPORT_TO)}")
         if self.micro_batch_tokens < 0:
             raise UserError(f"config: train.micro_batch_tokens must be >= 0, got {self.micro_batch_tokens}")
         if len(self.adam_betas) != 2:
             raise UserError(f"config: train.adam_betas must be two numbers, got {self.adam_betas}")
+
+
+REPORT_TO = ("tensorboard", "wandb")
+"""Trackers `train.report_to` may name (grpo_cli.training.tracking)."""
 
 
 @dataclass

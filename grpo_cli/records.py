@@ -64,3 +64,12 @@ class ScoredSample(_ScoredKeys, total=False):
     into the completion, exclusive)."""
 
     steps: list[Step]
+
+
+class Rollout(ScoredSample, total=False):
+    """A scored sample as the trainer wrote it to rollouts/step-NNNNNN.jsonl: `step` (1-based) and
+    `advantage` (the completion's; its token mean under process advantages; None for a group that
+    dynamic sampling dropped). `group` is numbered across the whole step."""
+
+    step: int
+    advantage: float | None

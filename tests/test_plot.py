@@ -39,3 +39,20 @@ def test_plot_training(tmp_path):
 def test_import_is_cheap():
     code = "import sys, grpo_cli.pipeline.plot; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_plot_training_default_panels_with_held_out_points(tmp_path):
+    # The run folder's figure: default panels (kl missing: beta 0), held-out before/after on accuracy.
+    rows = [
+        {"step": s, "reward_mean": s / 30, "accuracy": s / 40, "completion_len_mean": 20 + s, "zero_std_frac": 0.5}
+        for s in range(1, 31)
+    ]
+    path = tmp_path / "training-curves.png"
+    plot_training(
+        rows,
+        path,
+        title="Training curves: tiny on rg:basic_arithmetic (grpo)",
+        before={"accuracy": 0.38},
+        after={"accuracy": 0.45},
+    )
+    assert path.read_bytes().startswith(PNG_MAGIC)

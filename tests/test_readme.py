@@ -20,6 +20,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 CHEAP = {
     "sample": ["--set", "data.limit=2", "--set", "sampling.max_new_tokens=4", "--threads", "1"],
     "score": [],
+    "presets": [],
+    "verifiers": [],
+    "data": ["--n-train", "20", "--n-test", "5"],
+    "model": ["--steps", "2", "--threads", "1"],
     "eval": ["--set", "data.limit=2", "--set", "sampling.max_new_tokens=4", "--threads", "1"],
     "train": [
         "--steps",

@@ -14,6 +14,8 @@ class Verdict:
     steps: optional process rewards, `[{"end": char offset in the completion, "reward": float}]`.
     info: free-form details; `extracted` (the answer found) and `canonical` (a key equal for
         equivalent answers, used by maj@k voting) by convention, `error` when something failed.
+        `timeout: True` or `failed: True` (the verifier could not judge this sample, e.g. its
+        server answered 500) make the sample a counted failure that gets `failure_value`.
     """
 
     reward: float | None

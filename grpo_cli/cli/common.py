@@ -34,7 +34,7 @@ ModelOpt = Annotated[
         "--model", "-m", help=cfg_help("Local Hugging Face model folder, or `tiny` (the shipped model).", "model.path")
     ),
 ]
-DATA_HELP = "Problems file (.jsonl/.json/.csv/.parquet), arith:train|test, or hf:NAME[:SPLIT]."
+DATA_HELP = "Problems file (.jsonl/.json/.csv/.parquet), arith:train|test, hf:NAME[:SPLIT], or rg:TASK[?size=N&seed=S]."
 DataOpt = Annotated[str | None, typer.Option("--data", "-d", help=cfg_help(DATA_HELP, "data.eval"))]
 TrainDataOpt = Annotated[str | None, typer.Option("--data", "-d", help=cfg_help(DATA_HELP, "data.train"))]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help=cfg_help("Random seed.", "seed"))]

@@ -40,6 +40,18 @@ def train(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Draw the training curves to this PNG at the end.")
     ] = None,
+    log_completions: Annotated[
+        int | None,
+        typer.Option(
+            "--log-completions",
+            min=0,
+            help="Write rollouts/step-NNNNNN.jsonl every N steps too (config: train.log_completions).",
+        ),
+    ] = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option("--report-to", help="Comma-separated: tensorboard, wandb, or none (config: train.report_to)."),
+    ] = None,
     nproc: Annotated[
         int | None,
         typer.Option(
@@ -79,6 +91,10 @@ def train(
         train__out_dir=str(out) if out else None,
         train__steps=steps,
         verifiers=verifier_specs(verifier),
+        train__log_completions=log_completions,
+        train__report_to=None
+        if report_to is None
+        else [r.strip() for r in report_to.split(",") if r.strip() not in ("", "none")],
     )
     cfg.check_training()
     from grpo_cli.pipeline.data import check_writable
@@ -86,10 +102,11 @@ def train(
     check_writable(Path(cfg.train.out_dir), "run folder (--out, train.out_dir)", folder=True)
     if plot is not None:
         check_writable(plot, "--plot")
+    from grpo_cli.algorithms.paradigms import ALGORITHMS
     from grpo_cli.pipeline import preflight
 
     preflight.check_verifiers(cfg)
-    if cfg.algorithm != "sft":  # sft trains on the dataset's solutions, not sampled completions
+    if ALGORITHMS[cfg.algorithm].samples:  # sft trains on the dataset's solutions, not samples
         sources = [cfg.data.train] + ([cfg.data.eval] if cfg.train.eval_n else [])
         preflight.check_fits(cfg, _model_to_load(cfg, resume is not None), sources)
     if dry_run:
@@ -116,7 +133,9 @@ def train(
         from grpo_cli.pipeline.plot import plot_training
 
         rows = read_jsonl(result.run_dir / "metrics.jsonl")
-        plot_training(rows, plot, ["reward_mean", "zero_std_frac", "kl", "entropy", "completion_len_mean", "clip_frac"])
+        from grpo_cli.training.trainer import training_title
+
+        plot_training(rows, plot, title=training_title(cfg), before=result.before, after=result.after)
     if result.before and result.after:
         from rich.table import Table
 

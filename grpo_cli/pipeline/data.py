@@ -112,7 +112,15 @@ def check_writable(path: Path, what: str, *, folder: bool = False) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without setting it where Linux shows it (setting it to read it
+    would briefly change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -163,6 +171,10 @@ def _read_rows(source: str) -> tuple[str, list[dict[str, Any]]]:
         return source, arith.load_split(split)
     if source.startswith("hf:"):
         return source, _read_hf_dataset(source[3:])
+    if source.startswith("rg:"):
+        from grpo_cli.pipeline import rgym
+
+        return source, rgym.load(source[3:])
     path = Path(source)
     if not path.exists():
         raise UserError(f"data file not found: {path}")
@@ -195,13 +207,26 @@ def _read_rows(source: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _read_hf_dataset(spec: str) -> list[dict[str, Any]]:
+    """`NAME[:SPLIT]`: a hub name or a local dataset folder (files `load_dataset` reads, or a
+    `save_to_disk` folder, which `load_dataset` cannot read); split `train` by default."""
     name, _, split = spec.partition(":")
+    split = split or "train"
     try:
         import datasets
     except ImportError:
         raise UserError(f"hf:{spec}: reading a `datasets` dataset needs the `datasets` package installed") from None
+    folder = Path(name)
     try:
-        ds = datasets.load_dataset(name, split=split or "train")
+        if folder.is_dir() and any((folder / f).is_file() for f in ("dataset_dict.json", "state.json")):
+            ds = datasets.load_from_disk(str(folder))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise UserError(f"hf:{spec}: no split {split!r}; the folder has {', '.join(ds)}")
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(name, split=split)
+    except UserError:
+        raise
     except Exception as e:  # datasets raises many types; the user needs the message
         raise UserError(f"hf:{spec}: could not load dataset ({str(e).splitlines()[0]})") from None
     return [dict(r) for r in ds]

@@ -4,8 +4,9 @@ and "Verifiers").
 Samples in, scored samples out: each verifier scores the batch; a verifier that raises, hangs past
 the spec's `hang_timeout` (seconds per sample), returns the wrong number of verdicts, or a reward
 that is not a finite number is retried sample by sample, and a sample that still fails (or whose
-verdict says `timeout`) gets the spec's `failure_value`, its error in `info`, and is counted.
-verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not rely on signals.
+verdict's info says `timeout` or `failed`) gets the spec's `failure_value`, its error in `info`,
+and is counted. verify() runs in a worker thread when `hang_timeout` is set, so a plugin must not
+rely on signals.
 A row's optional `verifier` field (a name or a list of names) limits it to those verifiers.
 Nothing here prints; the summary says what happened.
 """
@@ -210,7 +211,11 @@ def score(
                 tally.first_error = tally.first_error or str(result)
             else:
                 reward, info = result.reward, dict(result.info)
-                if reward is None:
+                if info.get("failed"):  # the verifier could not judge this one (e.g. its server failed)
+                    reward = spec.failure_value
+                    tally.failed += 1
+                    tally.first_error = tally.first_error or str(info.get("error", "failed"))
+                elif reward is None:
                     tally.not_applicable += 1
                 else:
                     if info.get("timeout"):

@@ -42,7 +42,7 @@ from grpo_cli.pipeline.scoring import ScoreSummary, opened_verifiers, score
 from grpo_cli.records import Problem, ScoredSample
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import Completion, Sampler
-from grpo_cli.training import optim, wrapping
+from grpo_cli.training import optim, rollouts, wrapping
 from grpo_cli.training.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -50,6 +50,7 @@ from grpo_cli.training.checkpoint import (
     remove_stale_temp,
     save_checkpoint,
 )
+from grpo_cli.training.tracking import Trackers
 
 TIMING_KEYS = ("step_time", "sampling_time", "scoring_time", "update_time", "tokens_per_s")
 """Metrics that measure wall time: everything else in metrics.jsonl is reproducible for a seed."""
@@ -73,6 +74,9 @@ class Batch:
     old_logp: torch.Tensor | None
     advantages: torch.Tensor
     stats: dict[str, float] = field(default_factory=dict)
+    records: list[ScoredSample] = field(default_factory=list)
+    """Every scored sample of the step, whole groups in sampling order, each with its `advantage`
+    (None for a group dynamic sampling dropped): what `rollouts` writes."""
 
     @property
     def size(self) -> int:
@@ -192,7 +196,7 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
         torch.set_rng_state(state.rng_for(ranks.rank()))
         start_step, before = state.step, state.before
         report.log(f"resuming from {start_ckpt} at step {start_step}")
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run_dir / "metrics.jsonl"  # appended to by log_step
     if ranks.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
@@ -203,7 +207,9 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
         before = _evaluate_on_main(policy, eval_problems, cfg, report, "before")
 
     last_ckpt = start_ckpt
-    tensorboard = _tensorboard(run_dir) if ranks.is_main() else None
+    trackers = Trackers(cfg, run_dir, report) if ranks.is_main() else None
+    if trackers is not None:
+        trackers.log_eval(before, 0)
     with opened_verifiers(cfg.verifiers) as verifiers, report.progress("training", total=t.steps) as advance:
         advance(start_step)
         for step in range(start_step, t.steps):
@@ -226,13 +232,10 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
             row.update(_periodic_eval(policy, eval_problems, cfg, step + 1))
             if ranks.is_main():
-                _append_metrics(metrics_path, row)
-            if tensorboard is not None:
-                for key, value in row.items():
-                    tensorboard.add_scalar(key, value, step + 1)
+                log_step(run_dir, row, batch, cfg, trackers)
             _warn_about(row, step + 1, report)
             advance(1, status=step_status(row))
-            _log_step(row, t, report)
+            _print_sign_of_life(row, t, report)
             if (t.save_every and (step + 1) % t.save_every == 0) or step + 1 == t.steps:
                 saved = TrainerState(
                     step=step + 1,
@@ -264,11 +267,13 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
                     )
                 last_ckpt = ranks.broadcast(last_ckpt)  # the other ranks wait for the checkpoint
 
-    if tensorboard is not None:
-        tensorboard.close()
     after = _evaluate_on_main(policy, eval_problems, cfg, report, "after") if eval_problems is not None else None
     if before is not None and after is not None and ranks.is_main():
         (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2), encoding="utf-8")
+    if trackers is not None:
+        trackers.log_eval(after, t.steps)
+        trackers.close()
+        plot_run(run_dir, cfg, before, after, report)
     if owns_group:
         ranks.teardown()
     return TrainResult(run_dir, before, after, last_ckpt, t.steps - start_step)
@@ -337,7 +342,9 @@ def collect_batch(
         if len(kept) >= wanted:
             break
 
-    stats.update(_reward_stats(all_scored, summaries, G))
+    stats.update(_reward_stats(all_scored, summaries, G, cfg.eval.threshold))
+    for record in all_scored:
+        record["advantage"] = None  # set below for the groups trained on
     if not kept:
         return Batch(
             torch.zeros(0, 1, dtype=torch.long),
@@ -362,7 +369,10 @@ def collect_batch(
     advantages = _advantages(cfg, rewards, records, comps, policy.tokenizer, G, loss_mask)
     stats["advantage_abs_mean"] = float(advantages.abs().mean())
     stats["sampled_tokens"] = float(sum(len(c.token_ids) for _, group, _ in kept for c in group))
-    return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, stats)
+    for i, record in enumerate(records):
+        row = advantages[i] if advantages.dim() == 1 else advantages[i][loss_mask[i]]  # process: its token mean
+        record["advantage"] = round(float(row.mean()), 6) if row.numel() else 0.0
+    return Batch(input_ids, attention_mask, loss_mask, old_logp, advantages, stats, all_scored)
 
 
 def policy_update(
@@ -636,14 +646,18 @@ def _logprobs(
     return out
 
 
-def _reward_stats(scored: list[ScoredSample], summaries: list[ScoreSummary], G: int) -> dict[str, float]:
-    """Reward mean/std overall and per verifier, zero-std group fraction, lengths, failures and
-    timeouts (in total and per verifier)."""
+def _reward_stats(
+    scored: list[ScoredSample], summaries: list[ScoreSummary], G: int, threshold: float = 1.0
+) -> dict[str, float]:
+    """Reward mean/std overall and per verifier, accuracy (the fraction of samples whose reward is
+    at least `threshold`, as in the held-out evaluation), zero-std group fraction, lengths,
+    failures and timeouts (in total and per verifier)."""
     rewards = torch.tensor([r["reward"] for r in scored], dtype=torch.float64)
     out = {
         "samples_scored": float(len(scored)),
         "reward_mean": float(rewards.mean()),
         "reward_std": float(rewards.std(unbiased=False)),
+        "accuracy": float((rewards >= threshold).double().mean()),
     }
     for name in scored[0]["rewards"] if scored else []:
         vals = torch.tensor(
@@ -682,13 +696,39 @@ def _warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
         )
 
 
-def _tensorboard(run_dir: Path) -> Any:
-    """A TensorBoard writer when the `tensorboard` package is installed, else None."""
+def log_step(run_dir: Path, row: dict[str, Any], batch: Batch, cfg: Config, trackers: Trackers | None) -> None:
+    """The log stage (rank 0): the metrics row to metrics.jsonl and the trackers, and on the steps
+    `rollouts.due` picks, what the model wrote to rollouts/step-NNNNNN.jsonl."""
+    step, t = row["step"], cfg.train
+    _append_metrics(run_dir / "metrics.jsonl", row)
+    if trackers is not None:
+        trackers.log(row, step)
+    if batch.records and rollouts.due(step, t.steps, t.save_every, t.log_completions):
+        rollouts.write(run_dir, step, batch.records, cfg.sampling.n)
+
+
+def training_title(cfg: Config) -> str:
+    from grpo_cli.pipeline.plot import training_title as title
+
+    return title(str(cfg.model.path), cfg.data.train, cfg.algorithm)
+
+
+def plot_run(
+    run_dir: Path, cfg: Config, before: dict[str, Any] | None, after: dict[str, Any] | None, report: Reporter
+) -> Path | None:
+    """training-curves.png in the run folder: reward, accuracy (with the held-out before/after),
+    KL, length and zero-std fraction per step. A plotting failure warns; the run stands."""
+    from grpo_cli.pipeline.data import read_jsonl
+    from grpo_cli.pipeline.plot import plot_training
+
+    path = run_dir / "training-curves.png"
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+        plot_training(rows, path, title=training_title(cfg), before=before, after=after)
+    except Exception as e:  # a figure must never cost the trained model
+        report.warn(f"training curves not drawn ({type(e).__name__}: {e})")
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return path
 
 
 def step_status(row: dict[str, Any]) -> str:
@@ -700,7 +740,7 @@ def step_status(row: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _log_step(row: dict[str, Any], t: Any, report: Reporter) -> None:
+def _print_sign_of_life(row: dict[str, Any], t: Any, report: Reporter) -> None:
     """A sign of life where no progress bar is drawn (output to a file): one line every `log_every`
     steps, every held-out evaluation, and the last step."""
     step = row["step"]
