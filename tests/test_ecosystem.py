@@ -187,7 +187,7 @@ def test_rollouts_are_scored_records_read_back(rg_run):
     grpo("score", str(files[0]), "--verifier", "reasoning_gym", "--out", "again.jsonl", cwd=tmp)
     assert [r["reward"] for r in read_jsonl(tmp / "again.jsonl")] == [r["reward"] for r in records]
     out = grpo("eval", "--samples", str(files[0]), "--k", "1,4", "--json", "--quiet", cwd=tmp).stdout
-    result = json.loads(out)[str(files[0])]
+    result = json.loads(out)["results"][str(files[0])]
     assert result["problems"] == 2 and result["n"] == 4
     assert result["accuracy"] == pytest.approx(sum(r["reward"] >= 1.0 for r in records) / 8)
 

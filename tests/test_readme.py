@@ -83,8 +83,13 @@ def kept_steps() -> set[int]:
 
 def setup_inputs(folder: Path, model: Path) -> None:
     """The files the README's "your model, your data" examples name, in those formats."""
-    for name in ("Qwen2.5-0.5B-Instruct", "my-sft-model"):
+    for name in ("Qwen2.5-0.5B-Instruct", "my-sft-model", "SmolLM2-135M-Instruct"):
         shutil.copytree(model, folder / name)
+    # A real chat model has thousands of positions (reasoning-gym's prompts are long in bytes); the
+    # random model's RoPE has no position table, so only its declared limit needs raising.
+    config = json.loads((folder / "SmolLM2-135M-Instruct" / "config.json").read_text())
+    config["max_position_embeddings"] = 8192
+    (folder / "SmolLM2-135M-Instruct" / "config.json").write_text(json.dumps(config))
     gsm8k = [
         {"question": f"Tom has {a} apples and buys {a}. How many?", "answer": f"{a} + {a}\n#### {2 * a}"}
         for a in (3, 4)

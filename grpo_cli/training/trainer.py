@@ -196,7 +196,7 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
         torch.set_rng_state(state.rng_for(ranks.rank()))
         start_step, before = state.step, state.before
         report.log(f"resuming from {start_ckpt} at step {start_step}")
-    metrics_path = run_dir / "metrics.jsonl"  # appended to by log_step
+    metrics_path = run_dir / "metrics.jsonl"  # appended to by record_step
     if ranks.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
@@ -232,7 +232,7 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
             row["tokens_per_s"] = batch.stats.get("sampled_tokens", 0) / max(t2 - t0, 1e-9)
             row.update(_periodic_eval(policy, eval_problems, cfg, step + 1))
             if ranks.is_main():
-                log_step(run_dir, row, batch, cfg, trackers)
+                record_step(run_dir, row, batch, cfg, trackers)
             _warn_about(row, step + 1, report)
             advance(1, status=step_status(row))
             _print_sign_of_life(row, t, report)
@@ -696,7 +696,7 @@ def _warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
         )
 
 
-def log_step(run_dir: Path, row: dict[str, Any], batch: Batch, cfg: Config, trackers: Trackers | None) -> None:
+def record_step(run_dir: Path, row: dict[str, Any], batch: Batch, cfg: Config, trackers: Trackers | None) -> None:
     """The log stage (rank 0): the metrics row to metrics.jsonl and the trackers, and on the steps
     `rollouts.due` picks, what the model wrote to rollouts/step-NNNNNN.jsonl."""
     step, t = row["step"], cfg.train
