@@ -236,6 +236,27 @@ class RewardModelConfig:
             raise UserError(f"config: train.reward_model.lr must be a number > 0, got {self.lr}")
 
 
+class LoraConfig:
+    rank: int = 0
+    """LoRA rank r of the adapter (peft); 0: off, full fine-tuning."""
+    alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is B A * alpha / rank."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input while training (0: none, and mu = 1's importance ratio stays exactly 1)."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Names of the linear layers given an adapter (e.g. [q_proj, v_proj]); all-linear: all but the head."""
+
+    def __post_init__(self) -> None:
+        if self.rank < 0:
+            raise UserError(f"config: train.lora.rank must be >= 0, got {self.rank}")
+        if not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise UserError(f"config: train.lora.alpha must be a number > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"config: train.lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise UserError("config: train.lora.target_modules must name at least one module (or all-linear)")
+
+
 @dataclass
 class TrainConfig:
     steps: int = 60
@@ -317,12 +338,24 @@ class TrainConfig:
     log_every: int = 10
     """When the output is not a terminal (a log file, a batch scheduler), print a one-line summary every N
     steps (0: never); a terminal shows it in the progress bar."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA: train a low-rank adapter instead of the whole model (off while rank is 0)."""
+    rollout_correction: str = "token_truncate"
+    """Sampler/trainer mismatch correction, with sampling.backend=vllm only (the hf backend's log-probs
+    are the trainer's own): each token's loss weighted by the ratio pi_trainer / pi_sampler, per token
+    or per sequence, capped (truncate) or zeroed above the cap (mask); none: off. Logged either way."""
+    rollout_correction_cap: float = 2.0
+    """Cap C of rollout_correction's importance ratio."""
     parallel: str = "ddp"
     """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2:
     parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
 
     def __post_init__(self) -> None:
         _check_choice("train.parallel", self.parallel, ("ddp", "fsdp"))
+        if not math.isfinite(self.rollout_correction_cap) or self.rollout_correction_cap < 1:
+            raise UserError(
+                f"config: train.rollout_correction_cap must be a number >= 1, got {self.rollout_correction_cap}"
+            )
         for name in ("steps", "batch_size", "micro_batch_size", "mu", "max_sampling_rounds", "keep_last"):
             if getattr(self, name) < 1:
                 raise UserError(f"config: train.{name} must be >= 1, got {getattr(self, name)}")
@@ -385,6 +418,7 @@ class Config:
             ("train.lr_schedule", t.lr_schedule, schedules.LR_SCHEDULES),
         ):
             _check_choice(key, value, registry.names())
+        _check_choice("train.rollout_correction", t.rollout_correction, ("none", *loss.ROLLOUT_CORRECTIONS.names()))
         if self.train.batch_size % self.sampling.n:
             raise UserError(
                 f"config: train.batch_size={self.train.batch_size} must be a multiple of "
@@ -399,6 +433,13 @@ class Config:
             # the engine reloads whole weights from the policy, which FSDP keeps sharded
             raise UserError(
                 "config: sampling.backend=vllm does not work with train.parallel=fsdp; use ddp or the hf backend"
+            )
+        if self.train.lora.rank and self.train.parallel == "fsdp":
+            # not built: adapter checkpoints and merged weights for the sampler are gathered without FSDP
+            raise UserError("config: train.lora does not work with train.parallel=fsdp; use train.parallel=ddp")
+        if self.train.lora.rank and self.train.ref_sync_every:
+            raise UserError(
+                "config: train.ref_sync_every needs full fine-tuning: with train.lora the reference is the base model"
             )
 
 

@@ -103,6 +103,15 @@ def all_sum(values: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
+def all_max(value: float) -> float:
+    """The largest of each rank's `value`."""
+    if world() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
 def padding(count: int) -> list[torch.Tensor]:
     """Micro-batches that bring this rank's `count` up to the largest count of any rank: each is row
     0 and the trainer masks it out (no token), but its forward/backward keeps DDP's gradient

@@ -51,6 +51,8 @@ PAPER_VALUES = {
         "train.advantage": "process",
         "algorithm": "grpo",
     },
+    # SmolLM2 on the arithmetic task: its chat template, the `#### N` instruction, a LoRA adapter.
+    "smollm2-arith": {"data.chat_template": "auto", "train.lora.rank": 16, "data.train": "arith:train"},
 }
 
 

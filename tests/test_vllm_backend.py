@@ -163,11 +163,7 @@ def test_unknown_engine_argument_is_one_line(tiny):
         VLLMSampler(model, tokenizer, eos_token_ids(model, tokenizer), vllm_kwargs={"max_num_seq": 8})
 
 
-@needs_vllm
-def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
-    """Two steps with mu = 2, so the loss's old log-probs are vLLM's: at the first update of each
-    step the ratio is 1 only if vLLM sampled from the current weights (synced after step 1) and
-    recorded log-probs at the sampling temperature."""
+def _train_with_vllm(tmp_path: Path, *sets: str) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     args = [
         "train",
@@ -188,8 +184,6 @@ def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
         "--set",
         "train.batch_size=32",
         "--set",
-        "train.mu=2",
-        "--set",
         "train.lr=1e-3",
         "--set",
         "train.warmup_steps=0",
@@ -199,6 +193,7 @@ def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
         # room for whole solutions make some group's rewards differ, so step 1 moves the weights
         "--set",
         "train.beta=0.04",
+        *(a for s in sets for a in ("--set", s)),
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "grpo_cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
@@ -207,10 +202,63 @@ def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["zero_std_frac"] < 1.0  # a learning signal: without the sync step 2's ratio would move
+    assert (tmp_path / "run" / "config.yaml").read_text().count("backend: vllm") == 1
+    return rows
+
+
+@needs_vllm
+def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
+    """Two steps with mu = 2 and no rollout correction, so the loss's old log-probs are vLLM's: at
+    the first update of each step the ratio is 1 only if vLLM sampled from the current weights
+    (synced after step 1) and recorded log-probs at the sampling temperature."""
+    rows = _train_with_vllm(tmp_path, "train.mu=2", "train.rollout_correction=none")
     for row in rows:
         assert row["ratio_mean"] == pytest.approx(1.0, abs=1e-4), row
         assert row["clip_frac"] == 0.0, row
-    assert (tmp_path / "run" / "config.yaml").read_text().count("backend: vllm") == 1
+        assert "rollout_weight_mean" not in row
+
+
+@needs_vllm
+def test_lora_train_with_vllm_syncs_merged_weights_and_corrects_the_mismatch(tmp_path):
+    """LoRA with the vLLM backend and truncated importance sampling: the engine gets the merged
+    weights after every step (else step 2's sampler would be the base and the mismatch large), the
+    mismatch is logged, the weights of the correction are about 1; the merged export loads in vLLM."""
+    rows = _train_with_vllm(tmp_path, "train.lora.rank=8", "train.lr=1e-2", "train.rollout_correction=token_truncate")
+    for row in rows:
+        assert row["mismatch_logp_abs_mean"] < 1e-3, row
+        assert row["mismatch_ratio_max"] < 1.05, row
+        assert row["rollout_weight_mean"] == pytest.approx(1.0, abs=1e-2), row
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
+    merged = tmp_path / "merged"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for args in (
+        ["model", "merge", str(ckpt), "--out", str(merged)],
+        ["eval", "--model", str(merged), "--set", "sampling.backend=vllm", "--n", "2", "--k", "1",
+         "--set", "data.limit=4", "--quiet", "--json"],
+    ):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "grpo_cli", *args], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_lora_weights_reach_the_engine_merged_under_the_base_names():
+    """What `sync_weights` hands vLLM for a LoRA model: the base model's parameter names, each
+    adapted weight with B A * alpha / r folded in (no vLLM needed to check that)."""
+    pytest.importorskip("peft")
+    from grpo_cli.config import LoraConfig, ModelConfig
+    from grpo_cli.models import lora
+    from grpo_cli.models.loading import load_model
+    from grpo_cli.sampling.vllm import _weights
+
+    base = dict(_weights(load_model(tiny_model_dir(), ModelConfig(device="cpu"))))
+    model = lora.attach(load_model(tiny_model_dir(), ModelConfig(device="cpu")), LoraConfig(rank=4), "tiny")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.01)
+    sent = dict(_weights(model))
+    assert set(sent) == set(base)
+    changed = {k for k in sent if not torch.equal(sent[k], base[k])}
+    assert changed and all(k.endswith("proj.weight") for k in changed)
 
 
 def test_missing_vllm_is_a_one_line_user_error(monkeypatch):

@@ -8,6 +8,7 @@ positions (padding, filtered outputs) never reach the loss, even when they are i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ __all__ = [
     "IMPORTANCE",
     "KL_ESTIMATORS",
     "LossStats",
+    "MismatchStats",
+    "ROLLOUT_CORRECTIONS",
+    "rollout_mismatch",
     "micro_batch_weight",
     "policy_loss",
     "selected_logprobs",
@@ -130,6 +134,89 @@ def log_ratio_sequence(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     return _masked(per_token, m)  # [N, T]
 
 
+# --- Rollout correction: the sampler is not the trainer ------------------------------------------
+# An inference engine (vLLM) computes the sampling distribution with other kernels than the trainer,
+# so its log-probs, and the tokens it draws, differ slightly from the trainer's policy. Truncated
+# importance sampling (Yao et al. 2025; TRL's vllm_importance_sampling_*, verl's rollout_is) weights
+# each token's policy-gradient term by w = pi_trainer / pi_sampler, capped at C (truncate) or set to
+# 0 above C (mask), per token or with one ratio per sequence (the product of its token ratios).
+
+
+ROLLOUT_CORRECTIONS: Registry[Callable[[Tensor, Tensor, Tensor, float], Tensor]] = Registry("rollout correction")
+"""Name -> `(trainer_logp [N, T], sampler_logp [N, T], mask [N, T], cap) -> weights [N, T]` (inputs detached);
+`train.rollout_correction: none` is the absence of one."""
+
+
+def _log_ratio(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> Tensor:
+    return _masked(trainer_logp - sampler_logp, mask)  # [N, T]
+
+
+@ROLLOUT_CORRECTIONS.register("token_truncate")
+def correction_token_truncate(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """w_t = min(exp(trainer_t - sampler_t), cap): `[N, T]`."""
+    return torch.exp(_log_ratio(trainer_logp, sampler_logp, mask).clamp(max=math.log(cap)))
+
+
+@ROLLOUT_CORRECTIONS.register("token_mask")
+def correction_token_mask(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """w_t = exp(trainer_t - sampler_t) where that is <= cap, else 0: `[N, T]`."""
+    log_w = _log_ratio(trainer_logp, sampler_logp, mask)
+    return torch.where(log_w <= math.log(cap), torch.exp(log_w.clamp(max=math.log(cap))), torch.zeros_like(log_w))
+
+
+@ROLLOUT_CORRECTIONS.register("sequence_truncate")
+def correction_sequence_truncate(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """w_i = min(prod_t exp(trainer_t - sampler_t), cap) at every token of sequence i: `[N, T]`."""
+    log_w = _log_ratio(trainer_logp, sampler_logp, mask).sum(-1, keepdim=True)  # [N, 1]
+    return torch.exp(log_w.clamp(max=math.log(cap))).expand_as(trainer_logp)
+
+
+@ROLLOUT_CORRECTIONS.register("sequence_mask")
+def correction_sequence_mask(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """w_i = prod_t exp(trainer_t - sampler_t) where that is <= cap, else 0, at every token of i: `[N, T]`."""
+    log_w = _log_ratio(trainer_logp, sampler_logp, mask).sum(-1, keepdim=True)  # [N, 1]
+    w = torch.where(log_w <= math.log(cap), torch.exp(log_w.clamp(max=math.log(cap))), torch.zeros_like(log_w))
+    return w.expand_as(trainer_logp)
+
+
+@dataclass(frozen=True)
+class MismatchStats:
+    """Sums over one micro-batch's masked tokens (so micro-batches and ranks add up), and the largest ratio.
+
+    abs_diff_sum: sum of |trainer_logp - sampler_logp|. tokens: how many tokens.
+    ratio_max: the largest token ratio pi_trainer / pi_sampler (0 without tokens).
+    weight_sum: sum of the correction weights (tokens, when no correction applies).
+    """
+
+    abs_diff_sum: float
+    tokens: float
+    ratio_max: float
+    weight_sum: float
+
+
+def rollout_mismatch(
+    trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, correction: str, cap: float
+) -> tuple[Tensor | None, MismatchStats]:
+    """The correction's weights `[N, T]` (None for `none`) and the mismatch between the trainer's
+    and the sampler's log-probs of the sampled tokens. Inputs `[N, T]`, no gradient taken."""
+    with torch.no_grad():
+        mask = mask.bool()
+        diff = _log_ratio(trainer_logp.detach(), sampler_logp, mask)  # [N, T]
+        weights = (
+            None
+            if correction == "none"
+            else _masked(ROLLOUT_CORRECTIONS[correction](trainer_logp.detach(), sampler_logp, mask, cap), mask)
+        )
+        tokens = int(mask.sum())
+        stats = MismatchStats(
+            abs_diff_sum=float(diff.abs().sum()),
+            tokens=float(tokens),
+            ratio_max=float(torch.exp(diff[mask].max())) if tokens else 0.0,
+            weight_sum=float(weights.sum()) if weights is not None else float(tokens),
+        )
+    return weights, stats
+
+
 # --- The loss ------------------------------------------------------------------------------------
 
 
@@ -169,6 +256,7 @@ def policy_loss(
     aggregation: str = "sequence",
     max_len: int | None = None,
     importance: str = "token",
+    rollout_weights: Tensor | None = None,
 ) -> tuple[Tensor, LossStats]:
     """Clipped surrogate loss (to minimize) and its stats.
 
@@ -177,6 +265,7 @@ def policy_loss(
     `[N, T]` (per token, e.g. process supervision). `kl`, `aggregation`, `importance` are keys of
     `KL_ESTIMATORS`, `AGGREGATIONS`, `IMPORTANCE`; `max_len` is needed by "constant" only.
     With `beta > 0`, `ref_logp` is required; with `beta == 0` it is optional (used for stats).
+    `rollout_weights` `[N, T]` (from `rollout_mismatch`) scale each token's clipped term, not the KL.
     """
     kl_fn, aggregate, log_ratio = KL_ESTIMATORS[kl], AGGREGATIONS[aggregation], IMPORTANCE[importance]
     if beta != 0.0 and ref_logp is None:
@@ -191,6 +280,8 @@ def policy_loss(
     ratio = torch.exp(log_ratio(logp, old_logp, mask))  # [N, T]
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [N, T]
     objective = torch.minimum(ratio * advantages, clipped * advantages)  # [N, T]
+    if rollout_weights is not None:
+        objective = objective * rollout_weights.detach()  # [N, T]
 
     kl_mean = None
     if ref_logp is not None:

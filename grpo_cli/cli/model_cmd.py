@@ -1,5 +1,5 @@
-"""`grpo model build-tiny | import`: the reproducible build of the shipped default model; GGUF files
-into Hugging Face folders."""
+"""`grpo model build-tiny | import | merge`: the reproducible build of the shipped default model; GGUF
+files into Hugging Face folders; a LoRA checkpoint as a plain model folder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Models: the shipped tiny model, GGUF import.", no_args_is_help=True)
+from grpo_cli.cli.common import ThreadsOpt
+
+app = typer.Typer(help="Models: the shipped tiny model, GGUF import, LoRA merge.", no_args_is_help=True)
 
 
 @app.command("build-tiny")
@@ -37,3 +39,20 @@ def import_(
 
     import_gguf(file, out)
     typer.echo(f"wrote {out}")
+
+
+@app.command("merge")
+def merge(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A LoRA run's checkpoint folder (adapter_config.json, adapter_model.safetensors).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New (or empty) folder for the merged model.")],
+    threads: ThreadsOpt = None,
+) -> None:
+    """Merge a LoRA checkpoint's adapter into its base model: a plain Hugging Face folder (grpo eval, vLLM)."""
+    from grpo_cli.config import ModelConfig
+    from grpo_cli.models.loading import export_merged, setup_torch
+
+    setup_torch(threads or 0)
+    path = export_merged(checkpoint, out, ModelConfig(device="cpu", threads=threads or 0))
+    typer.echo(f"wrote {path}: {checkpoint} merged into its base model")

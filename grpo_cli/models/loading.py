@@ -8,6 +8,7 @@ from typing import Any
 
 from grpo_cli.config import ModelConfig, auto_threads
 from grpo_cli.errors import UserError
+from grpo_cli.models import lora
 
 TINY = "tiny"
 
@@ -32,8 +33,8 @@ def resolve_model_dir(path: str) -> Path:
             f"model directory not found: {model_dir} "
             "(model.path expects a local Hugging Face model folder, a .gguf file or 'tiny')"
         )
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    if not (model_dir / "config.json").is_file() and not lora.is_adapter_dir(model_dir):
+        raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json) nor a LoRA checkpoint")
     return model_dir
 
 
@@ -83,6 +84,14 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
     import torch
     from safetensors import SafetensorError
 
+    if lora.is_adapter_dir(model_dir):  # a LoRA run's checkpoint: its base with the adapter merged in
+        base = resolve_model_dir(lora.adapter_base(model_dir))
+        model = lora.merge_into_base(
+            lora.attach(load_model(base, cfg), lora.checkpoint_config(model_dir), str(base), adapter_dir=model_dir)
+        )
+        model.train(trainable)
+        model.requires_grad_(trainable)
+        return model
     dtype = getattr(torch, cfg.dtype)
     model: Any = None
     try:
@@ -136,3 +145,31 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def export_merged(checkpoint: Path, out: Path, cfg: ModelConfig) -> Path:
+    """Write a LoRA checkpoint's base with the adapter merged in to `out` as a plain Hugging Face
+    folder (weights, config, tokenizer). `out` must not exist or be empty; the folder is written
+    beside it and renamed into place, so a failure leaves nothing half-written."""
+    import os
+    import shutil
+
+    if not lora.is_adapter_dir(checkpoint):
+        raise UserError(f"{checkpoint}: not a LoRA checkpoint (no {lora.ADAPTER_CONFIG} without a config.json)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out}: exists and is not an empty folder; choose a new one")
+    model = load_model(checkpoint, cfg)
+    tokenizer = load_tokenizer(checkpoint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -42,12 +42,16 @@ def make_sampler(model: Any, tokenizer: Any, cfg: Config) -> Sampler:
 
 def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool = False) -> Policy:
     from grpo_cli.models.loading import load_model, load_tokenizer, resolve_model_dir, setup_torch
+    from grpo_cli.models.lora import is_adapter_dir
 
     setup_torch(cfg.model.threads)
     model_dir = resolve_model_dir(model_path or cfg.model.path)
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, cfg.model, trainable=trainable)
-    return Policy(model_dir, model, tokenizer, make_sampler(model, tokenizer, cfg))
+    sampler = make_sampler(model, tokenizer, cfg)
+    if is_adapter_dir(model_dir):
+        sampler.sync_weights(model)  # an engine that loaded the base from disk gets the merged weights
+    return Policy(model_dir, model, tokenizer, sampler)
 
 
 def problems_from(source: str, data: DataConfig, *, need_answer: bool = True) -> list[Problem]:

@@ -159,7 +159,9 @@ def _create_engine(vllm: Any, kwargs: dict[str, Any]) -> Any:
 
 
 def _weights(model: Any) -> Iterator[tuple[str, Any]]:
-    state = model.state_dict()
+    from grpo_cli.models.lora import merged_state_dict
+
+    state = merged_state_dict(model)  # LoRA: the adapters folded in, under the base model's names
     yield from ((name, tensor.detach()) for name, tensor in state.items())
     if "lm_head.weight" not in state and getattr(model.config, "tie_word_embeddings", False):
         # Tied embeddings: name the output projection too, for engines that hold it separately.

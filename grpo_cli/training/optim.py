@@ -170,19 +170,22 @@ class Schedule:
 def build(
     model: Any, lr: float, betas: tuple[float, float], weight_decay: float, multiplier: Callable[[int], float]
 ) -> tuple[Any, Schedule]:
-    """(optimizer, schedule) for `model` (torch's AdamW under FSDP2, else `AdamW`)."""
+    """(optimizer, schedule) for `model`'s trainable parameters (all of them, or a LoRA adapter's)
+    (torch's AdamW under FSDP2, else `AdamW`)."""
     from grpo_cli.ranks import is_fsdp
+
+    params = [p for p in model.parameters() if p.requires_grad]
 
     if is_fsdp(model):
         optimizer: Any = torch.optim.AdamW(
-            model.parameters(),
+            params,
             lr=lr,
             betas=betas,
             weight_decay=weight_decay,
-            fused=all(_fused(p.device, p.dtype) for p in model.parameters()),
+            fused=all(_fused(p.device, p.dtype) for p in params),
         )
     else:
-        optimizer = AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+        optimizer = AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
     return optimizer, Schedule(optimizer, multiplier)
 
 

@@ -20,11 +20,12 @@ import torch
 
 from grpo_cli import ranks
 from grpo_cli.algorithms import advantages as adv
-from grpo_cli.algorithms.loss import micro_batch_weight, policy_loss
+from grpo_cli.algorithms.loss import micro_batch_weight, policy_loss, rollout_mismatch
 from grpo_cli.algorithms.paradigms import ALGORITHMS
 from grpo_cli.algorithms.schedules import lr_multiplier
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
+from grpo_cli.models import lora
 from grpo_cli.models.loading import enable_activation_checkpointing
 from grpo_cli.perf import heap
 from grpo_cli.perf.logprobs import sequence_logprobs
@@ -155,7 +156,16 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
     if not ranks.is_main():
         report = Reporter()  # rank 0 speaks for all
     torch.manual_seed(cfg.seed)
-    policy = load_policy(cfg, str(start_ckpt) if start_ckpt else None, trainable=True)
+    state = load_state(start_ckpt) if start_ckpt is not None else None
+    if t.lora.rank:  # the base model, then a fresh adapter or the checkpoint's
+        policy = load_policy(cfg, state.initial_model if state else None, trainable=True)
+        lora.attach(policy.model, t.lora, str(policy.model_dir.resolve()), adapter_dir=start_ckpt)
+        if start_ckpt is not None:
+            policy.sampler.sync_weights(policy.model)  # an engine with its own copy started from the base
+    else:
+        if start_ckpt is not None and lora.is_adapter_dir(start_ckpt):
+            raise UserError(f"--resume: {start_ckpt} holds a LoRA adapter; resume with the run's train.lora settings")
+        policy = load_policy(cfg, str(start_ckpt) if start_ckpt else None, trainable=True)
     ranks.split_threads(cfg.model.threads)
     if t.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
         enable_activation_checkpointing(policy.model)
@@ -164,10 +174,11 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
     problems = problems_from(cfg.data.train, cfg.data, need_answer=paradigm.samples)
     if not paradigm.samples:  # SFT reads solutions
         _check_solutions(problems, cfg)
-    state = load_state(start_ckpt) if start_ckpt is not None else None
     initial_model = state.initial_model if state and state.initial_model else str(policy.model_dir)
     ref_source = start_ckpt / "ref" if start_ckpt is not None and (start_ckpt / "ref").is_dir() else initial_model
-    ref_model = _load_frozen(cfg, ref_source) if t.beta > 0 else None
+    ref_model = None
+    if t.beta > 0:  # with LoRA the policy itself, its adapters off during the reference pass: no second copy
+        ref_model = policy.model if t.lora.rank else _load_frozen(cfg, ref_source)
     rft_sampler = _rft_sampler(cfg, policy, initial_model) if paradigm.source == "initial_model" else None
     total = t.steps * t.mu
     optimizer, schedule = optim.build(
@@ -245,7 +256,8 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
                     extra={"reward_model": reward_model.state()} if reward_model is not None else {},
                 )
                 synced = ref_model if (t.ref_sync_every and step + 1 >= t.ref_sync_every) else None
-                savable = wrapping.Savable(policy.model)  # FSDP: the whole weights, gathered by all ranks
+                # the adapter alone (LoRA), or the whole weights (FSDP: gathered by all ranks)
+                savable = lora.AdapterSavable(policy.model) if t.lora.rank else wrapping.Savable(policy.model)
                 if ranks.is_main():
                     last_ckpt = (
                         _checkpoint(
@@ -394,14 +406,21 @@ def policy_update(
     trim = heap.worth_trimming(model)
     if trim:
         heap.trim()  # sampling's free pages, before the reference pass
+    # The sampler's log-probs of its own samples; a separate engine (vLLM) computes them with other
+    # kernels than the trainer, and `rollout_correction` weights the loss by the ratio of the two.
+    sampled_logp = batch.old_logp if ALGORITHMS[cfg.algorithm].on_policy else None
+    correct = sampled_logp is not None and cfg.sampling.backend == "vllm" and t.rollout_correction != "none"
     with torch.no_grad():
-        ref_logp = _logprobs(ref_model, batch, micro, temperature, device) if ref_model is not None else None
+        with lora.adapters_disabled(ref_model):  # LoRA: the reference is the base under the adapter
+            ref_logp = _logprobs(ref_model, batch, micro, temperature, device) if ref_model is not None else None
         # With mu = 1 the ratio is exactly 1 (old = current, detached): no extra forward pass. With
         # mu > 1 the sampling-time log-probs are the old policy's, unless the samples came from
-        # elsewhere (RFT's frozen model, SFT's dataset): then the policy scores them once here.
-        old_logp = batch.old_logp if ALGORITHMS[cfg.algorithm].on_policy else None
-        if t.mu > 1 and old_logp is None:
+        # elsewhere (RFT's frozen model, SFT's dataset) or from another engine whose numbers the
+        # correction compares with the trainer's: then the policy scores them once here.
+        old_logp = sampled_logp
+        if t.mu > 1 and (old_logp is None or correct):
             old_logp = _logprobs(model, batch, micro, temperature, device)
+    mismatch_measured = sampled_logp is not None and (t.mu == 1 or correct)  # old_logp is the trainer's
     sums: dict[str, float] = {
         "loss": 0.0,
         "kl": 0.0,
@@ -410,6 +429,8 @@ def policy_update(
         "clip_frac": 0.0,
         "ratio_mean": 0.0,
     }
+    mismatch = {"mismatch_abs_sum": 0.0, "mismatch_tokens": 0.0, "rollout_weight_sum": 0.0}
+    ratio_max = 0.0
     out: dict[str, float] = {}
     skipped = 0
     model.train()
@@ -429,6 +450,20 @@ def policy_update(
             logp, entropy = sequence_logprobs(model, ids, attn, mask, temperature, entropy=epoch == 0)  # [n, T]
             old = logp.detach() if t.mu == 1 else old_logp[mb, cols].to(device)
             advantages = batch.advantages[mb] if batch.advantages.dim() == 1 else batch.advantages[mb, cols]
+            weights = None
+            if mismatch_measured:
+                weights, mm = rollout_mismatch(
+                    old,
+                    sampled_logp[mb, cols].to(device),
+                    mask,
+                    t.rollout_correction if correct else "none",
+                    t.rollout_correction_cap,
+                )
+                if epoch == 0:
+                    mismatch["mismatch_abs_sum"] += mm.abs_diff_sum
+                    mismatch["mismatch_tokens"] += mm.tokens
+                    mismatch["rollout_weight_sum"] += mm.weight_sum
+                    ratio_max = max(ratio_max, mm.ratio_max)
             loss, st = policy_loss(
                 logp,
                 old,
@@ -442,6 +477,7 @@ def policy_update(
                 aggregation=t.loss_aggregation,
                 max_len=cfg.sampling.max_new_tokens,
                 importance=t.importance,
+                rollout_weights=weights,
             )
             w = micro_batch_weight(t.loss_aggregation, mask, batch.size, total_tokens)
             (loss * w * ranks.grad_scale()).backward()
@@ -467,6 +503,14 @@ def policy_update(
         optimizer.zero_grad(set_to_none=True)  # free the gradients now: sampling and the reference pass don't need them
         schedule.step()
     out.update(ranks.all_sum({**sums, "entropy": out["entropy"]}))  # each rank summed its share
+    if mismatch_measured:
+        mismatch = ranks.all_sum(mismatch)
+    if mismatch_measured and mismatch["mismatch_tokens"]:  # none when every row was skipped
+        tokens = mismatch["mismatch_tokens"]
+        out["mismatch_logp_abs_mean"] = mismatch["mismatch_abs_sum"] / tokens  # mean |log pi_trainer - log pi_sampler|
+        out["mismatch_ratio_max"] = ranks.all_max(ratio_max)  # largest token ratio pi_trainer / pi_sampler
+        if correct:
+            out["rollout_weight_mean"] = mismatch["rollout_weight_sum"] / tokens
     out["lr"] = schedule.get_last_lr()[0]
     out["skipped_updates"] = float(skipped)
     if ref_logp is None:
