@@ -236,6 +236,7 @@ class RewardModelConfig:
             raise UserError(f"config: train.reward_model.lr must be a number > 0, got {self.lr}")
 
 
+@dataclass
 class LoraConfig:
     rank: int = 0
     """LoRA rank r of the adapter (peft); 0: off, full fine-tuning."""
