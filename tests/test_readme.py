@@ -24,6 +24,7 @@ CHEAP = {
     "verifiers": [],
     "data": ["--n-train", "20", "--n-test", "5"],
     "model": ["--steps", "2", "--threads", "1"],
+    "rm": ["--epochs", "1", "--threads", "1"],
     "eval": ["--set", "data.limit=2", "--set", "sampling.max_new_tokens=4", "--threads", "1"],
     "train": [
         "--steps",
