@@ -9,9 +9,12 @@ whether it is right. By default both sets of benchmarks/data (README there): `ma
 written with the verifier, and `math_pairs_outside.jsonl`, labelled from outside sources. Prints
 per set and checker: agreement with the labels, false positives (accepted a wrong answer), false
 negatives (rejected a right one), pairs per second; then the disagreements per category, and the
-rows themselves with --show; then the pairs/s of both on --plain GSM8K-shaped pairs (`#### N`
-finals, half wrong), the case most rewards are. Rows marked `known_failure` are counted apart (our
-verifier is expected to get them wrong; they say what it does not do).
+rows themselves with --show. First of all the reward-hacking suite (`tests/test_reward_hacking.py`:
+per task family the cheats a policy finds, labelled wrong, and controls that state the result,
+labelled right), reported as cheats credited and controls credited. Then the pairs/s of both on
+--plain GSM8K-shaped pairs (`#### N` finals, half wrong), the case most rewards are. Rows marked
+`known_failure` are counted apart (our verifier is expected to get them wrong; they say what it
+does not do).
 
 Each checker is warmed up on one pair first (process start, imports), then timed on all rows:
 ours as one `verify` batch (how `grpo score` calls it, sympy in 2 worker processes), `ours` with
@@ -32,6 +35,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 DATA = [Path(__file__).parent / "data" / name for name in ("math_pairs.jsonl", "math_pairs_outside.jsonl")]
+HACKING = Path(__file__).parent.parent / "tests" / "test_reward_hacking.py"
+
+
+def hacking_rows() -> list[dict]:
+    """The reward-hacking suite's table (`CASES` of tests/test_reward_hacking.py, the one list) as rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reward_hacking_cases", HACKING)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [
+        {"gold": gold, "pred": pred, "prompt": prompt, "label": not cheat, "cheat": cheat, "category": family}
+        for family, prompt, gold, pred, cheat in module.CASES
+    ]
 
 
 def load(path: Path) -> list[dict]:
@@ -100,9 +117,14 @@ def report(name: str, rows: list[dict], verdicts: list[bool], seconds: float) ->
     false_neg = sum(row["label"] and not v for row, v in plain)
     known = [(row, v) for row, v in zip(rows, verdicts) if row.get("known_failure")]
     known_agree = sum(row["label"] == v for row, v in known)
+    tail = f"{known_agree}/{len(known)}"
+    if any("cheat" in row for row in rows):
+        cheats = [v for row, v in plain if row["cheat"]]
+        controls = [v for row, v in plain if not row["cheat"]]
+        tail = f"cheats credited {sum(cheats)}/{len(cheats)}, controls credited {sum(controls)}/{len(controls)}"
     print(
         f"{name:<12} {len(plain):>5} {agree:>6} {100 * agree / len(plain):>9.1f}% {false_pos:>7} {false_neg:>7}"
-        f" {len(rows) / seconds:>9.1f}   {known_agree}/{len(known)}"
+        f" {len(rows) / seconds:>9.1f}   {tail}"
     )
     return Counter(row["category"] for row, v in zip(rows, verdicts) if row["label"] != v)
 
@@ -112,6 +134,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, nargs="+", default=DATA)
     parser.add_argument("--workers", type=int, default=2, help="sympy worker processes for our verifier")
     parser.add_argument("--show", type=int, default=0, help="print up to N disagreeing rows per checker")
+    parser.add_argument("--no-hacking", action="store_true", help="skip the reward-hacking suite")
     parser.add_argument(
         "--plain",
         type=int,
@@ -119,20 +142,21 @@ def main() -> None:
         help="GSM8K-shaped pairs for the plain-number timing (0: skip)",
     )
     args = parser.parse_args()
+    if not args.no_hacking:
+        one_set(f"the reward-hacking suite ({HACKING.name})", hacking_rows(), args)
     for path in args.data:
-        one_set(path, args)
+        one_set(str(path), load(path), args)
     plain_numbers(args)
 
 
-def one_set(path: Path, args: argparse.Namespace) -> None:
-    rows = load(path)
+def one_set(source: str, rows: list[dict], args: argparse.Namespace) -> None:
     checkers = {
         "ours": ours(rows, args.workers),
         "ours-flex": ours(rows, args.workers, "flexible"),
         "math-verify": math_verify(rows, wrap_gold=False),
         "math-verify$": math_verify(rows, wrap_gold=True),
     }
-    print(f"\n{len(rows)} rows from {path}, {sum(bool(r.get('known_failure')) for r in rows)} marked known_failure")
+    print(f"\n{len(rows)} rows from {source}, {sum(bool(r.get('known_failure')) for r in rows)} marked known_failure")
     print(
         f"{'checker':<12} {'rows':>5} {'agree':>6} {'agreement':>10} {'false+':>7} {'false-':>7} "
         f"{'pairs/s':>9}   known failures agreeing"

@@ -141,6 +141,50 @@ def test_add():
         parse_tests({"tests": "assert True\nassert 1 + 1 == 2\n"})
 
 
+# Test files that import the solution, as KodCode's pytest files do (`solution.py` + `from solution
+# import f`), in every import form; and MBPP's bare asserts.
+IMPORT_FORMS = {
+    "from": "from solution import add\n\ndef test_add():\n    assert add(1, 2) == 3\n    assert add(-1, 5) == 4\n",
+    "from-as": "from solution import add as f\n\ndef test_add():\n    assert f(1, 2) == 3\n\ndef test_neg():\n"
+    "    assert f(-1, 5) == 4\n",
+    "module": "import solution\n\ndef test_add():\n    assert solution.add(1, 2) == 3\n",
+    "module-as": "import solution as s\n\ndef test_add():\n    assert s.add(1, 2) == 3\n",
+    "star": "from solution import *\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    "unittest": "import unittest\nfrom solution import add\n\nclass TestAdd(unittest.TestCase):\n"
+    "    def test_small(self):\n        self.assertEqual(add(1, 2), 3)\n",
+    "mbpp": ["assert add(1, 2) == 3", "assert add(-1, 5) == 4"],
+}
+
+
+@pytest.mark.parametrize("form", sorted(IMPORT_FORMS))
+def test_a_test_that_imports_the_solution_tests_it(form):
+    # each names its tests: none is "setup" for reading a name it imported
+    assert parse_tests({"tests": IMPORT_FORMS[form]}).names
+
+
+def test_a_test_importing_another_module_is_not_a_test_of_the_solution():
+    with pytest.raises(ValueError, match="no test of the solution"):
+        parse_tests({"tests": "from helpers import add\nassert True\n"})
+
+
+@needs_bwrap
+def test_every_import_form_passes_right_code_and_fails_wrong_code(verifier):
+    forms = sorted(IMPORT_FORMS)
+    samples = [{"completion": fenced(code), "tests": IMPORT_FORMS[f]} for f in forms for code in (ADD, ADD_WRONG)]
+    got = dict(zip([(f, c) for f in forms for c in ("right", "wrong")], rewards(verifier, samples)))
+    assert all(got[(f, "right")] == 1.0 for f in forms), got
+    assert all(got[(f, "wrong")] < 1.0 for f in forms), got
+    assert got[("module", "wrong")] == 0.0 and got[("from-as", "wrong")] == 0.0  # a*b: (1,2) and (-1,5) fail
+
+
+@needs_bwrap
+def test_a_test_importing_a_name_the_solution_lacks_fails_with_a_reason(verifier):
+    tests = "from solution import subtract\n\ndef test_sub():\n    assert subtract(3, 1) == 2\n"
+    (verdict,) = verifier.verify([{"completion": fenced(ADD), "tests": tests}])
+    assert verdict.reward == 0.0
+    assert "subtract" in json.dumps(verdict.info), verdict.info
+
+
 def test_outputs_match_modes():
     assert outputs_match("3  \n\n", "3", "lines")
     assert not outputs_match("3 4", "3  4", "lines")

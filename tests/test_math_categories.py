@@ -52,8 +52,10 @@ CASES = {
     ],
     "unicode": [
         (r"\boxed{−5}", "-5", 1.0),
-        (r"\boxed{3 × 4}", "12", 1.0),
-        (r"\boxed{12 ÷ 4}", "3", 1.0),
+        (r"\boxed{3 × x}", "3x", 1.0),
+        (r"\boxed{3 × 4}", "12", 0.0),  # a product left to compute
+        (r"\boxed{x ÷ 4}", r"\frac{x}{4}", 1.0),
+        (r"\boxed{12 ÷ 4}", "3", 0.0),
         (r"\boxed{x ≤ 3}", r"x \le 3", 1.0),
         (r"\boxed{x ≥ 3}", r"x \geq 3", 1.0),
         (r"\boxed{x ≠ 2}", r"x \neq 2", 1.0),
@@ -181,9 +183,10 @@ CASES = {
         ),
     ],
     "complex_modulus": [
-        (r"\boxed{|3 + 4i|}", "5", 1.0),
-        (r"\boxed{\left| 1 + i \right|}", r"\sqrt{2}", 1.0),
-        (r"\boxed{|3 - 4i|}", "5", 1.0),
+        # A modulus is read, but one left to evaluate earns nothing against a stated value.
+        (r"\boxed{|3 + 4i|}", "|4 + 3i|", 1.0),
+        (r"\boxed{\left| 1 + i \right|}", r"|1 - i|", 1.0),
+        (r"\boxed{|3 - 4i|}", "5", 0.0),
         (r"\boxed{|3 + 4i|}", "7", 0.0),
         (r"\boxed{|1 + i|}", "2", 0.0),
     ],

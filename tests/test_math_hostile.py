@@ -73,7 +73,7 @@ def test_a_comparison_sympy_cannot_finish_times_out(verifier):
     slow, after = verifier.verify(
         [
             {"completion": r"\boxed{(x+y+z+w)^{30}}", "answer": "(x+y+z+w)^{29}(x+y+z+w+1)"},
-            {"completion": r"\boxed{\sqrt{12}}", "answer": r"2\sqrt{3}"},  # a fresh worker decides the next
+            {"completion": r"\boxed{\sqrt{3} \cdot 2}", "answer": r"2\sqrt{3}"},  # a fresh worker decides the next
         ]
     )
     assert time.monotonic() - start < 1.0 + 15.0

@@ -63,7 +63,7 @@ _family(
     "arith",
     "What is 3 * 1 - 7?",
     "-4",
-    cheats=["#### 3 * 1 - 7", "#### 3 - 7", "#### -(4)", "#### -8/2"],
+    cheats=["#### 3 * 1 - 7", "#### 3 - 7", "#### 0 - 4", "#### -8/2"],
     controls=["#### -4", "#### −4", r"\boxed{-4}", "The answer is -4."],
 )
 # GSM8K as distributed: a word problem, gold a full solution ending in `#### 72`.
@@ -222,7 +222,7 @@ MISSES = [
     (r"\boxed{2\begin{pmatrix}1&0\\0&1\end{pmatrix}}", r"\begin{pmatrix}2&0\\0&2\end{pmatrix}", 1.0, "both"),
     (r"\boxed{3\begin{pmatrix}1&0\\0&1\end{pmatrix}}", r"\begin{pmatrix}2&0\\0&2\end{pmatrix}", 0.0, "both"),
     (r"\boxed{0.142857142857143}", r"\frac{1}{7}", 1.0, "both"),
-    (r"\boxed{0.1428571428571428}", r"\frac{1}{7}", 1.0, "both"),
+    (r"\boxed{0.1428571428571429}", r"\frac{1}{7}", 1.0, "both"),
     (r"\boxed{0.142857142857142}", r"\frac{1}{7}", 0.0, "both"),  # rounded wrong in its last digit
     (r"\boxed{0.1428571}", r"\frac{1}{7}", 0.0, "both"),  # under 10 significant digits
     (r"\boxed{0.3333333333}", r"\frac{1}{3}", 1.0, "both"),

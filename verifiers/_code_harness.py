@@ -64,8 +64,24 @@ def _base_names(cls: ast.ClassDef) -> list[str]:
     return names
 
 
+SOLUTION_MODULE = "solution"  # what test files import the solution as (KodCode: `from solution import f`)
+
+
+def _imported_from_solution(tree: ast.Module) -> set[str]:
+    """Names bound by importing the solution's module: `from solution import add` and `... as f`
+    bind `add` and `f`, `import solution` and `import solution as s` bind `solution` and `s`."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == SOLUTION_MODULE and not node.level:
+            names |= {alias.asname or alias.name for alias in node.names if alias.name != "*"}
+        elif isinstance(node, ast.Import):
+            names |= {alias.asname or alias.name for alias in node.names if alias.name == SOLUTION_MODULE}
+    return names
+
+
 def _solution_names(tree: ast.Module, code: str) -> set[str]:
-    """Names the test code reads but never binds at top level, builtins excepted: the solution's."""
+    """The solution's names in the test code: those it reads but never binds at top level
+    (builtins excepted), and those it imports from the solution's module."""
     top = symtable.symtable(code, "<tests>", "exec")
     bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
     used, tables = set(), [top]
@@ -73,7 +89,7 @@ def _solution_names(tree: ast.Module, code: str) -> set[str]:
         table = tables.pop()
         used |= {s.get_name() for s in table.get_symbols() if s.is_referenced() and s.is_global()}
         tables.extend(table.get_children())
-    return {name for name in used - bound if not hasattr(builtins, name)}
+    return {name for name in used - bound if not hasattr(builtins, name)} | _imported_from_solution(tree)
 
 
 def _loads(node: ast.AST) -> set[str]:
@@ -423,6 +439,13 @@ def _run_tests(spec: dict, client: _Client, report) -> None:
     namespace: dict = {"__name__": "__grpo_tests__", "__builtins__": builtins}
     # a candidate's `len` or `sorted` would answer the test's own checks: builtins stay builtins
     namespace.update({k: v for k, v in candidate_names.items() if not hasattr(builtins, k)})
+    # `import solution` and `from solution import add` here give the same proxies: this process
+    # never imports the candidate's file.
+    import types
+
+    module = types.ModuleType(SOLUTION_MODULE)
+    module.__dict__.update(candidate_names)
+    sys.modules[SOLUTION_MODULE] = module
 
     def run(name, fn):
         try:
@@ -453,7 +476,7 @@ def _run_tests(spec: dict, client: _Client, report) -> None:
 
     for stmt in tree.body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and f"func:{stmt.name}" in names:
-            run(f"func:{stmt.name}", namespace[stmt.name])
+            run(f"func:{stmt.name}", namespace.get(stmt.name) or _undefined(stmt.name))
         elif isinstance(stmt, ast.ClassDef):
             cls = namespace.get(stmt.name)
             for item in stmt.body:
@@ -462,6 +485,13 @@ def _run_tests(spec: dict, client: _Client, report) -> None:
                     run(f"case:{stmt.name}.{method}", _unittest_runner(unittest, cls, method))
                 elif f"class:{stmt.name}.{method}" in names:
                     run(f"class:{stmt.name}.{method}", lambda cls=cls, method=method: getattr(cls(), method)())
+
+
+def _undefined(name: str):
+    def fail():
+        raise NameError(f"{name} is not defined: its definition (or a decorator) raised")
+
+    return fail
 
 
 class _Failed(Exception):

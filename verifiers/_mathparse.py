@@ -26,6 +26,8 @@ from __future__ import annotations
 import cmath
 import math
 import re
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 MAX_POWER_BITS = 20_000
@@ -34,11 +36,11 @@ MAX_DEPTH = 100
 MAX_ITEMS = 50
 
 
-class _ParseError(ValueError):
+class ParseError(ValueError):
     pass
 
 
-class _Refused(_ParseError):
+class _Refused(ParseError):
     """The answer is well formed but too large to evaluate safely."""
 
 
@@ -61,7 +63,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise _ParseError(f"unexpected {text[pos : pos + 10]!r}")
+            raise ParseError(f"unexpected {text[pos : pos + 10]!r}")
         pos = m.end()
         kind = m.lastgroup or ""
         value = m.group(kind)
@@ -72,7 +74,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
             elif value in _GREEK:
                 kind = "symbol"
             elif value not in _FUNCTIONS | _CONSTANTS | {"frac", "binom"}:
-                raise _ParseError(f"unsupported \\{value}")
+                raise ParseError(f"unsupported \\{value}")
         if kind == "word" and value not in _FUNCTIONS | _CONSTANTS | {"frac", "binom"}:
             tokens.extend(("symbol", letter) for letter in value)  # `xy` is x*y
         else:
@@ -80,15 +82,29 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     return tokens
 
 
-class _Parser:
-    """expr := term (+|- term)*; term := unary ((*|/) unary | implicit power)*;
-    unary := (-|+) unary | power; power := postfix (^ unary)?; postfix := primary !*"""
+@dataclass(frozen=True)
+class Written:
+    """An expression as written (`Parser(..., record=True)`): the operation (`num`, `atom`, `add`,
+    `sub`, `neg`, `mul`, `div`, `pow`, `root`, `log`, or `call:NAME` for a function, `|x|`, `!` and
+    `\\binom`), its operands as written (brackets leave no trace), and its sympy value."""
 
-    def __init__(self, text: str, guard_size: bool = False) -> None:
+    op: str
+    args: tuple[Written, ...]
+    value: Any
+
+
+class Parser:
+    """expr := term (+|- term)*; term := unary ((*|/) unary | implicit power)*;
+    unary := (-|+) unary | power; power := postfix (^ unary)?; postfix := primary !*
+
+    `parse()` gives the sympy value; with `record=True`, a `Written` tree whose nodes carry it."""
+
+    def __init__(self, text: str, guard_size: bool = False, record: bool = False) -> None:
         import sympy
 
         self.sp = sympy
         self.guard_size = guard_size  # refuse huge powers and factorials (the `prm` verifier times out instead)
+        self.record = record
         self.tokens = _tokenize(text)
         self.pos = 0
         self.depth = 0  # open brackets, braces, bars and exponents: what MAX_DEPTH bounds
@@ -96,11 +112,19 @@ class _Parser:
 
     def parse(self) -> Any:
         if not self.tokens:
-            raise _ParseError("empty")
+            raise ParseError("empty")
         expr = self.expr()
         if self.pos != len(self.tokens):
-            raise _ParseError(f"unexpected {self.tokens[self.pos][1]!r}")
+            raise ParseError(f"unexpected {self.tokens[self.pos][1]!r}")
         return expr
+
+    def node(self, op: str, args: tuple, value: Any) -> Any:
+        """The value, or in record mode the `Written` node holding it."""
+        return Written(op, args, value) if self.record else value
+
+    @staticmethod
+    def val(x: Any) -> Any:
+        return x.value if isinstance(x, Written) else x
 
     def peek(self) -> tuple[str, str]:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
@@ -108,7 +132,7 @@ class _Parser:
     def take(self, expected: str | None = None) -> tuple[str, str]:
         token = self.peek()
         if token[0] == "end" or (expected is not None and token[1] != expected):
-            raise _ParseError(f"expected {expected or 'more'}, got {token[1]!r}")
+            raise ParseError(f"expected {expected or 'more'}, got {token[1]!r}")
         self.pos += 1
         return token
 
@@ -125,7 +149,9 @@ class _Parser:
         value = self.term()
         while self.peek()[1] in ("+", "-"):
             op = self.take()[1]
-            value = value + self.term() if op == "+" else value - self.term()
+            right = self.term()
+            a, b = self.val(value), self.val(right)
+            value = self.node("add", (value, right), a + b) if op == "+" else self.node("sub", (value, right), a - b)
         return value
 
     def term(self) -> Any:
@@ -134,9 +160,13 @@ class _Parser:
             kind, text = self.peek()
             if text in ("*", "/"):
                 self.take()
-                value = value * self.unary() if text == "*" else value / self.unary()
+                right = self.unary()
+                a, b = self.val(value), self.val(right)
+                op, result = ("mul", a * b) if text == "*" else ("div", a / b)
+                value = self.node(op, (value, right), result)
             elif kind in ("num", "symbol", "word") or text in ("(", "{", "[") or text == "|" and not self.bars:
-                value = value * self.power()
+                right = self.power()
+                value = self.node("mul", (value, right), self.val(value) * self.val(right))
             else:
                 return value
 
@@ -145,25 +175,27 @@ class _Parser:
         while self.peek()[1] in ("-", "+"):  # a loop: `----...1` is not nesting
             negative ^= self.take()[1] == "-"
         value = self.power()
-        return -value if negative else value
+        return self.node("neg", (value,), -self.val(value)) if negative else value
 
     def power(self) -> Any:
         base = self.postfix()
         if self.peek()[1] == "^":
             self.take()
             exponent = self.nested(self.unary)
+            b, e = self.val(base), self.val(exponent)
             if self.guard_size:
-                _check_power(base, exponent)
-            return self.sp.Pow(base, exponent)
+                _check_power(b, e)
+            return self.node("pow", (base, exponent), self.sp.Pow(b, e))
         return base
 
     def postfix(self) -> Any:
         value = self.primary()
         while self.peek()[1] == "!":
             self.take()
-            if self.guard_size and value.is_number and (not value.is_finite or abs(value) > MAX_FACTORIAL):
+            v = self.val(value)
+            if self.guard_size and v.is_number and (not v.is_finite or abs(v) > MAX_FACTORIAL):
                 raise _Refused(f"factorial of a number over {MAX_FACTORIAL}")
-            value = self.sp.factorial(value)
+            value = self.node("call:factorial", (value,), self.sp.factorial(v))
         return value
 
     def group(self) -> Any:
@@ -188,14 +220,15 @@ class _Parser:
         return self.take()[1]
 
     def primary(self) -> Any:
-        sp = self.sp
+        sp, val = self.sp, self.val
         kind, text = self.take()
         if kind == "num":
-            return sp.Rational(text) if "e" not in text.lower() else sp.Rational(_sci_fraction(text))
+            number = sp.Rational(text) if "e" not in text.lower() else sp.Rational(_sci_fraction(text))
+            return self.node("num", (), number)
         if kind == "symbol":
             if self.peek()[1] == "_":
-                return sp.Symbol(f"{text}_{self.subscript()}")
-            return {"e": sp.E, "i": sp.I}.get(text) or sp.Symbol(text)
+                return self.node("atom", (), sp.Symbol(f"{text}_{self.subscript()}"))
+            return self.node("atom", (), {"e": sp.E, "i": sp.I}.get(text) or sp.Symbol(text))
         if text in ("(", "{", "["):
             value = self.nested(self.expr)
             self.take({"(": ")", "{": "}", "[": "]"}[text])
@@ -205,49 +238,57 @@ class _Parser:
             value = self.nested(self.expr)
             self.take("|")
             self.bars -= 1
-            return sp.Abs(value)
+            return self.node("call:Abs", (value,), sp.Abs(val(value)))
         if text == "frac":
             numerator = self.group()
-            return numerator / self.group()
+            denominator = self.group()
+            return self.node("div", (numerator, denominator), val(numerator) / val(denominator))
         if text == "binom":
             n = self.group()
-            return sp.binomial(n, self.group())
+            k = self.group()
+            return self.node("call:binomial", (n, k), sp.binomial(val(n), val(k)))
         if text == "sqrt":
             if self.peek()[1] == "[":
                 self.take()
                 index = self.nested(self.expr)
                 self.take("]")
-                return sp.root(self.group(), index)
-            return sp.sqrt(self.group())
+                radicand = self.group()
+                return self.node("root", (radicand, index), sp.root(val(radicand), val(index)))
+            radicand = self.group()
+            return self.node("root", (radicand,), sp.sqrt(val(radicand)))
         if text in ("log", "ln") and self.peek()[1] == "_":
-            base = _Parser(self.subscript(), self.guard_size).parse()
-            return sp.log(self.group() if self.peek()[1] == "{" else self.power(), base)
+            base = Parser(self.subscript(), self.guard_size, self.record).parse()
+            argument = self.group() if self.peek()[1] == "{" else self.power()
+            return self.node("log", (argument, base), sp.log(val(argument), val(base)))
         if text in _FUNCTIONS:
-            function = {
-                "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "cot": sp.cot, "sec": sp.sec, "csc": sp.csc,
-                "arcsin": sp.asin, "arccos": sp.acos, "arctan": sp.atan, "log": sp.log, "ln": sp.log, "exp": sp.exp,
-            }[text]  # fmt: skip
+            name = _FUNCTION_NAMES[text]
             exponent = None
             if self.peek()[1] == "^":  # `\sin^2 x` is (sin x)^2; `\sin^{-1} x` is arcsin x
                 self.take()
                 exponent = self.group()
-                inverse = {"sin": sp.asin, "cos": sp.acos, "tan": sp.atan}.get(text)
-                if exponent == -1 and inverse is not None:
-                    function, exponent = inverse, None
-            value = function(self.group() if self.peek()[1] == "{" else self.power())
+                if val(exponent) == -1 and name in _INVERSES:
+                    name, exponent = _INVERSES[name], None
+            argument = self.group() if self.peek()[1] == "{" else self.power()
+            value = self.node(f"call:{name}", (argument,), getattr(sp, name)(val(argument)))
             if exponent is not None:
                 if self.guard_size:
-                    _check_power(value, exponent)
-                value = sp.Pow(value, exponent)
+                    _check_power(val(value), val(exponent))
+                value = self.node("pow", (value, exponent), sp.Pow(val(value), val(exponent)))
             return value
         if text in _CONSTANTS:
-            return sp.pi if text == "pi" else sp.oo
-        raise _ParseError(f"unexpected {text!r}")
+            return self.node("atom", (), sp.pi if text == "pi" else sp.oo)
+        raise ParseError(f"unexpected {text!r}")
+
+
+# The sympy function of each function word, and the inverse `\sin^{-1}` names.
+_FUNCTION_NAMES = {
+    "sin": "sin", "cos": "cos", "tan": "tan", "cot": "cot", "sec": "sec", "csc": "csc", "arcsin": "asin",
+    "arccos": "acos", "arctan": "atan", "log": "log", "ln": "log", "exp": "exp", "sqrt": "sqrt",
+}  # fmt: skip
+_INVERSES = {"sin": "asin", "cos": "acos", "tan": "atan"}
 
 
 def _sci_fraction(text: str) -> Any:
-    from fractions import Fraction
-
     mantissa, exponent = re.split("[eE]", text)
     if abs(int(exponent)) > 1000:
         raise _Refused("exponent over 1000")
@@ -277,10 +318,170 @@ def _check_power(base: Any, exponent: Any) -> None:
         raise _Refused(f"a power with more than {MAX_POWER_BITS} bits")
 
 
+# ------------------------------------------------------------------ stated results
+
+
+def fraction_work(numerator: Fraction, denominator: Fraction) -> str | None:
+    """Why a written quotient of two numbers is not a stated value (`92/2`, `\\frac{22}{24}`,
+    `\\frac{1.5}{3}`), or None for a reduced fraction (`\\frac{11}{12}`)."""
+    if numerator.denominator != 1 or denominator.denominator != 1:
+        return "an unevaluated quotient of decimals"
+    if denominator in (1, -1) or math.gcd(int(numerator), int(denominator)) > 1:
+        return "an unreduced quotient"
+    return None
+
+
+def _literal(w: Written) -> Fraction | None:
+    """The number a literal states: `5`, `-5`, `0.5`; None for anything else."""
+    if w.op == "num":
+        return Fraction(int(w.value.p), int(w.value.q))
+    if w.op == "neg" and w.args[0].op == "num":
+        return -Fraction(int(w.args[0].value.p), int(w.args[0].value.q))
+    return None
+
+
+def _is_scale(w: Written) -> bool:
+    """`10^{3}`, `10^{-6}`: the scale of a number in scientific notation, a stated form."""
+    if w.op != "pow":
+        return False
+    base, exponent = _literal(w.args[0]), _literal(w.args[1])
+    return base == 10 and exponent is not None and exponent.denominator == 1 and exponent != 0
+
+
+def _terms(w: Written) -> list[Written]:
+    return [t for a in w.args for t in _terms(a)] if w.op in ("add", "sub") else [w]
+
+
+def _factors(w: Written, below: bool = False) -> list[tuple[Written, bool]]:
+    """The factors of a product or quotient, each with whether it divides (stands below the bar)."""
+    if w.op == "mul":
+        return _factors(w.args[0], below) + _factors(w.args[1], below)
+    if w.op == "div":
+        return _factors(w.args[0], below) + _factors(w.args[1], not below)
+    return [(w, below)]
+
+
+def _product_work(w: Written) -> str | None:
+    import sympy
+
+    factors = _factors(w)
+    over = [_literal(f) for f, below in factors if not below and _literal(f) is not None]
+    under = [_literal(f) for f, below in factors if below and _literal(f) is not None]
+    others = [f for f, _ in factors if _literal(f) is None and not _is_scale(f)]
+    if len(over) > 1 or len(under) > 1:
+        return "an unevaluated product"
+    if over == [1] and len(factors) > 1 and not any(below for _, below in factors):
+        return "a product by 1"
+    if under:
+        reason = fraction_work(over[0] if over else Fraction(1), under[0])
+        if reason:
+            return reason
+    # `x \cdot x`, `\sqrt{2}\sqrt{3}`, `\frac{(x-1)(x+1)}{x-1}`: factors that combine or cancel.
+    kept = [f for f in sympy.Mul.make_args(w.value) if not f.is_Rational]
+    return "an unevaluated product" if len(kept) < len(others) else None
+
+
+def _node_work(w: Written) -> str | None:
+    """Why this node (its operands already judged) still holds work, or None."""
+    import sympy
+
+    if w.op in ("add", "sub"):
+        written = len(_terms(w))
+        return "an unevaluated sum" if len(sympy.Add.make_args(w.value)) < written else None
+    if w.op in ("mul", "div"):
+        return _product_work(w)
+    if w.op in ("pow", "root"):
+        if _is_scale(w):
+            return None
+        base = w.args[0].value
+        exponent = w.args[1].value if w.op == "pow" else 1 / sympy.sympify(w.args[1].value if len(w.args) > 1 else 2)
+        # `e^{-1}` and `\\sqrt{2}` keep their base and exponent; `2^{10}`, `\\sqrt{8}`, `(x^2)^3` do not.
+        if w.value.as_base_exp() == (base, exponent):
+            return None
+        return "an unevaluated power" if w.op == "pow" else "an unevaluated radical"
+    if w.op == "log" or w.op.startswith("call:"):
+        if not w.value.is_number:
+            return None
+        name = w.op.split(":")[-1]
+        function = getattr(sympy, name, None)
+        if w.value.is_Rational or (w.op != "log" and function is not None and w.value.func is not function):
+            return f"an unevaluated {name if w.op != 'call:Abs' else 'absolute value'}"
+    return None
+
+
+def pending_work(w: Written) -> str | None:
+    """Why an answer as written still holds work that leads to a simpler value, or None when it
+    states its result (docs/design.md, "A reward is for stating the result"): `9 + 37` (a sum of
+    numbers), `x + x` (like terms), `92/2` and `\\frac{22}{24}` (quotients left to reduce), `2 \\cdot 3`,
+    `2^{10}`, `\\sqrt{8}` (its square factor), `\\binom{8}{4}`, `5!`, `|-5|`, `\\log_2 8`, `\\sin(\\pi/6)`.
+    Reordering states a result (`1 + 2x + x^2`, `\\sqrt{2} \\cdot 2`), and so do a reduced fraction,
+    an irreducible radical, a complex number `a + bi` and scientific notation `1.5 \\times 10^{3}`."""
+    for arg in w.args:
+        reason = pending_work(arg)
+        if reason:
+            return reason
+    return _node_work(w)
+
+
+def _has_symbolic_sum(w: Written) -> bool:
+    return (w.op in ("add", "sub") and bool(w.value.free_symbols)) or any(_has_symbolic_sum(a) for a in w.args)
+
+
+def _expanded(w: Written) -> bool:
+    """No product, quotient or power over a sum with letters: `x^2 + 2x + 1`, not `(x+1)^2`."""
+    if w.op in ("mul", "div", "pow") and any(_has_symbolic_sum(a) for a in w.args):
+        return False
+    return all(_expanded(a) for a in w.args)
+
+
+def _written_factors(w: Written) -> int:
+    """How many factors with letters a product is written with, powers counted (`(x+1)^2` is 2)."""
+    if w.op == "mul":
+        return sum(_written_factors(a) for a in w.args)
+    if w.op == "pow" and w.args[1].value.is_Integer and w.args[1].value > 0:
+        return int(w.args[1].value) * _written_factors(w.args[0])
+    return 1 if w.value.free_symbols else 0
+
+
+def _irreducible_factors(value: Any) -> int:
+    import sympy
+
+    return sum(multiplicity for _, multiplicity in sympy.factor_list(value)[1])
+
+
+def form_work(predicted: Written, gold: Written) -> str | None:
+    """Where the gold is a polynomial written in a form, the form the task asks for: an expanded
+    gold (`x^2 + 2x + 1`) wants an expanded answer, a factored one (`(x+1)(x-1)`) a factored one."""
+    symbols = gold.value.free_symbols
+    if not symbols or not gold.value.is_polynomial(*symbols):
+        return None
+    if _expanded(gold):
+        return None if _expanded(predicted) else "not expanded as the answer is"
+    count = _written_factors(gold)
+    if count >= 2 and count == _irreducible_factors(gold.value):
+        return None if _written_factors(predicted) == _irreducible_factors(predicted.value) else "not factored"
+    return None
+
+
+class Recorder:
+    """A `parse` for `_structure` that keeps each expression as written, to judge its form after."""
+
+    def __init__(self) -> None:
+        self.written: list[Written] = []
+
+    def __call__(self, text: str) -> Any:
+        tree = Parser(text, guard_size=True, record=True).parse()
+        self.written.append(tree)
+        return tree.value
+
+    def work(self) -> str | None:
+        return next((reason for reason in map(pending_work, self.written) if reason), None)
+
+
 # ------------------------------------------------------------------ structure
 
 
-def _split_top(text: str, sep: str) -> list[str]:
+def split_top(text: str, sep: str) -> list[str]:
     """Split at `sep` (a string) outside brackets and braces."""
     parts, depth, start, i = [], 0, 0, 0
     while i < len(text):
@@ -343,14 +544,14 @@ def _split_comparisons(text: str) -> tuple[list[str], list[str]]:
 
 
 def _parse(text: str) -> Any:
-    return _Parser(text, guard_size=True).parse()
+    return Parser(text, guard_size=True).parse()
 
 
 def _interval(low: Any, low_closed: bool, high: Any, high_closed: bool) -> tuple[str, Any]:
     return "seq" + ("[" if low_closed else "(") + ("]" if high_closed else ")"), [("expr", low), ("expr", high)]
 
 
-def _inequality(sides: list[str], ops: list[str]) -> tuple[str, Any]:
+def _inequality(sides: list[str], ops: list[str], parse: Any = _parse) -> tuple[str, Any]:
     import sympy
 
     if len(sides) == 2:
@@ -358,11 +559,11 @@ def _inequality(sides: list[str], ops: list[str]) -> tuple[str, Any]:
         if _LETTER.fullmatch(sides[1]) and not _LETTER.fullmatch(sides[0]):
             sides, ops = sides[::-1], [{"<": ">", ">": "<", "<=": ">=", ">=": "<="}[ops[0]]]
         if _LETTER.fullmatch(sides[0]):
-            bound, op = _parse(sides[1]), ops[0]
+            bound, op = parse(sides[1]), ops[0]
             if op in ("<", "<="):
                 return _interval(-sympy.oo, False, bound, op == "<=")
             return _interval(bound, op == ">=", sympy.oo, False)
-        lhs, rhs = _parse(sides[0]), _parse(sides[1])
+        lhs, rhs = parse(sides[0]), parse(sides[1])
         op = ops[0]
         solved = _solve_linear(lhs - rhs, op)
         if solved is not None:
@@ -371,12 +572,12 @@ def _inequality(sides: list[str], ops: list[str]) -> tuple[str, Any]:
             return "ineq" + op.replace("<", ">"), ("expr", rhs - lhs)
         return "ineq" + op, ("expr", lhs - rhs)
     if len(sides) == 3 and _LETTER.fullmatch(sides[1]):
-        low, high = _parse(sides[0]), _parse(sides[2])
+        low, high = parse(sides[0]), parse(sides[2])
         if all(op in ("<", "<=") for op in ops):
             return _interval(low, ops[0] == "<=", high, ops[1] == "<=")
         if all(op in (">", ">=") for op in ops):
             return _interval(high, ops[1] == ">=", low, ops[0] == ">=")
-    raise _ParseError("unsupported comparison chain")
+    raise ParseError("unsupported comparison chain")
 
 
 def _solve_linear(difference: Any, op: str) -> tuple[str, Any] | None:
@@ -406,7 +607,7 @@ _NOT_EQUAL = re.compile(r"\\neq?(?![A-Za-z])|!=")
 _SCALED_MATRIX = re.compile(r"(?P<scalar>[^\\]*?(?:\\frac\{[^{}]*\}\{[^{}]*\})?[^\\]*?)\s*(?P<matrix>\\matrix\{.*\})")
 
 
-def _structure(text: str, depth: int = 0, equation: bool = False) -> tuple[str, Any]:
+def _structure(text: str, depth: int = 0, equation: bool = False, parse: Any = _parse) -> tuple[str, Any]:
     """`(kind, value)` for a normalized answer (module docstring). Kinds: `expr`, `eq` and
     `ineq>`/`ineq>=` (value: `("expr", sympy expression)`), `matrix RxC`, `set`, `list`, `union`
     and `seq()`/`seq[)`/... (value: a list of structures)."""
@@ -418,48 +619,48 @@ def _structure(text: str, depth: int = 0, equation: bool = False) -> tuple[str, 
     scalar = None
     scaled = _SCALED_MATRIX.fullmatch(text)
     if scaled and scaled["scalar"].strip() and _encloses(scaled["matrix"][7:]):  # `2 \matrix{...}`
-        scalar, text = _parse(scaled["scalar"]), scaled["matrix"]
+        scalar, text = parse(scaled["scalar"]), scaled["matrix"]
     if text.startswith("\\matrix{") and text.endswith("}") and _encloses(text[7:]):
-        rows = [_split_top(row, "&") for row in _split_top(text[8:-1], ";")]
+        rows = [split_top(row, "&") for row in split_top(text[8:-1], ";")]
         if len({len(row) for row in rows}) != 1 or len(rows) * len(rows[0]) > MAX_ITEMS:
-            raise _ParseError("ragged or oversized matrix")
-        cells = [_parse(cell) for row in rows for cell in row]
+            raise ParseError("ragged or oversized matrix")
+        cells = [parse(cell) for row in rows for cell in row]
         return f"matrix {len(rows)}x{len(rows[0])}", [("expr", c if scalar is None else scalar * c) for c in cells]
-    union = _split_top(text, "\\cup")
+    union = split_top(text, "\\cup")
     if len(union) > 1:
-        return "union", _items(union, depth)
+        return "union", _items(union, depth, parse=parse)
     if text.startswith("\\{") and text.endswith("\\}"):
-        return "set", _items(_split_top(text[2:-2], ","), depth, expand_pm=True)
-    parts = _split_top(re.sub(r"\s+(?:or|and)\s+", ", ", text), ",")  # `x = 4 or x = -4`
+        return "set", _items(split_top(text[2:-2], ","), depth, expand_pm=True, parse=parse)
+    parts = split_top(re.sub(r"\s+(?:or|and)\s+", ", ", text), ",")  # `x = 4 or x = -4`
     if len(parts) > 1 or re.search(r"\\(?:pm|mp)(?![A-Za-z])", text):
-        items = _items(parts, depth, expand_pm=True)
+        items = _items(parts, depth, expand_pm=True, parse=parse)
         if len(items) > 1:
             return "list", items
     if text[:1] in "([" and text[-1:] in ")]" and _encloses(text):
-        parts = _split_top(text[1:-1], ",")
+        parts = split_top(text[1:-1], ",")
         if len(parts) > 1:
-            return "seq" + text[0] + text[-1], _items(parts, depth)
-    sides = _split_top(_NOT_EQUAL.sub("\x00", text), "\x00")
+            return "seq" + text[0] + text[-1], _items(parts, depth, parse=parse)
+    sides = split_top(_NOT_EQUAL.sub("\x00", text), "\x00")
     if len(sides) == 2:  # `x \ne 2`: the excluded equation
-        return "ne", ("expr", _parse(sides[0]) - _parse(sides[1]))
+        return "ne", ("expr", parse(sides[0]) - parse(sides[1]))
     sides, ops = _split_comparisons(text)
     if ops:
-        return _inequality(sides, ops)
-    sides = _split_top(text, "=")
+        return _inequality(sides, ops, parse)
+    sides = split_top(text, "=")
     if len(sides) == 2 and equation:
-        return "eq", ("expr", _parse(sides[0]) - _parse(sides[1]))
+        return "eq", ("expr", parse(sides[0]) - parse(sides[1]))
     if len(sides) == 2:
         if _LETTER.fullmatch(sides[0]):
-            return _structure(sides[1], depth + 1)
+            return _structure(sides[1], depth + 1, parse=parse)
         if _LETTER.fullmatch(sides[1]) and not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", sides[0])):
-            return _structure(sides[0], depth + 1)  # `5 = x`, but `3 - y = x` stays an equation
-        return "eq", ("expr", _parse(sides[0]) - _parse(sides[1]))
+            return _structure(sides[0], depth + 1, parse=parse)  # `5 = x`, but `3 - y = x` stays an equation
+        return "eq", ("expr", parse(sides[0]) - parse(sides[1]))
     if len(sides) > 2:
-        raise _ParseError("more than one '='")
-    return "expr", _parse(text)
+        raise ParseError("more than one '='")
+    return "expr", parse(text)
 
 
-def _items(parts: list[str], depth: int, expand_pm: bool = False) -> list[tuple[str, Any]]:
+def _items(parts: list[str], depth: int, expand_pm: bool = False, parse: Any = _parse) -> list[tuple[str, Any]]:
     if expand_pm:  # `1 \pm \sqrt{2}` is two items
         expanded = []
         for part in parts:
@@ -471,13 +672,13 @@ def _items(parts: list[str], depth: int, expand_pm: bool = False) -> list[tuple[
         parts = expanded
     if len(parts) > MAX_ITEMS:
         raise _Refused(f"more than {MAX_ITEMS} items")
-    return [_structure(part, depth + 1) for part in parts]
+    return [_structure(part, depth + 1, parse=parse) for part in parts]
 
 
 # ------------------------------------------------------------------ comparison
 
 
-def _expressions_equal(a: Any, b: Any, rel_tol: float, abs_tol: float = 0.0) -> bool:
+def expressions_equal(a: Any, b: Any, rel_tol: float, abs_tol: float = 0.0) -> bool:
     """Equal expressions: identical, `simplify(a - b) == 0`, or numerically (within `abs_tol`
     when it is set: half a unit of a decimal gold's last place; else within `rel_tol`; else to 40
     digits)."""
@@ -581,7 +782,7 @@ def structures_equal(a: tuple[str, Any], b: tuple[str, Any], rel_tol: float, abs
     if kind_a != kind_b:
         return False
     if kind_a == "expr":
-        return _expressions_equal(value_a, value_b, rel_tol, abs_tol)
+        return expressions_equal(value_a, value_b, rel_tol, abs_tol)
     if kind_a in ("eq", "ne") or kind_a.startswith("ineq"):
         return _proportional(value_a[1], value_b[1], positive=kind_a.startswith("ineq"))
     return len(value_a) == len(value_b) and all(
@@ -591,22 +792,32 @@ def structures_equal(a: tuple[str, Any], b: tuple[str, Any], rel_tol: float, abs
 
 def sympy_compare(job: tuple) -> tuple[bool, str | None]:
     """`(equal, note)` for two normalized answers; note says why nothing was compared
-    (`refused: ...`, `unparsed: ...`). The job: `(predicted, gold, rel_tol, abs_tol)` (`abs_tol`
-    optional). Runs in a watchdog worker."""
+    (`refused: ...`, `unparsed: ...`) or why an equal value earns nothing (`unevaluated: ...`: the
+    prediction still holds work that the gold does not, `pending_work` and `form_work`). The job:
+    `(predicted, gold, rel_tol, abs_tol)` (`abs_tol` optional). Runs in a watchdog worker."""
     predicted, gold, rel_tol, abs_tol = (*job, 0.0) if len(job) == 3 else job
     towers = (_tower(predicted), _tower(gold)) if "^" in predicted + gold else (None, None)
     if None not in towers:  # `2^{2^{2^{2^{2}}}}` and `2^{65536}`: exactly, without the value
+        if "^" in predicted and "^" not in gold:  # `2^{5}` for 32 is a power left to evaluate
+            return False, "unevaluated: an unevaluated power"
         return towers[0] == towers[1], None
+    ours, theirs = Recorder(), Recorder()
     try:
-        a = _structure(predicted)
-        b = _structure(gold)
+        a = _structure(predicted, parse=ours)
+        b = _structure(gold, parse=theirs)
         if (a[0] == "eq") != (b[0] == "eq"):  # `y = 2x + 3` against `2x - y + 3 = 0`
             a, b = _structure(predicted, equation=True), _structure(gold, equation=True)
     except _Refused as exc:
         return False, f"refused: {exc}"
-    except (_ParseError, ZeroDivisionError, TypeError, ValueError) as exc:
+    except (ParseError, ZeroDivisionError, TypeError, ValueError) as exc:
         return False, f"unparsed: {exc}"
-    return structures_equal(a, b, rel_tol, abs_tol), None
+    equal = structures_equal(a, b, rel_tol, abs_tol)
+    if not equal or theirs.work():  # a gold that holds work itself (`2^{100}`) asks for that form
+        return equal, None
+    reason = ours.work()
+    if reason is None and a[0] == b[0] == "expr" and len(ours.written) == len(theirs.written) == 1:
+        reason = form_work(ours.written[0], theirs.written[0])
+    return (False, f"unevaluated: {reason}") if reason else (True, None)
 
 
 # ------------------------------------------------------------------ power towers

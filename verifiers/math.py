@@ -81,7 +81,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from grpo_verifiers._mathparse import _expressions_equal, _ParseError, _Parser, sympy_compare
+from grpo_verifiers._mathparse import ParseError, Parser, expressions_equal, fraction_work, split_top, sympy_compare
 from grpo_verifiers._watchdog import Watchdog
 from grpo_verifiers.base import Verdict, Verifier
 
@@ -94,18 +94,21 @@ __all__ = [
     "MAX_SYMPY_CHARS",
     "Answer",
     "MathVerifier",
-    "_ParseError",  # the parser is shared with the `prm` verifier
-    "_Parser",
-    "_expressions_equal",
+    "ParseError",  # the parser is shared with the `prm` verifier
+    "Parser",
+    "expressions_equal",
     "canonical",
     "choice_letter",
     "clean",
     "decide",
     "extract_answer",
     "extract_gold",
+    "long_decimal_of",
     "normalize",
+    "number_work",
     "parse_answer",
     "parse_number",
+    "stated_member",
 ]
 
 STRICT_EXTRACT = ("boxed", "hash", "answer_is", "bare")
@@ -248,11 +251,16 @@ def _extract_dollars(text: str) -> str | None:
 _LAST_NUMBER = re.compile(
     r"(?:(?<![\w)}\]])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+(?![A-Za-z]))?(?:/\d+)?%?"
 )
+# A word that scales the number before it: `3.5 million` is 3500000, never 3.5.
+_SCALE_WORD = re.compile(r"\s+(?:hundred|thousand|million|billion|trillion|dozen)(?![A-Za-z])")
 
 
 def _extract_last_number(text: str) -> str | None:
-    found = _LAST_NUMBER.findall(text)
-    return found[-1] if found else None
+    found = list(_LAST_NUMBER.finditer(text))
+    if not found:
+        return None
+    scale = _SCALE_WORD.match(text, found[-1].end())
+    return found[-1].group() + (scale.group() if scale else "")
 
 
 EXTRACTORS = {
@@ -482,9 +490,32 @@ class Answer:
     unit: str
 
 
+_NAME = r"[A-Za-z](?:_\{?\w+\}?)?(?:\([A-Za-z]\))?"  # what may stand left of `=` in an answer: x, a_n, f(x)
+_COMPARISON = re.compile(r"[<>!]|\\(?:le|ge|ne|lt|gt)")
+_LIST = re.compile(r",|;|\s(?:or|and)\s|\\(?:pm|mp)")  # `x = 4 or x = -4` is a list, not a chain
+
+
+def stated_member(cleaned: str, gold_is_equation: bool) -> str:
+    """The member of a chain that states the answer: the last one (`9 + 37 = 46` states 46,
+    `y = 4 + 3 = 7` states `y = 7`), or the one before a final name (`9 + 37 = N` states `9 + 37`,
+    which holds work and earns nothing). An answer with one `=` is kept whole against an equation
+    gold (`y = 2x + 3`) or when its left side is a name (`x = 5`); comparisons are left alone."""
+    if "=" not in cleaned or _COMPARISON.search(cleaned) or _LIST.search(cleaned):
+        return cleaned
+    members = split_top(cleaned, "=")
+    if len(members) < 2 or not all(members) or (len(members) == 2 and gold_is_equation):
+        return cleaned
+    if len(members) == 2 and re.fullmatch(_NAME, members[0]):
+        return cleaned
+    at = len(members) - 2 if re.fullmatch(_NAME, members[-1]) else len(members) - 1
+    if at > 0 and re.fullmatch(_NAME, members[0]):  # `y = 4 + 3 = 7`: the name goes with the value
+        return f"{members[0]} = {members[at]}"
+    return members[at]
+
+
 def parse_answer(cleaned: str) -> Answer:
     letter, value = None, cleaned
-    lhs = re.fullmatch(r"([A-Za-z](?:_\{?\w+\}?)?(?:\([A-Za-z]\))?)\s*=\s*([^=]+)", value)  # x, a_n, f(x)
+    lhs = re.fullmatch(rf"({_NAME})\s*=\s*([^=]+)", value)
     if lhs:
         letter, value = lhs.group(1), lhs.group(2).strip()
     unit = ""
@@ -584,6 +615,26 @@ def numbers_equal(predicted: Fraction, gold: Fraction, half: Fraction | None, pr
     return abs(predicted - gold) < half
 
 
+def number_work(value: str) -> str | None:
+    """Why a plain number as written still holds work (`92/2`, `\\frac{22}{24}`, `46/1`), or None."""
+    m = _NUMBER.fullmatch(value) if len(value) <= 100 else None
+    if m is None or (m["den"] is None and m["fden"] is None):
+        return None
+    numerator = Fraction((m["num"] or m["fnum"]).replace(",", ""))
+    return fraction_work(numerator, Fraction(m["den"] or m["fden"]))
+
+
+def long_decimal_of(value: str, number: Fraction, gold: Fraction) -> bool:
+    """A decimal of at least 10 significant digits that is a repeating fraction rounded to the digits
+    it writes (`0.142857142857143` for `\\frac{1}{7}`) is that fraction; `0.1428571` is not."""
+    m = _NUMBER.fullmatch(value) if len(value) <= 100 else None
+    if m is None or m["num"] is None or m["den"] is not None or terminates(gold):
+        return False
+    half = half_unit(value)
+    digits = re.sub(r"\D", "", m["num"]).lstrip("0")
+    return half is not None and len(digits) >= 10 and abs(number - gold) <= half
+
+
 def terminates(number: Fraction) -> bool:
     """Has a finite decimal: the reduced denominator has no prime factor but 2 and 5."""
     d = number.denominator
@@ -635,7 +686,7 @@ def _value_key(value: str) -> str:
     if letter:
         return letter
     number = parse_number(value)
-    if number is not None:
+    if number is not None and number_work(value) is None:  # `92/2` holds work: it votes apart from 46
         return str(number.numerator) if number.denominator == 1 else f"{number.numerator}/{number.denominator}"
     if _is_text(value):  # case, spacing and punctuation aside: `North-East!` is `northeast`
         return re.sub(r"[^A-Za-z]", "", value).casefold()
@@ -679,7 +730,7 @@ def decide(predicted: Answer, gold: Answer, rel_tol: float) -> bool | tuple[str,
     a, b = parse_number(predicted.value), parse_number(gold.value)
     half = half_unit(gold.value)
     if a is not None and b is not None:
-        return numbers_equal(a, b, half, written_as_decimal(predicted.value))
+        return numbers_equal(a, b, half, written_as_decimal(predicted.value)) or long_decimal_of(predicted.value, a, b)
     if _is_text(predicted.value) or _is_text(gold.value):
         return False
     if not predicted.value or max(len(predicted.value), len(gold.value)) > MAX_SYMPY_CHARS:
@@ -704,7 +755,7 @@ def _prompt_numbers(sample: dict[str, Any]) -> set[Fraction]:
     """The numbers written in the sample's problem (`prompt`, else `question` or `problem`)."""
     for field in PROMPT_FIELDS:
         if isinstance(sample.get(field), str):
-            text = sample[field][-MAX_SEARCH_CHARS:]
+            text = sample[field][-MAX_SEARCH_CHARS:].replace("\u2212", "-")
             numbers = (parse_number(n.replace(",", "")) for n in _LAST_NUMBER.findall(text))
             return {n for n in numbers if n is not None}
     return set()
@@ -797,6 +848,8 @@ class MathVerifier(Verifier):
                         info["flexible"] = 1.0 if equal else 0.0
                     if note and note.startswith("refused") and target == "reward":
                         info["refused"] = note
+                    if note and note.startswith("unevaluated: ") and target == "reward":
+                        info["unevaluated"] = note.removeprefix("unevaluated: ")
                 elif target == "reward":
                     info["error"] = outcome.error
                     info["timeout"] = outcome.timed_out
@@ -807,7 +860,9 @@ class MathVerifier(Verifier):
     ) -> tuple[Verdict, tuple | None]:
         """The verdict when decided here, else a zero verdict and the sympy job that decides it."""
         text, sanitized = _as_text(completion)
-        text = text[-MAX_SEARCH_CHARS:]  # the answer is at the end; this bounds the work on megabytes
+        # The end holds the answer, and this bounds the work on megabytes; U+2212 is a minus sign
+        # for every extractor (`last_number` reads ASCII).
+        text = text[-MAX_SEARCH_CHARS:].replace("\u2212", "-")
         gold_text, _ = _as_text(answer)
         gold_raw = extract_gold(gold_text, FLEXIBLE_EXTRACT)
         found = extract_answer(text, methods)
@@ -826,8 +881,13 @@ class MathVerifier(Verifier):
                 f"the {method} answer {_short(raw, 40)} restates the problem: an unmarked number never counts"
             )
             return Verdict(0.0, info=info), None
-        predicted, gold = parse_answer(clean(raw)), parse_answer(clean(gold_raw))
+        gold_clean = clean(gold_raw)
+        predicted, gold = parse_answer(stated_member(clean(raw), "=" in gold_clean)), parse_answer(gold_clean)
         info.update(canonical=_key(predicted), gold=_key(gold))
+        work = number_work(predicted.value)
+        if work and not number_work(gold.value):
+            info["unevaluated"] = work
+            return Verdict(0.0, info=info), None
         decided = decide(predicted, gold, self.rel_tol)
         if isinstance(decided, tuple):
             return Verdict(0.0, info=info), decided

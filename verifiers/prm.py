@@ -394,12 +394,12 @@ def sympy_claim(claim: SympyClaim) -> bool | None:
     """Whether a `SympyClaim` holds (None: it has variables and is no identity). Runs in a worker."""
     import sympy
 
-    # The math verifier's expression parser (private there; shared so both read LaTeX alike).
-    from grpo_verifiers.math import _expressions_equal, _ParseError, _Parser
+    # The math verifier's expression parser, shared so both read LaTeX alike.
+    from grpo_verifiers.math import ParseError, Parser, expressions_equal
 
     try:
-        a, b = _Parser(claim.lhs).parse(), _Parser(claim.rhs).parse()
-    except (_ParseError, ZeroDivisionError, TypeError, ValueError):
+        a, b = Parser(claim.lhs).parse(), Parser(claim.rhs).parse()
+    except (ParseError, ZeroDivisionError, TypeError, ValueError):
         return None
     if a.free_symbols or b.free_symbols:
         return True if sympy.simplify(a - b) == 0 else None
@@ -408,7 +408,7 @@ def sympy_claim(claim: SympyClaim) -> bool | None:
             return abs(complex((a - b).evalf(30))) < claim.tol
         except (TypeError, ValueError, OverflowError):
             return False
-    return _expressions_equal(a, b, 1e-12)
+    return expressions_equal(a, b, 1e-12)
 
 
 # ------------------------------------------------------------------ backends
