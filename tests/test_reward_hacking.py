@@ -239,3 +239,15 @@ def test_misses_with_marked_answers(verifier, completion, gold, reward, modes):
         pytest.skip(f"{modes} extraction only")
     (verdict,) = verifier.verify([{"completion": completion, "answer": gold, "prompt": "Find it."}])
     assert verdict.reward == reward, verdict.info
+
+
+def test_bad_input_gets_a_verdict_with_its_reason(verifier):
+    samples = [
+        {"completion": r"\boxed{3}", "answer": r"\foo{3} \bar"},  # a gold that cannot be parsed
+        {"completion": "9 + 37 = 46\n" * 200_000 + "#### 45", "answer": "46"},  # megabytes
+        {"completion": r"\boxed{(x+1)(x-1)}", "answer": "(x+1)(x-1)"},  # the batch goes on
+    ]
+    unparsable, huge, fine = verifier.verify(samples)
+    assert unparsable.reward == 0.0 and "unparsed" in unparsable.info, unparsable.info
+    assert huge.reward == 0.0 and huge.info["extracted"] == "45"  # its end is searched, and read
+    assert fine.reward == 1.0

@@ -436,16 +436,21 @@ def _run_tests(spec: dict, client: _Client, report) -> None:
     kind, code = spec["kind"], spec["code"]
     names = set(plan(kind, code, spec.get("entry_point")))
     candidate_names = client.ask({"op": "names"})
-    namespace: dict = {"__name__": "__grpo_tests__", "__builtins__": builtins}
-    # a candidate's `len` or `sorted` would answer the test's own checks: builtins stay builtins
-    namespace.update({k: v for k, v in candidate_names.items() if not hasattr(builtins, k)})
-    # `import solution` and `from solution import add` here give the same proxies: this process
-    # never imports the candidate's file.
+    # `import solution` and `from solution import add` in the test code give the same proxies (this
+    # process never imports the candidate's file); only the test code's own imports see that module.
     import types
 
     module = types.ModuleType(SOLUTION_MODULE)
     module.__dict__.update(candidate_names)
-    sys.modules[SOLUTION_MODULE] = module
+
+    def import_(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == SOLUTION_MODULE and not level:
+            return module
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    namespace: dict = {"__name__": "__grpo_tests__", "__builtins__": {**vars(builtins), "__import__": import_}}
+    # a candidate's `len` or `sorted` would answer the test's own checks: builtins stay builtins
+    namespace.update({k: v for k, v in candidate_names.items() if not hasattr(builtins, k)})
 
     def run(name, fn):
         try:

@@ -848,8 +848,9 @@ class MathVerifier(Verifier):
                         info["flexible"] = 1.0 if equal else 0.0
                     if note and note.startswith("refused") and target == "reward":
                         info["refused"] = note
-                    if note and note.startswith("unevaluated: ") and target == "reward":
-                        info["unevaluated"] = note.removeprefix("unevaluated: ")
+                    if note and note.startswith(("unevaluated: ", "unparsed: ")) and target == "reward":
+                        kind, reason = note.split(": ", 1)
+                        info[kind] = reason
                 elif target == "reward":
                     info["error"] = outcome.error
                     info["timeout"] = outcome.timed_out
