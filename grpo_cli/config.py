@@ -15,6 +15,7 @@ import math
 import os
 import re
 import textwrap
+import time
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,21 +37,53 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def free_cores(cores: int, load: float) -> int:
-    """Cores left for us when `load` (the 1-minute load average: runnable processes) is already
-    running here: torch's CPU kernels split work evenly over their threads, so a thread that must
-    share a busy core holds back every other one. At least 1, at most `cores`.
-    free_cores(2, 0.1) = 2; free_cores(2, 2.3) = 1 (two other busy processes); free_cores(16, 3.6) = 12."""
-    return max(1, min(cores, cores - round(load)))
+def free_cores(cores: int, busy: float) -> int:
+    """Cores left for us when other processes keep `busy` cores busy right now: torch's CPU kernels
+    split work evenly over their threads, so a thread that must share a busy core holds back every
+    other one. At least 1, at most `cores`.
+    free_cores(2, 0.1) = 2; free_cores(2, 1.4) = 1; free_cores(2, 2.3) = 1; free_cores(16, 3.6) = 12."""
+    return max(1, min(cores, cores - round(busy)))
 
 
-def auto_threads() -> int:
-    """`model.threads: 0`: the cores available to this process that other work is not using now."""
+def busy_cores(before: tuple[float, float, float], after: tuple[float, float, float], cpus: int) -> float:
+    """Cores that processes other than this one kept busy between two `cpu_sample()`s:
+    `(busy jiffies of the machine, all jiffies, this process's CPU seconds * 100)`.
+    busy_cores((0, 0, 0), (20, 40, 0), 2) = 1.0 (half of two cores); with this process using 10
+    of those 20 jiffies: 0.5."""
+    total = after[1] - before[1]
+    if total <= 0:
+        return 0.0
+    others = (after[0] - before[0]) - (after[2] - before[2])
+    return max(0.0, others / total * cpus)
+
+
+def cpu_sample() -> tuple[float, float, float] | None:
+    """`(busy, total)` jiffies of the whole machine from /proc/stat, and this process's CPU time in
+    jiffies (USER_HZ is 100 on Linux); None where /proc/stat does not exist."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this OS
-        return available_cores()
-    return free_cores(available_cores(), load)
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [float(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle and iowait: a process waiting on I/O leaves its core free
+    own = os.times()
+    return sum(fields) - idle, sum(fields), (own.user + own.system) * 100
+
+
+def auto_threads(window: float = 0.25) -> int:
+    """`model.threads: 0`: the cores available to this process that other work keeps busy now,
+    sampled over `window` seconds of /proc/stat (the load average lags a minute and counts sleeping
+    I/O, so light background work made it pick 1 thread of 2); the load average where there is no
+    /proc/stat."""
+    before = cpu_sample()
+    if before is None:
+        try:
+            return free_cores(available_cores(), os.getloadavg()[0])
+        except (AttributeError, OSError):  # no load average on this OS
+            return available_cores()
+    time.sleep(window)
+    after = cpu_sample()
+    return free_cores(available_cores(), busy_cores(before, after, os.cpu_count() or 1)) if after else 1
 
 
 @dataclass
@@ -63,7 +96,8 @@ class ModelConfig:
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     threads: int = 0
     """Torch CPU threads; 0: the cores available to the process (CPU affinity) less those other
-    processes keep busy (the 1-minute load average), at least 1. Set it for exact reproducibility."""
+    processes keep busy now (CPU time sampled over a quarter second), at least 1. Set it for exact
+    reproducibility."""
     impl: str = "auto"
     """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto
     (native where it supports the model)."""

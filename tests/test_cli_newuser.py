@@ -320,3 +320,26 @@ def test_free_cores_leaves_busy_cores_alone():
     # 2 cores: idle -> 2 threads; two other busy processes (load 2.3) -> 1, never 0
     assert (free_cores(2, 0.1), free_cores(2, 1.4), free_cores(2, 2.3), free_cores(2, 20.0)) == (2, 1, 1, 1)
     assert free_cores(16, 3.6) == 12  # 16 - round(3.6)
+
+
+def test_busy_cores_counts_other_processes_only():
+    from grpo_cli.config import busy_cores
+
+    # 2 cores, 40 jiffies pass: 20 busy is one core; 10 of them ours leaves half a core of others'
+    assert busy_cores((0, 0, 0), (20, 40, 0), 2) == 1.0
+    assert busy_cores((0, 0, 0), (20, 40, 10), 2) == 0.5
+    assert busy_cores((5, 100, 0), (5, 100, 0), 2) == 0.0  # no time passed
+    assert busy_cores((0, 0, 0), (10, 40, 30), 2) == 0.0  # never negative (sampling skew)
+
+
+def test_auto_threads_uses_every_core_of_an_idle_machine_and_leaves_a_busy_one(monkeypatch):
+    from grpo_cli import config
+
+    monkeypatch.setattr(config, "available_cores", lambda: 2)
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 2)
+    samples = iter([(0, 0, 0), (2, 200, 0)])  # idle: 1% busy
+    monkeypatch.setattr(config, "cpu_sample", lambda: next(samples))
+    assert config.auto_threads(window=0) == 2
+    samples = iter([(0, 0, 0), (100, 200, 0)])  # another process holds one core
+    monkeypatch.setattr(config, "cpu_sample", lambda: next(samples))
+    assert config.auto_threads(window=0) == 1
