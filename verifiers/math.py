@@ -47,6 +47,11 @@ Then, cheapest first:
    their scalar multiples, `\\pm`, complex numbers, power towers compared exactly), in a watchdog
    worker process bounded by `timeout` and `memory_mb`, so that `9^9^9^9` is refused or times out
    (reward 0, `info["refused"]` or `info["timeout"]`) instead of hanging the run. Nothing is `eval`ed.
+A reward is for stating the result (docs/design.md): an answer equal in value that still holds
+work earns 0 with `info["unevaluated"]` (`9 + 37` or `92/2` for 46, `\\sqrt{8}` for `2\\sqrt{2}`,
+`\\binom{8}{4}` for 70; `_mathparse.pending_work`), as does one not in the form a polynomial gold
+is written in (`(x+1)^2` for `x^2 + 2x + 1`; `_mathparse.form_work`). A chain `a = b = c` is
+judged by its last member, or by the one before a final name (`stated_member`).
 Answers longer than `MAX_ANSWER_CHARS` are refused, and only the last `MAX_SEARCH_CHARS` of a
 completion are searched, so that a megabyte costs a fraction of a second; text that is not valid
 Unicode (bytes that are not UTF-8, lone surrogates) is read with the bad characters replaced
@@ -66,7 +71,8 @@ Percentages: a percent sign is a unit and is stripped, so `50%` equals `50` and 
 
 `info["canonical"]` is a key equal for answers that are judged alike against any gold: the letter
 side and the unit when present (`x=5`, `21 apple`), then for a plain number its reduced fraction
-(`"21"` for `21`, `21.0` or `$21`; `"1/2"` for `0.5`, `2/4` or `\\frac{1}{2}`; `"50"` for `50%`),
+(`"21"` for `21`, `21.0` or `$21`; `"1/2"` for `0.5` or `\\frac{1}{2}`; `"50"` for `50%`; a
+fraction left to reduce keeps its form, `"2/4"`),
 for a choice its letter (`C` for `(C)`), for text its lower-cased letters, otherwise the cleaned
 answer without spaces. Equal keys imply equal answers, not the reverse (`\\sqrt{4}` and `2` differ
 in key). maj@k votes on it.
