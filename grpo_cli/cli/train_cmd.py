@@ -50,7 +50,9 @@ def train(
     ] = None,
     report_to: Annotated[
         str | None,
-        typer.Option("--report-to", help="Comma-separated: tensorboard, wandb, or none (config: train.report_to)."),
+        typer.Option(
+            "--report-to", help="Comma-separated: auto, tensorboard, wandb, or none (config: train.report_to)."
+        ),
     ] = None,
     nproc: Annotated[
         int | None,
