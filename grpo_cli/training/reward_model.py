@@ -1,7 +1,7 @@
 """Learned reward models: build, label, train and evaluate them (DeepSeekMath 4.1.4, Math-Shepherd).
 
 A reward model folder is a Hugging Face model in one of the two shapes the `prm` verifier's `hf`
-backend reads (`grpo_verifiers/_prm_hf.py`), plus `reward_model.json` saying how to score with it:
+backend reads (`grpo_verifiers/prm_hf.py`), plus `reward_model.json` saying how to score with it:
 
 - `math_shepherd`: a causal LM; a step's score is P(`+`) among {`+`, `-`} at the step tag `ки` put
   after it (the tag is added to the tokenizer as one token when it is not one already);
@@ -331,7 +331,7 @@ class RewardModel:
 
     def __init__(self, folder: Path, *, lr: float, threads: int = 0) -> None:
         import transformers
-        from grpo_verifiers._prm_hf import HFBackend
+        from grpo_verifiers.prm_hf import HFBackend
 
         from grpo_cli.training import optim
 
@@ -350,7 +350,7 @@ class RewardModel:
 
     def encode(self, example: Example) -> tuple[list[int], list[int], list[int]]:
         """(input ids, tag positions, labels) of the labelled tags of one example."""
-        from grpo_verifiers._prm_hf import question_text, tag_positions
+        from grpo_verifiers.prm_hf import question_text, tag_positions
 
         steps = [s.text for s in steps_of(example.completion, self.kind)]
         text, spans, special = self.encoder.build_input(question_text(example.sample()), steps)

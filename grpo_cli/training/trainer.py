@@ -613,7 +613,7 @@ def _check_solutions(problems: list[Problem], cfg: Config) -> None:
 
 def _sft_batch(chosen: list[Problem], cfg: Config, tokenizer: Any) -> Batch:
     """SFT: the dataset's solutions as completions, gradient coefficient 1."""
-    from grpo_cli.sampling.hf import _encode
+    from grpo_cli.sampling.hf import encode
 
     prompts = render_prompts(chosen, tokenizer, cfg.data)
     eos = tokenizer.eos_token_id
@@ -622,7 +622,7 @@ def _sft_batch(chosen: list[Problem], cfg: Config, tokenizer: Any) -> Batch:
         ids = tokenizer(problem[cfg.data.solution_field], add_special_tokens=False)["input_ids"][
             : cfg.sampling.max_new_tokens - 1
         ]
-        comps.append(Completion(problem[cfg.data.solution_field], _encode(tokenizer, prompt), ids + [eos], [], "stop"))
+        comps.append(Completion(problem[cfg.data.solution_field], encode(tokenizer, prompt), ids + [eos], [], "stop"))
     ids, attn, loss_mask, _ = _pack(comps, tokenizer.pad_token_id)
     stats = {
         "sampled_tokens": float(sum(len(c.token_ids) for c in comps)),
