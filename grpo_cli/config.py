@@ -125,6 +125,12 @@ class SamplingConfig:
     """backend vllm: extra `vllm.LLM` arguments over grpo's defaults (e.g. gpu_memory_utilization: 0.5,
     kv_cache_memory_bytes)."""
 
+    @property
+    def separate_engine(self) -> bool:
+        """Whether the backend samples in an engine of its own (vllm: its own weights copy and
+        kernels), so its log-probs differ slightly from the trainer's (train.rollout_correction)."""
+        return self.backend == "vllm"
+
     def __post_init__(self) -> None:
         _check_choice("sampling.backend", self.backend, ("hf", "vllm"))
         for name in ("n", "max_new_tokens", "batch_size"):
@@ -300,7 +306,8 @@ class TrainConfig:
     scale_rewards: str = "group"
     """Advantage normalisation: group std (GRPO), batch std, or none (Dr. GRPO)."""
     advantage: str = "outcome"
-    """outcome (one advantage per completion) or process (from the verifiers' step rewards)."""
+    """outcome (one advantage per completion), process (from the verifiers' step rewards) or correct (1 on a
+    correct completion, 0 otherwise: RFT's coefficient)."""
     correct_threshold: float = 1.0
     """rft / online_rft: a completion counts as correct when its reward is at least this."""
     dynamic_sampling: bool = False

@@ -17,7 +17,8 @@ from test_trainer import plugin_dir, weights  # noqa: F401  (plugin_dir is a fix
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import SamplingParams
-from grpo_cli.training.trainer import TIMING_KEYS, train
+from grpo_cli.training.recorder import TIMING_KEYS
+from grpo_cli.training.trainer import train
 
 # 3 prompts x 4 samples: the ranks sample 2 and 1 prompts; 6 rows each, in micro-batches of 4.
 SETS = [

@@ -21,7 +21,8 @@ from grpo_cli.models.loading import load_model, tiny_model_dir
 from grpo_cli.perf.logprobs import sequence_logprobs
 from grpo_cli.report import Reporter
 from grpo_cli.training import optim
-from grpo_cli.training.trainer import TIMING_KEYS, train
+from grpo_cli.training.recorder import TIMING_KEYS
+from grpo_cli.training.trainer import train
 
 pytest.importorskip("peft")
 

@@ -18,7 +18,8 @@ from grpo_cli.models import lora
 from grpo_cli.models.loading import load_model
 from grpo_cli.perf.logprobs import sequence_logprobs
 from grpo_cli.report import Reporter
-from grpo_cli.training.trainer import TIMING_KEYS, train
+from grpo_cli.training.recorder import TIMING_KEYS
+from grpo_cli.training.trainer import train
 
 pytestmark = pytest.mark.real_model  # smollm2_dir: tests/conftest.py
 

@@ -19,7 +19,10 @@ from safetensors.torch import load_file
 
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
-from grpo_cli.training.trainer import TIMING_KEYS, Batch, policy_update, train
+from grpo_cli.training.batch import Batch
+from grpo_cli.training.recorder import TIMING_KEYS
+from grpo_cli.training.trainer import train
+from grpo_cli.training.update import policy_update
 
 # A verifier whose reward varies on random text: the fraction of digit characters in the completion.
 PLUGIN = textwrap.dedent(
@@ -126,11 +129,11 @@ def test_existing_run_needs_resume(random_model_dir, plugin_dir, tmp_path):
 
 
 def test_beta_zero_loads_no_reference_model(random_model_dir, plugin_dir, tmp_path, monkeypatch):
-    import grpo_cli.training.trainer as trainer
+    import grpo_cli.training.session as session
 
     copies = []
-    real = trainer._load_frozen
-    monkeypatch.setattr(trainer, "_load_frozen", lambda cfg, path: copies.append(1) or real(cfg, path))
+    real = session.load_frozen
+    monkeypatch.setattr(session, "load_frozen", lambda cfg, path: copies.append(1) or real(cfg, path))
     train(small_config(random_model_dir, tmp_path / "a", "train.beta=0", "train.steps=1"), Reporter())
     assert copies == []
     train(small_config(random_model_dir, tmp_path / "b", "train.beta=0.1", "train.steps=1"), Reporter())

@@ -131,13 +131,9 @@ def train(
         sys.stderr.write(f"\ninterrupted: {resume_hint(Path(cfg.train.out_dir))}\n")
         raise typer.Exit(130) from None
     if plot is not None:
-        from grpo_cli.pipeline.data import read_jsonl
-        from grpo_cli.pipeline.plot import plot_training
+        from grpo_cli.training.recorder import plot_run
 
-        rows = read_jsonl(result.run_dir / "metrics.jsonl")
-        from grpo_cli.training.trainer import training_title
-
-        plot_training(rows, plot, title=training_title(cfg), before=result.before, after=result.after)
+        plot_run(result.run_dir, cfg, result.before, result.after, report, path=plot)
     if result.before and result.after:
         from rich.table import Table
 
