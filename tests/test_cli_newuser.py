@@ -202,6 +202,7 @@ def test_dry_run_refuses_unknown_verifier(tmp_path):
         assert_user_error(grpo(*args, cwd=tmp_path, expect=None), "unknown verifier 'maht'", "'math'")
 
 
+@pytest.mark.slow
 def test_paper_presets_say_they_need_a_model(tmp_path):
     for preset in ("deepseekmath", "dapo", "dr-grpo", "gspo"):
         proc = grpo("train", "--preset", preset, "--dry-run", cwd=tmp_path, expect=None)

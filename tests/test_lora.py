@@ -203,6 +203,7 @@ def test_shipped_tiny_model_takes_an_adapter():
         lora.target_modules(model, ["query"])
 
 
+@pytest.mark.slow
 def test_lora_ddp_two_ranks_equal_one_process(random_model_dir, plugin_dir, tmp_path):  # noqa: F811
     from test_distributed import SETS, _cli, _env, _rows, _single, _torchrun
 

@@ -275,7 +275,9 @@ WITH_RM = [
 ]
 
 
-@pytest.mark.parametrize("extra", [[], WITH_RM], ids=["verifiers", "reward_model"])
+@pytest.mark.parametrize(
+    "extra", [[], pytest.param(WITH_RM, marks=pytest.mark.slow)], ids=["verifiers", "reward_model"]
+)
 def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir, plugin_dir, tmp_path, extra):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")])}
     common = [
