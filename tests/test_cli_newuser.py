@@ -97,6 +97,12 @@ def test_unwritable_out_is_refused_before_the_work(tmp_path, command):
     assert not (tmp_path / "runs").exists()
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default disposition. A child inherits an ignored SIGINT
+    (the suite under `nohup` or as a background job), and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_watchdog_worker_is_silent_on_ctrl_c(tmp_path):
     """Ctrl-C reaches the whole process group; the verifier's worker processes must not print a
     KeyboardInterrupt traceback of their own (the parent reports the interrupt)."""
@@ -115,7 +121,12 @@ def test_watchdog_worker_is_silent_on_ctrl_c(tmp_path):
         encoding="utf-8",
     )
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     assert "value=1" in proc.stdout.readline()  # both workers are up and idle
     os.killpg(proc.pid, signal.SIGINT)
@@ -136,6 +147,7 @@ def test_ctrl_c_says_where_the_checkpoint_is(tmp_path, random_model_dir):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     while not list((tmp_path / "run" / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
@@ -190,6 +202,7 @@ def test_dry_run_refuses_unknown_verifier(tmp_path):
         assert_user_error(grpo(*args, cwd=tmp_path, expect=None), "unknown verifier 'maht'", "'math'")
 
 
+@pytest.mark.slow
 def test_paper_presets_say_they_need_a_model(tmp_path):
     for preset in ("deepseekmath", "dapo", "dr-grpo", "gspo"):
         proc = grpo("train", "--preset", preset, "--dry-run", cwd=tmp_path, expect=None)

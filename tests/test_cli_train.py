@@ -9,6 +9,8 @@ import pytest
 import yaml
 from test_cli import assert_user_error, grpo
 
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+
 PAPER_VALUES = {
     # DeepSeekMath section 4.2: lr 1e-6, KL 0.04, G 64, max length 1024, batch 1024, one update.
     "deepseekmath": {
@@ -163,3 +165,68 @@ def test_bad_batch_size_is_one_line(random_model_dir, tmp_path):
 def test_resume_without_a_run_is_one_line(tmp_path):
     proc = grpo("train", "--resume", "nowhere", cwd=tmp_path, expect=None)
     assert_user_error(proc, "nowhere")
+
+
+# ------------------------------------------------------------------ in process, the core mocked
+
+
+def _invoke(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch):
+    from typer.testing import CliRunner
+
+    from grpo_cli.cli.main import app
+
+    monkeypatch.chdir(cwd)
+    return CliRunner().invoke(app, args)
+
+
+def test_train_options_resolve_into_the_config_the_core_gets(tmp_path, monkeypatch):
+    """Options, --set and the preset, resolved once by the CLI into the Config `trainer.train` gets."""
+    import grpo_cli.training.trainer as trainer
+
+    calls = []
+
+    def fake_train(cfg, report, *, resume=False):
+        calls.append((cfg, resume))
+        return trainer.TrainResult(Path(cfg.train.out_dir), None, None, None, cfg.train.steps)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    args = ["train", "--steps", "3", "--out", "run", "--seed", "5", "--report-to", "none", "--log-completions", "2"]
+    args += ["--set", "data.instruction=Answer as: #### N", "--set", "train.beta=0", "--threads", "1", "--quiet"]
+    result = _invoke(args, tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    ((cfg, resume),) = calls
+    assert (cfg.train.steps, cfg.train.out_dir, cfg.seed, cfg.model.threads) == (3, "run", 5, 1)
+    assert cfg.train.report_to == [] and cfg.train.log_completions == 2 and cfg.train.beta == 0.0
+    assert cfg.data.instruction == "Answer as: #### N" and not resume
+    assert cfg.train.lr == yaml.safe_load((PRESETS / "tiny.yaml").read_text())["train"]["lr"]  # the preset's
+
+    # --resume: the run's own config is the base, options given now override it
+    from grpo_cli.config import dump_config
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    result = _invoke(["train", "--resume", "run", "--steps", "6", "--quiet"], tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    cfg, resume = calls[-1]
+    assert resume and cfg.train.steps == 6 and cfg.seed == 5 and cfg.data.instruction == "Answer as: #### N"
+
+
+def test_eval_options_resolve_into_the_config_the_core_gets(tmp_path, monkeypatch):
+    import grpo_cli.pipeline.evaluate as evaluate
+
+    calls = []
+
+    def fake_evaluate_model(cfg, model, report, label=None):
+        calls.append((cfg, model))
+        result = {"problems": 2, "n": 4, "accuracy": 0.5, "pass@k": {1: 0.5, 4: 1.0}, "maj@k": {1: 0.5, 4: 0.5}}
+        return evaluate.EvalRun(label or model, result, [])
+
+    monkeypatch.setattr(evaluate, "evaluate_model", fake_evaluate_model)
+    args = ["eval", "--model", "tiny", "--n", "4", "--temperature", "0.5", "--data", "arith:train", "--out", "ev"]
+    result = _invoke([*args, "--set", "data.limit=2", "--json", "--quiet"], tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    ((cfg, model),) = calls
+    assert model == "tiny" and cfg.model.path == "tiny" and cfg.data.eval == "arith:train"
+    assert (cfg.eval.n, cfg.eval.k, cfg.sampling.temperature, cfg.data.limit) == (4, [1, 4], 0.5, 2)
+    written = yaml.safe_load((tmp_path / "ev" / "config.yaml").read_text())  # the config that ran
+    assert written["eval"]["n"] == 4 and (tmp_path / "ev" / "results.json").is_file()

@@ -87,7 +87,6 @@ def test_unknown_key_in_preset_file_names_the_file(tmp_path):
         ("sampling.n=2.5", ["sampling.n", "integer"]),
         ("sampling.temperature=hot", ["sampling.temperature", "number"]),
         ("train.dynamic_sampling=maybe", ["train.dynamic_sampling", "true or false"]),
-        ("data.template=[1, 2]", ["data.template", "string"]),
         ("eval.k=[1, x]", ["eval.k[1]", "integer"]),
         ("sampling=3", ["sampling", "mapping"]),
         ("sampling.temperature=-1", ["sampling.temperature", ">= 0"]),
@@ -120,6 +119,50 @@ def test_set_comma_list():
     assert cfg.eval.k == [1, 2]
     assert load_config(None, ["eval.k=[1, 4]"]).eval.k == [1, 4]
     assert load_config(None, ["eval.metrics=pass@k"]).eval.metrics == ["pass@k"]
+
+
+def test_set_string_field_takes_the_text_as_written():  # `--set data.template=[1, 2]` is that text
+    # YAML would read "Answer as: #### N" as a mapping {"Answer as": None} (`#` starts a comment).
+    cfg = load_config(None, ["data.instruction=Answer as: #### N", "data.system_prompt=[not a list]"])
+    assert cfg.data.instruction == "Answer as: #### N"
+    assert cfg.data.system_prompt == "[not a list]"
+    # a quoted value is still YAML, so escapes work; other fields are still parsed
+    cfg = load_config(None, ['data.template="Q: {prompt}\\n"', "sampling.n=4", "train.report_to=[]"])
+    assert cfg.data.template == "Q: {prompt}\n"
+    assert cfg.sampling.n == 4 and cfg.train.report_to == []
+
+
+def test_a_list_for_a_string_field_in_a_preset_is_one_line(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("data:\n  template: [1, 2]\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"data.template must be a string") as e:
+        load_config(str(preset))
+    assert "\n" not in str(e.value)
+
+
+def test_report_to_defaults_to_auto_which_never_warns(tmp_path, monkeypatch):
+    import builtins
+
+    from grpo_cli.report import Reporter
+    from grpo_cli.training.tracking import Trackers
+
+    assert load_config().train.report_to == ["auto"]
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    warned: list[str] = []
+    report = Reporter()
+    monkeypatch.setattr(report, "warn", warned.append)
+    trackers = Trackers(load_config(), tmp_path, report)  # auto, tensorboard missing: nothing, silently
+    trackers.close()
+    assert warned == [] and not (tmp_path / "tensorboard").exists()
+    with pytest.raises(UserError, match="tensorboard is not installed"):
+        Trackers(load_config(None, ["train.report_to=[tensorboard]"]), tmp_path, report)
 
 
 def test_k_larger_than_n_is_an_error():

@@ -17,7 +17,8 @@ from test_trainer import plugin_dir, weights  # noqa: F401  (plugin_dir is a fix
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
 from grpo_cli.sampling.base import SamplingParams
-from grpo_cli.training.trainer import TIMING_KEYS, train
+from grpo_cli.training.recorder import TIMING_KEYS
+from grpo_cli.training.trainer import train
 
 # 3 prompts x 4 samples: the ranks sample 2 and 1 prompts; 6 rows each, in micro-batches of 4.
 SETS = [
@@ -102,6 +103,7 @@ def _assert_same_run(one: Path, two: Path, step: str = "step-000003") -> None:
             assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_equal_one_process(random_model_dir, plugin_dir, tmp_path):  # noqa: F811
     one = tmp_path / "one"
     _single(random_model_dir, one, DDP)
@@ -115,6 +117,7 @@ def test_ddp_two_ranks_equal_one_process(random_model_dir, plugin_dir, tmp_path)
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["step-000003"]
 
 
+@pytest.mark.slow
 def test_fsdp_two_ranks_equal_one_process_and_resume(random_model_dir, plugin_dir, tmp_path):  # noqa: F811
     one, two = tmp_path / "one", tmp_path / "two"
     _single(random_model_dir, one, FSDP)

@@ -189,5 +189,9 @@ def test_eval_on_the_gguf_file(smollm2_gguf_file, tmp_path):
     assert proc.returncode == 0, proc.stderr
     cached = list((tmp_path / "cache" / "gguf").iterdir())
     assert len(cached) == 1 and (cached[0] / "config.json").is_file()
-    results = json.loads((out / "results.json").read_text())
-    assert results, results
+    document = json.loads((out / "results.json").read_text())
+    (result,) = document["results"].values()
+    assert result["problems"] == 3 and result["n"] == 2, result
+    assert 0 <= result["pass@k"]["1"] <= result["pass@k"]["2"] <= 1, result  # pass@k grows with k
+    scored = [json.loads(line) for line in (out / "scored-0.jsonl").read_text().splitlines()]
+    assert len(scored) == 6 and all(r["completion_tokens"] > 0 and r["completion"] for r in scored)

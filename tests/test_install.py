@@ -15,9 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "__pycache__", ".pytest_cache", "tests", "benchmarks"}
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("pip") is None, reason="pip is not available in this environment"
-)
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("pip") is None, reason="pip is not available in this environment"),
+    pytest.mark.slow,  # a pip install of the package
+]
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:

@@ -1,6 +1,7 @@
 """The layers of the code base (docs/design.md, "Layers"): every import, including those inside
-functions, goes to the importing module's own layer or a lower one, and no modules import each
-other in a cycle.
+functions, goes to the importing module's own layer or a lower one, no modules import each
+other in a cycle, and no module imports another module's private name (a `_name` of a module; a
+private module `pkg._mod` is importable from inside `pkg` only).
 
 Layers, lowest first (a module belongs to the first prefix that matches it, longest prefix first):
 
@@ -190,6 +191,81 @@ def test_the_check_catches_upward_imports_and_cycles(sources, expected):
     assert violations(graph(sources)) == expected
 
 
+PRIVATE_PENDING = {
+    ("grpo_verifiers.math", "grpo_verifiers._mathparse._expressions_equal"),
+    ("grpo_verifiers.math", "grpo_verifiers._mathparse._ParseError"),
+    ("grpo_verifiers.math", "grpo_verifiers._mathparse._Parser"),
+    ("grpo_verifiers.prm", "grpo_verifiers.math._expressions_equal"),
+    ("grpo_verifiers.prm", "grpo_verifiers.math._ParseError"),
+    ("grpo_verifiers.prm", "grpo_verifiers.math._Parser"),
+}
+"""Private names the math parser shares inside `grpo_verifiers`, left for the verifiers' owner (whose
+work on `math` is under way) to make public; nothing may join this set."""
+
+
+def private_imports(module: str, source: str, packages: set[str]) -> list[str]:
+    """`module`'s imports of another module's private name: `from m import _x` where `m` is a module
+    other than `module`, or a private module `pkg._m` from outside `pkg` (`packages`: the dotted
+    names of the project's packages). Absolute imports only, as the project writes them."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            for i, part in enumerate(parts):
+                owner = ".".join(parts[:i])  # a private part belongs to what holds it
+                inside = module.startswith(owner + ".") if owner in packages else module == owner
+                if part.startswith("_") and not part.startswith("__") and not inside:
+                    found.append(f"{module} imports {name}")
+                    break
+    return found
+
+
+def test_no_module_imports_another_modules_private_name():
+    modules = project_modules()
+    packages = {m.removesuffix(".__init__") for m in modules if m.endswith(".__init__")}
+    found = [v for m, p in sorted(modules.items()) for v in private_imports(m, p.read_text(encoding="utf-8"), packages)]
+    pending = {f"{m} imports {n}" for m, n in PRIVATE_PENDING}
+    assert [v for v in found if v not in pending] == []
+    assert pending <= set(found), "a pending private import is gone: drop it from PRIVATE_PENDING"
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("grpo_cli.training.trainer", "from grpo_cli.sampling.hf import _encode\n", ["_encode"]),
+        ("grpo_cli.training.reward_model", "from grpo_verifiers._prm_hf import HFBackend\n", ["_prm_hf"]),
+        ("grpo_cli.cli.main", "import grpo_cli.sampling._private\n", ["_private"]),
+        ("grpo_verifiers.prm", "from grpo_verifiers._watchdog import Watchdog\n", []),  # inside its package
+        ("grpo_verifiers.code", "from grpo_verifiers import _sandbox\n", []),
+        ("grpo_verifiers.prm", "from grpo_verifiers.math import _Parser\n", ["_Parser"]),  # another module's
+        ("grpo_cli.sampling.hf", "from grpo_cli.sampling.base import Sampler\n", []),
+    ],
+)
+def test_the_check_catches_private_imports(module, source, expected):
+    packages = {"grpo_cli", "grpo_cli.sampling", "grpo_cli.training", "grpo_cli.cli", "grpo_verifiers"}
+    found = private_imports(module, source, packages)
+    assert len(found) == len(expected) and all(e in f for e, f in zip(expected, found)), found
+
+
 def test_every_module_is_in_a_layer():
     for module in project_modules():
         layer_of(module)
+
+
+def test_the_training_loop_stays_readable():
+    """Issue 21: the loop reads in a minute (trainer.py at most 350 lines) and no function in
+    training/ is over 60 lines; a new stage goes into a module of its own."""
+    folder = ROOT / "grpo_cli" / "training"
+    assert len((folder / "trainer.py").read_text(encoding="utf-8").splitlines()) <= 350
+    long = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []

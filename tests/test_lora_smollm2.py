@@ -18,7 +18,8 @@ from grpo_cli.models import lora
 from grpo_cli.models.loading import load_model
 from grpo_cli.perf.logprobs import sequence_logprobs
 from grpo_cli.report import Reporter
-from grpo_cli.training.trainer import TIMING_KEYS, train
+from grpo_cli.training.recorder import TIMING_KEYS
+from grpo_cli.training.trainer import train
 
 pytestmark = pytest.mark.real_model  # smollm2_dir: tests/conftest.py
 
@@ -50,9 +51,11 @@ def test_two_step_lora_train_and_its_merge(smollm2_dir, tmp_path):
     ckpt = _run(smollm2_dir, tmp_path / "run", "train.steps=2")
     assert (ckpt / lora.ADAPTER_WEIGHTS).is_file() and not (ckpt / "model.safetensors").exists()
     rows = _rows(tmp_path / "run" / "metrics.jsonl")
-    # the reference pass ran (adapters off); KL itself may be 0 when no sample of step 1 was rewarded
-    # (strict extraction, 16 tokens), since then no advantage moves the adapter
-    assert [r["step"] for r in rows] == [1, 2] and rows[-1]["kl"] >= 0
+    # the reference pass ran (adapters off): at step 1 the adapter's B is 0, policy = base, KL = 0; at
+    # step 2 KL is positive exactly when step 1 had a learning signal (no rewarded sample under strict
+    # extraction in 16 tokens means no advantage moved the adapter)
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["kl"] < 1e-7, rows
+    assert (rows[1]["kl"] > 1e-7) == (rows[0]["advantage_abs_mean"] > 0), rows
     out = tmp_path / "merged"
     proc = subprocess.run(
         [sys.executable, "-m", "grpo_cli", "model", "merge", str(ckpt), "--out", str(out)],
@@ -76,6 +79,8 @@ def test_two_step_lora_train_and_its_merge(smollm2_dir, tmp_path):
         text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(proc.stdout)["results"].values()
+    assert result["problems"] == 2 and result["n"] == 1 and 0 <= result["accuracy"] <= 1, result
 
 
 def test_lora_run_resumes_exactly(smollm2_dir, tmp_path):

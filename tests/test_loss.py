@@ -8,6 +8,7 @@ import torch
 from grpo_cli.algorithms.loss import (
     AGGREGATIONS,
     KL_ESTIMATORS,
+    LossSpec,
     policy_loss,
     selected_logprobs,
     token_entropy,
@@ -222,3 +223,34 @@ def test_token_entropy():
     for chunk_size in (1, 4096):
         got = token_entropy(logits, mask, chunk_size=chunk_size)
         torch.testing.assert_close(got, torch.tensor((math.log(4) + LN2) / 2))
+
+
+def test_loss_spec_decides_reference_and_skipped_rows_from_beta():
+    # Rows: advantage 0 everywhere (a zero-variance group), +1, a process row with one non-zero token.
+    advantages = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, -0.5]])  # [N=3, T=2]
+    no_kl = LossSpec(eps_low=0.2, eps_high=0.2, beta=0.0)
+    assert not no_kl.needs_reference
+    assert no_kl.trained_rows(advantages).tolist() == [False, True, True]  # row 0 adds nothing: skipped
+    assert no_kl.trained_rows(torch.tensor([0.0, 2.0])).tolist() == [False, True]  # [N] advantages too
+    with_kl = LossSpec(eps_low=0.2, eps_high=0.2, beta=0.04)
+    assert with_kl.needs_reference
+    assert with_kl.trained_rows(advantages).tolist() == [True, True, True]  # the KL term trains every row
+
+
+def test_loss_spec_is_policy_loss_with_its_options():
+    g = torch.Generator().manual_seed(0)
+    logp, old, ref = (torch.randn(3, 4, generator=g) * 0.1 for _ in range(3))
+    advantages, mask = torch.tensor([1.0, -1.0, 0.5]), torch.ones(3, 4, dtype=torch.bool)
+    options = dict(eps_low=0.2, eps_high=0.28, beta=0.04, kl="k2", aggregation="constant", max_len=6)
+    spec = LossSpec(**options, importance="sequence")
+    loss, stats = spec(logp, old, advantages, mask, ref)
+    want, want_stats = policy_loss(logp, old, advantages, mask, ref_logp=ref, importance="sequence", **options)
+    assert torch.equal(loss, want) and torch.equal(stats.kl, want_stats.kl)
+
+
+def test_micro_batch_weight_lives_on_each_aggregation():
+    # A micro-batch of 2 of the batch's 8 sequences holding 3 of its 12 tokens.
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    weights = {name: AGGREGATIONS[name].micro_batch_weight(mask, 8, 12) for name in AGGREGATIONS}
+    assert weights == {"sequence": 2 / 8, "token": 3 / 12, "constant": 2 / 8}
+    assert LossSpec(eps_low=0.2, eps_high=0.2, aggregation="token").micro_batch_weight(mask, 8, 12) == 3 / 12

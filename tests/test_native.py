@@ -604,29 +604,21 @@ STEP = textwrap.dedent("""
     def main():
         import torch
 
-        from grpo_cli.builtin import arith
         from grpo_cli.models import llama
-        from grpo_cli.training import optim
-        from grpo_cli.training import trainer
         from grpo_cli.config import load_config
-        from grpo_cli.pipeline.sample import load_policy
         from grpo_cli.pipeline.scoring import opened_verifiers
+        from grpo_cli.report import Reporter
+        from grpo_cli.training.session import Session
 
         cfg = load_config("tiny", ["model.threads=1", "sampling.n=4", "sampling.max_new_tokens=8", "train.batch_size=8",
                                    "train.micro_batch_size=8", "train.beta=0.04", "train.warmup_steps=0",
-                                   "train.weight_decay=0.1"])
-        cfg.check_training()
-        torch.manual_seed(0)
-        policy = load_policy(cfg, trainable=True)
-        ref = trainer._load_frozen(cfg, policy.model_dir)
-        t = cfg.train
-        optimizer, schedule = optim.build(policy.model, t.lr, tuple(t.adam_betas), t.weight_decay, lambda i: 1.0)
-        problems = arith.load_split("train")[:2]
-        order = trainer.DataOrder(len(problems), 0)
+                                   "train.weight_decay=0.1", "train.eval_n=0", "data.limit=2", "train.out_dir=run"])
+        session = Session.open(cfg, Reporter(), record=False)
+        policy, ref, optimizer = session.policy, session.ref_model, session.optimizer
         before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
         with opened_verifiers(cfg.verifiers) as verifiers:
-            batch = trainer.collect_batch(0, cfg, policy, None, problems, order, verifiers)
-            trainer.policy_update(policy.model, ref, batch, cfg, optimizer, schedule)
+            batch = session.collect(0, verifiers)
+            session.update(batch)
         print(json.dumps({
             "native": [isinstance(policy.model, llama.CausalLM), isinstance(ref, llama.CausalLM)],
             "optimizer": type(optimizer).__module__,

@@ -236,6 +236,7 @@ def installed_example(tmp_path_factory) -> Path:
     return pip_install_to(source, target)
 
 
+@pytest.mark.slow  # a pip install of the example
 def test_example_plugin_is_listed(installed_example, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "grpo_cli", "verifiers", "list"],
@@ -250,6 +251,7 @@ def test_example_plugin_is_listed(installed_example, tmp_path):
     assert "grpo-answer-format 0.1.0" in row and "grpo_answer_format:AnswerFormatVerifier" in row and "ok" in row
 
 
+@pytest.mark.slow  # a pip install of the example
 def test_example_plugin_scores_beside_math(installed_example, tmp_path):
     rows = [
         {"id": "a", "answer": "23", "completion": "4 * 5 = 20\n3 + 20 = 23\n#### 23"},  # right, formatted
@@ -302,6 +304,7 @@ def test_example_plugin_scores_beside_math(installed_example, tmp_path):
     assert proc.returncode == 2 and len(lines) == 1 and "answer_format" in lines[0] and "style" in lines[0], proc.stderr
 
 
+@pytest.mark.slow  # a pip install of the example
 def test_example_plugin_passes_its_own_contract_tests(installed_example, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", str(EXAMPLE / "tests")],

@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from test_cli import grpo
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -107,6 +108,7 @@ def setup_inputs(folder: Path, model: Path) -> None:
         (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_readme_commands_run(tmp_path, random_model_dir):
     commands = readme_commands(README.read_text(encoding="utf-8"))
     assert len(commands) >= 8 and ["train"] in commands  # the parser found the blocks

@@ -31,7 +31,7 @@ def test_the_registries_hold_the_papers_variants():
     assert loss.AGGREGATIONS.names() == ("sequence", "token", "constant")
     assert loss.IMPORTANCE.names() == ("token", "sequence")
     assert advantages.SCALES.names() == ("group", "batch", "none")
-    assert advantages.ADVANTAGES.names() == ("outcome", "process")
+    assert advantages.ADVANTAGES.names() == ("outcome", "process", "correct", "one")
     assert schedules.LR_SCHEDULES.names() == ("constant", "linear", "cosine")
     assert paradigms.ALGORITHMS.names() == ("grpo", "rft", "online_rft", "sft")
 
@@ -43,6 +43,9 @@ def test_paradigm_rows_follow_deepseekmath_section_5_2():
     assert (alg["rft"].samples, alg["rft"].on_policy, alg["rft"].coefficient) == (True, False, "correct")
     assert (alg["online_rft"].on_policy, alg["online_rft"].coefficient) == (True, "correct")
     assert (alg["grpo"].on_policy, alg["grpo"].coefficient) == (True, "advantage")
+    # the advantage kind each row trains with: its coefficient, or the configured one for GRPO
+    assert [alg[name].advantage("process") for name in alg] == ["process", "correct", "correct", "one"]
+    assert [name for name in alg if alg[name].frozen_sampler] == ["rft"]
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ def test_rollout_labels_are_math_shepherds_hard_estimate():
     assert example.labels == [1, 0, 0]  # the last step's label is the sample's own outcome
 
 
+@pytest.mark.slow
 def test_rm_train_with_rollouts_through_the_cli(tmp_path):
     rows = [
         {"id": "a", "prompt": "What is 4 * 5 + 3?", "answer": "23", "completion": c, "group": 0, "index": i}
@@ -122,6 +123,7 @@ def grpo_long(*args: str, cwd: Path) -> None:
     assert proc.returncode == 0, f"grpo {' '.join(args)} -> {proc.returncode}\n{proc.stderr}"
 
 
+@pytest.mark.slow
 def test_rm_train_prm_and_orm_load_into_the_prm_verifier(tmp_path):
     _samples(tmp_path)
     grpo_long("rm", "train", "scored.jsonl", "--out", "prm", *RM_ARGS, cwd=tmp_path)
@@ -142,6 +144,7 @@ def test_rm_train_prm_and_orm_load_into_the_prm_verifier(tmp_path):
     assert orm["kind"] == "orm" and "split=tag" in orm["verifier"] and orm["after"]["steps"] > 0
 
 
+@pytest.mark.slow
 def test_rm_train_resumes_to_the_same_weights(tmp_path):
     _samples(tmp_path)
     args = ["scored.jsonl", *RM_ARGS, "--epochs", "2", "--style", "qwen", "--save-every", "5"]
@@ -189,6 +192,7 @@ def iterative_run(tmp_path):
     return tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_iterative_rl_retrains_the_rm_with_a_ten_percent_replay(iterative_run):
     rows = [json.loads(line) for line in (iterative_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]

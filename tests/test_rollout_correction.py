@@ -97,7 +97,7 @@ def test_the_trainer_corrects_with_the_vllm_backend_only(random_model_dir):
     from transformers import AutoModelForCausalLM
 
     from grpo_cli.perf.logprobs import sequence_logprobs
-    from grpo_cli.training.trainer import policy_update
+    from grpo_cli.training.update import policy_update
 
     base = AutoModelForCausalLM.from_pretrained(str(random_model_dir))
     batch = _batch(random_model_dir)

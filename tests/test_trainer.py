@@ -19,7 +19,10 @@ from safetensors.torch import load_file
 
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
-from grpo_cli.training.trainer import TIMING_KEYS, Batch, policy_update, train
+from grpo_cli.training.batch import Batch
+from grpo_cli.training.recorder import TIMING_KEYS
+from grpo_cli.training.trainer import train
+from grpo_cli.training.update import policy_update
 
 # A verifier whose reward varies on random text: the fraction of digit characters in the completion.
 PLUGIN = textwrap.dedent(
@@ -126,11 +129,11 @@ def test_existing_run_needs_resume(random_model_dir, plugin_dir, tmp_path):
 
 
 def test_beta_zero_loads_no_reference_model(random_model_dir, plugin_dir, tmp_path, monkeypatch):
-    import grpo_cli.training.trainer as trainer
+    import grpo_cli.training.session as session
 
     copies = []
-    real = trainer._load_frozen
-    monkeypatch.setattr(trainer, "_load_frozen", lambda cfg, path: copies.append(1) or real(cfg, path))
+    real = session.load_frozen
+    monkeypatch.setattr(session, "load_frozen", lambda cfg, path: copies.append(1) or real(cfg, path))
     train(small_config(random_model_dir, tmp_path / "a", "train.beta=0", "train.steps=1"), Reporter())
     assert copies == []
     train(small_config(random_model_dir, tmp_path / "b", "train.beta=0.1", "train.steps=1"), Reporter())
@@ -170,13 +173,38 @@ def test_dynamic_sampling_is_counted(random_model_dir, plugin_dir, tmp_path):
     assert row["skipped"] == 1
 
 
+def _rollouts(run: Path, step: int) -> list[dict]:
+    return [json.loads(line) for line in (run / "rollouts" / f"step-{step:06d}.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("algorithm", ["rft", "online_rft", "sft"])
-def test_unified_paradigm_algorithms_run(random_model_dir, plugin_dir, tmp_path, algorithm):
-    cfg = small_config(
-        random_model_dir, tmp_path / "run", f"algorithm={algorithm}", "train.steps=1", "train.correct_threshold=0.1"
-    )
-    result = train(cfg, Reporter())
-    assert result.last_checkpoint is not None
+def test_unified_paradigm_algorithms_train_on_their_own_data(random_model_dir, plugin_dir, tmp_path, algorithm):
+    """DeepSeekMath 5.2.1: RFT samples from the initial model, online RFT from the policy, both with
+    gradient coefficient 1 on correct samples (reward >= threshold) and 0 otherwise; SFT trains on the
+    dataset's solutions and samples nothing."""
+    run = tmp_path / "run"
+    extra = ["train.steps=2", "train.correct_threshold=0.1", "train.log_completions=1", "train.lr=1e-2"]
+    result = train(small_config(random_model_dir, run, f"algorithm={algorithm}", *extra), Reporter())
+    before, after = weights(random_model_dir), weights(result.last_checkpoint)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["skipped_updates"] == 0 for r in rows), rows
+    if algorithm == "sft":
+        # every token trains with coefficient 1 and ratio 1: loss -1, whose gradient is the NLL's
+        assert all(r["loss"] == pytest.approx(-1.0) for r in rows), rows
+        assert not (run / "rollouts").exists() and "reward_mean" not in rows[0]  # nothing sampled or scored
+        return
+    # ratio 1 (mu = 1), sequence aggregation: loss = -mean_i(c_i), minus the fraction of correct samples
+    assert all(r["loss"] == pytest.approx(-r["advantage_abs_mean"]) for r in rows), rows
+    for step in (1, 2):
+        records = _rollouts(run, step)
+        assert records and all(r["advantage"] == float(r["reward"] >= 0.1) for r in records)
+    # Step 2 samples with step 2's seed. RFT's sampler is the initial model, so its samples are those
+    # of a run whose policy never moves (lr 0); online RFT's come from the policy trained at step 1.
+    frozen = tmp_path / "frozen"
+    train(small_config(random_model_dir, frozen, "algorithm=online_rft", *extra, "train.lr=0"), Reporter())
+    same = [r["completion"] for r in _rollouts(run, 2)] == [r["completion"] for r in _rollouts(frozen, 2)]
+    assert same == (algorithm == "rft")
 
 
 def _batch(model_dir: Path) -> Batch:
@@ -247,7 +275,9 @@ WITH_RM = [
 ]
 
 
-@pytest.mark.parametrize("extra", [[], WITH_RM], ids=["verifiers", "reward_model"])
+@pytest.mark.parametrize(
+    "extra", [[], pytest.param(WITH_RM, marks=pytest.mark.slow)], ids=["verifiers", "reward_model"]
+)
 def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir, plugin_dir, tmp_path, extra):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")])}
     common = [

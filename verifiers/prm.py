@@ -32,7 +32,7 @@ Backends score the steps (`backend`; a table, so a model-based backend sits besi
 - `hf` scores each step with a Hugging Face process reward model (`model=PATH`): Math-Shepherd style
   (`style=math_shepherd`, the default: the probability of `+` among `+`/`-` at the step tag after
   each step) or Qwen2.5-Math-PRM style (`style=qwen`: the class-1 probability of a 2-class per-token
-  head at the `<extra_0>` separator after each step). Options and model shapes: `_prm_hf.py`. A step
+  head at the `<extra_0>` separator after each step). Options and model shapes: `prm_hf.py`. A step
   gets the model's probability in [0, 1]; none is neutral, except one cut off by `max_length`.
 
 Final answer (`final_answer`, on by default): the step holding the completion's final answer
@@ -475,7 +475,7 @@ class RuleBackend:
 
 
 def _hf_backend(**options: Any) -> Backend:
-    from grpo_verifiers._prm_hf import HFBackend  # imports transformers only when asked for
+    from grpo_verifiers.prm_hf import HFBackend  # imports transformers only when asked for
 
     return HFBackend(**options)
 
@@ -506,7 +506,7 @@ class PRMVerifier(Verifier):
     """Process rewards: one reward per step of the completion, and an outcome reward from them.
 
     backend: `rule` (check each step's equalities; the default) or `hf` (a process reward model:
-        `model=PATH`, `style=math_shepherd|qwen`, `batch_size`, `device`, `dtype`, ...; see `_prm_hf.py`).
+        `model=PATH`, `style=math_shepherd|qwen`, `batch_size`, `device`, `dtype`, ...; see `prm_hf.py`).
     split: `line` (default), `blank_line` or `tag` (segments between `step_tag`s).
     step_tag: the step separator for split=tag (default `ки`, Math-Shepherd's); also the tag the
         math_shepherd model reads after each step.

@@ -11,6 +11,7 @@ so a lone sample gets advantage 0.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -19,6 +20,7 @@ from grpo_cli.algorithms.registry import Registry
 
 __all__ = [
     "ADVANTAGES",
+    "GroupRewards",
     "SCALES",
     "char_to_token_ends",
     "group_reward_std",
@@ -174,8 +176,54 @@ def soft_overlong_penalty(lengths: Tensor, max_len: int, cache_len: int) -> Tens
     return torch.where(lengths <= start, torch.zeros_like(lengths), penalty)  # [N]
 
 
-ADVANTAGES: Registry[Callable[..., Tensor]] = Registry("advantage kind")
-"""`train.advantage` name -> function: outcome (one advantage per output, from its reward) or process
-(per token, from the verifiers' step rewards; DeepSeekMath 4.1.3)."""
-ADVANTAGES.register("outcome")(outcome_advantages)
-ADVANTAGES.register("process")(process_advantages)
+@dataclass(frozen=True)
+class GroupRewards:
+    """What every advantage kind reads: the rewards of N outputs in whole groups of G.
+
+    rewards: `[N]`. scale: a `SCALES` name. threshold: the reward of a correct output.
+    step_rewards, step_ends: per output, its step rewards and the completion token index where each
+    step ends (process supervision; empty lists without). width: L, the longest completion in tokens.
+    """
+
+    rewards: Tensor
+    group_size: int
+    scale: str = "group"
+    threshold: float = 1.0
+    step_rewards: list[list[float]] = field(default_factory=list)
+    step_ends: list[list[int]] = field(default_factory=list)
+    width: int = 0
+
+
+ADVANTAGES: Registry[Callable[[GroupRewards], Tensor]] = Registry("advantage kind")
+"""Name -> `(GroupRewards) -> [N]` (one value per output) or `[N, L]` (per completion token). The
+`train.advantage` kinds: outcome, process (DeepSeekMath 4.1.3); the unified paradigm's gradient
+coefficients (algorithms/paradigms.py): correct (RFT), one (SFT). An entry whose `needs_steps` is
+true reads the verifiers' step rewards."""
+
+
+@ADVANTAGES.register("outcome")
+def outcome_kind(g: GroupRewards) -> Tensor:
+    """GRPO: one group-relative advantage per output, `[N]`."""
+    return outcome_advantages(g.rewards, g.group_size, g.scale)
+
+
+@ADVANTAGES.register("process")
+def process_kind(g: GroupRewards) -> Tensor:
+    """Process supervision: per completion token, `[N, L]`."""
+    return process_advantages(g.step_rewards, g.step_ends, g.group_size, g.width)
+
+
+@ADVANTAGES.register("correct")
+def correct_kind(g: GroupRewards) -> Tensor:
+    """RFT: coefficient 1 on correct outputs (reward >= threshold), 0 otherwise, `[N]`."""
+    return (g.rewards >= g.threshold).float()
+
+
+@ADVANTAGES.register("one")
+def one_kind(g: GroupRewards) -> Tensor:
+    """SFT: coefficient 1 on every output, `[N]`."""
+    return torch.ones_like(g.rewards, dtype=torch.float32)
+
+
+for _kind in ADVANTAGES.values():
+    _kind.needs_steps = _kind is process_kind  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ __all__ = [
     "AGGREGATIONS",
     "IMPORTANCE",
     "KL_ESTIMATORS",
+    "LossSpec",
     "LossStats",
     "MismatchStats",
     "ROLLOUT_CORRECTIONS",
@@ -95,16 +96,29 @@ def aggregate_constant(per_token: Tensor, mask: Tensor, max_len: int | None = No
     return _masked(per_token, mask).sum() / (per_token.shape[0] * max_len)
 
 
-def micro_batch_weight(aggregation: str, mask: Tensor, total_sequences: int, total_tokens: int) -> float:
-    """Scale of a micro-batch's aggregated loss so that the scaled micro-batch losses sum to the
-    aggregate over the whole batch (gradient accumulation equals one big batch).
+# Each aggregation's micro-batch weight lives on its registry entry (`.micro_batch_weight`): the
+# scale of a micro-batch's aggregated loss so that the scaled micro-batch losses sum to the aggregate
+# over the whole batch (gradient accumulation equals one big batch). mask: `[n, T]` of the micro-batch.
 
-    sequence and constant average over sequences: weight = sequences here / all sequences;
-    token averages over tokens: weight = tokens here / all tokens. mask: `[n, T]` of this micro-batch.
-    """
-    if aggregation == "token":
-        return float(mask.sum()) / max(total_tokens, 1)
+
+def _weight_by_sequences(mask: Tensor, total_sequences: int, total_tokens: int) -> float:
+    """sequence and constant average over sequences: sequences here / all sequences."""
     return mask.shape[0] / total_sequences
+
+
+def _weight_by_tokens(mask: Tensor, total_sequences: int, total_tokens: int) -> float:
+    """token averages over tokens: tokens here / all tokens."""
+    return float(mask.sum()) / max(total_tokens, 1)
+
+
+aggregate_sequence.micro_batch_weight = _weight_by_sequences  # type: ignore[attr-defined]
+aggregate_token.micro_batch_weight = _weight_by_tokens  # type: ignore[attr-defined]
+aggregate_constant.micro_batch_weight = _weight_by_sequences  # type: ignore[attr-defined]
+
+
+def micro_batch_weight(aggregation: str, mask: Tensor, total_sequences: int, total_tokens: int) -> float:
+    """The registered aggregation's micro-batch weight (see above)."""
+    return AGGREGATIONS[aggregation].micro_batch_weight(mask, total_sequences, total_tokens)  # type: ignore[attr-defined]
 
 
 # --- Importance ratios: log rho, broadcastable to [N, T] -----------------------------------------
@@ -303,6 +317,64 @@ def policy_loss(
             kl=kl_mean,
         )
     return loss, stats
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A run's loss, configured once: the `policy_loss` options (keys of `KL_ESTIMATORS`,
+    `AGGREGATIONS`, `IMPORTANCE`; `max_len` for "constant") and what `beta` decides besides the KL
+    term: whether a reference model is needed and which rows can be skipped."""
+
+    eps_low: float
+    eps_high: float
+    beta: float = 0.0
+    kl: str = "k3"
+    aggregation: str = "sequence"
+    max_len: int | None = None
+    importance: str = "token"
+
+    @property
+    def needs_reference(self) -> bool:
+        """A KL term needs reference log-probs; without one none is loaded and no KL is logged."""
+        return self.beta > 0
+
+    def trained_rows(self, advantages: Tensor) -> Tensor:
+        """Bool `[N]` of the rows whose forward and backward passes can change the gradient.
+        advantages: `[N]` or `[N, T]`. Without a KL term a row whose advantage is 0 everywhere
+        (a zero-variance group, RFT's wrong samples) adds nothing, so it is skipped."""
+        n = advantages.shape[0]
+        if self.needs_reference:
+            return torch.ones(n, dtype=torch.bool)
+        return advantages.reshape(n, -1).ne(0).any(dim=1)  # [N]
+
+    def micro_batch_weight(self, mask: Tensor, total_sequences: int, total_tokens: int) -> float:
+        return micro_batch_weight(self.aggregation, mask, total_sequences, total_tokens)
+
+    def __call__(
+        self,
+        logp: Tensor,
+        old_logp: Tensor,
+        advantages: Tensor,
+        mask: Tensor,
+        ref_logp: Tensor | None = None,
+        rollout_weights: Tensor | None = None,
+    ) -> tuple[Tensor, LossStats]:
+        """`policy_loss` with this spec's options."""
+        return policy_loss(
+            logp,
+            old_logp,
+            advantages,
+            mask,
+            eps_low=self.eps_low,
+            eps_high=self.eps_high,
+            beta=self.beta,
+            ref_logp=ref_logp,
+            kl=self.kl,
+            aggregation=self.aggregation,
+            max_len=self.max_len,
+            importance=self.importance,
+            rollout_weights=rollout_weights,
+        )
 
 
 # --- Log-prob and entropy helpers over logits, in blocks: no whole [N, T, V] log-softmax --------

@@ -20,7 +20,8 @@ from grpo_cli.algorithms.registry import Registry
 
 @dataclass(frozen=True)
 class Paradigm:
-    """source: `dataset`, `initial_model` or `policy`; coefficient: `one`, `correct` or `advantage`."""
+    """source: `dataset`, `initial_model` or `policy`; coefficient: `one`, `correct` (kinds of
+    `advantages.ADVANTAGES`) or `advantage` (the configured `train.advantage`)."""
 
     source: str
     coefficient: str
@@ -35,6 +36,15 @@ class Paradigm:
         """Whether the samples come from the policy being trained, so their sampling-time
         log-probs are the old policy's (PPO's ratio needs them)."""
         return self.source == "policy"
+
+    @property
+    def frozen_sampler(self) -> bool:
+        """Whether the samples come from the initial model, kept frozen beside the policy (RFT)."""
+        return self.source == "initial_model"
+
+    def advantage(self, configured: str) -> str:
+        """The `advantages.ADVANTAGES` kind this row trains with, given `train.advantage`."""
+        return configured if self.coefficient == "advantage" else self.coefficient
 
 
 ALGORITHMS: Registry[Paradigm] = Registry("algorithm")

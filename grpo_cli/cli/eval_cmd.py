@@ -77,11 +77,16 @@ def evaluate(
     """Evaluate models: accuracy, pass@k and maj@k.
 
     Default: the shipped model on the held-out arithmetic split."""
-    from grpo_cli.config import write_config_beside
     from grpo_cli.errors import UserError
     from grpo_cli.pipeline import preflight
-    from grpo_cli.pipeline.data import atomic_writer, check_writable, read_jsonl, write_jsonl
-    from grpo_cli.pipeline.evaluate import evaluate_model, evaluate_samples, results_table
+    from grpo_cli.pipeline.data import check_writable, read_jsonl
+    from grpo_cli.pipeline.evaluate import (
+        evaluate_model,
+        evaluate_samples,
+        results_document,
+        results_table,
+        write_results,
+    )
     from grpo_cli.pipeline.metrics import parse_ks, parse_metrics
     from grpo_cli.report import Reporter
 
@@ -126,23 +131,17 @@ def evaluate(
     else:
         runs = [evaluate_model(cfg, m, report, label=m) for m in (model or [cfg.model.path])]
 
-    results = {run.label: run.result for run in runs}
-    document = {"results": results, "sources": [r.label for r in runs]}  # results.json and --json alike
+    document = results_document(runs)  # results.json and --json alike
     report.table(results_table(runs, cfg.eval.k, cfg.eval.metrics))
     for run in runs:
         if run.summary is not None and run.summary.failures:
             report.warn(f"{run.label}: {run.summary.describe()}")
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        for i, run in enumerate(runs):
-            write_jsonl(out / f"scored-{i}.jsonl", run.scored)
-        with atomic_writer(out / "results.json") as handle:
-            json.dump(document, handle, indent=2)
-        write_config_beside(cfg, out)
+        write_results(out, runs, cfg)
     if plot is not None:
         from grpo_cli.pipeline.plot import plot_curves
 
-        plot_curves(results, plot)
+        plot_curves(document["results"], plot)
     if json_:
         typer.echo(json.dumps(document, indent=2))
     best = max(runs, key=lambda r: r.result["accuracy"])

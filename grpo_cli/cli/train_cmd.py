@@ -50,7 +50,9 @@ def train(
     ] = None,
     report_to: Annotated[
         str | None,
-        typer.Option("--report-to", help="Comma-separated: tensorboard, wandb, or none (config: train.report_to)."),
+        typer.Option(
+            "--report-to", help="Comma-separated: auto, tensorboard, wandb, or none (config: train.report_to)."
+        ),
     ] = None,
     nproc: Annotated[
         int | None,
@@ -114,7 +116,9 @@ def train(
         return
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
         # The config was checked here once; each rank resolves the same arguments again.
-        raise typer.Exit(_relaunch(nproc, _without_nproc(sys.argv[1:])))
+        from grpo_cli.cli.relaunch import relaunch, without_nproc
+
+        raise typer.Exit(relaunch(nproc, without_nproc(sys.argv[1:])))
     from grpo_cli import ranks
     from grpo_cli.report import Reporter
     from grpo_cli.training.trainer import train as run_training
@@ -129,35 +133,12 @@ def train(
         sys.stderr.write(f"\ninterrupted: {resume_hint(Path(cfg.train.out_dir))}\n")
         raise typer.Exit(130) from None
     if plot is not None:
-        from grpo_cli.pipeline.data import read_jsonl
-        from grpo_cli.pipeline.plot import plot_training
+        from grpo_cli.training.recorder import plot_run
 
-        rows = read_jsonl(result.run_dir / "metrics.jsonl")
-        from grpo_cli.training.trainer import training_title
+        plot_run(result.run_dir, cfg, result.before, result.after, report, path=plot)
+    from grpo_cli.cli.render import report_training
 
-        plot_training(rows, plot, title=training_title(cfg), before=result.before, after=result.after)
-    if result.before and result.after:
-        from rich.table import Table
-
-        table = Table(
-            title=f"held-out evaluation ({result.before['problems']} problems x {result.before['n']} samples)"
-        )
-        for col in ("", "accuracy", *(f"{m}@{k}" for m in ("maj", "pass") for k in result.before["pass@k"])):
-            table.add_column(col, justify="right")
-        for label, r in (("before", result.before), ("after", result.after)):
-            table.add_row(
-                label,
-                f"{100 * r['accuracy']:.1f}",
-                *(f"{100 * r[m + '@k'][k]:.1f}" for m in ("maj", "pass") for k in r["pass@k"]),
-            )
-        report.table(table)
-        delta = 100 * (result.after["accuracy"] - result.before["accuracy"])
-        report.summary(
-            f"trained {result.steps_done} steps -> {result.last_checkpoint}; held-out accuracy "
-            f"{100 * result.before['accuracy']:.1f}% -> {100 * result.after['accuracy']:.1f}% ({delta:+.1f} points)"
-        )
-    else:
-        report.summary(f"trained {result.steps_done} steps -> {result.last_checkpoint}")
+    report_training(report, result)
 
 
 def _model_to_load(cfg: Config, resume: bool) -> str:
@@ -176,35 +157,3 @@ def resume_hint(run_dir: Path) -> str:
     if last is None:
         return f"no checkpoint was written in {run_dir} (train.save_every sets how often); nothing to resume"
     return f"last checkpoint: {last}; continue with: grpo train --resume {shlex.quote(str(run_dir))}"
-
-
-def _without_nproc(args: list[str]) -> list[str]:
-    """The command line minus `--nproc N` / `--nproc=N`: torchrun's own parser would take `--nproc`
-    anywhere on its command line for an abbreviation of its `--nproc-per-node`."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
-
-
-def _relaunch(nproc: int, args: list[str]) -> int:
-    """`python -m grpo_cli ARGS` as `nproc` ranks of this machine under torchrun; its exit code."""
-    import subprocess
-
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(nproc),
-        "-m",
-        "grpo_cli",
-        *args,
-    ]
-    return subprocess.call(command)

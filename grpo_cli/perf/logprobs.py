@@ -18,6 +18,8 @@ path through `model(...).logits`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -201,6 +203,24 @@ def fusable(model: Any) -> bool:
     return getattr(model, "base_model", model) is not model and all(v is None or v == 1.0 for v in extras)
 
 
+LogprobPath = Callable[..., tuple[Tensor, "Tensor | None"]]
+"""`(input_ids [n, S], attention_mask [n, S], mask [n, T], temperature, *, entropy) -> (logp [n, T],
+mean entropy or None)` for one model."""
+
+
+def logprob_path(model: Any) -> LogprobPath:
+    """How `model` computes `sequence_logprobs`, chosen once (the trainer asks when it wraps the
+    model): through the DDP wrapper's forward, through grpo's own model's forward under FSDP2, the
+    plain `model(...).logits`, or the blocked head."""
+    if isinstance(getattr(model, "module", None), LogprobModel):  # DDP around the policy: its forward computes them
+        return partial(_through_ddp, model)
+    if is_fsdp(model) and getattr(model, "computes_logprobs", False):  # FSDP2 on grpo's own model
+        return partial(_through_forward, model)
+    if not fusable(model):
+        return partial(_plain_logprobs, model)
+    return partial(_blocked, model)
+
+
 def sequence_logprobs(
     model: Any,
     input_ids: Tensor,
@@ -212,23 +232,64 @@ def sequence_logprobs(
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs `[n, T]` of `input_ids[:, 1:]` at the target positions where `mask` `[n, T]` is
     true (0 elsewhere), and, if asked, their mean entropy (a detached scalar over `mask`)."""
-    if isinstance(getattr(model, "module", None), LogprobModel):  # DDP around the policy: its forward computes them
-        return model(input_ids, attention_mask, mask, temperature, entropy=entropy)
-    if is_fsdp(model) and getattr(model, "computes_logprobs", False):  # FSDP2 on grpo's own model: through its forward
-        return model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            target_mask=mask,
-            temperature=temperature,
-            entropy=entropy,
-            logprob_head=blocked_logprobs,
-        )
-    mask = mask.bool()
-    if not fusable(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [n, T, V]
-        logp = selected_logprobs(logits, input_ids[:, 1:], temperature)
-        return logp, token_entropy(logits.detach() / temperature, mask) if entropy else None
-    return blocked_logprobs(model, input_ids, attention_mask, mask, temperature, entropy)
+    return logprob_path(model)(input_ids, attention_mask, mask, temperature, entropy=entropy)
+
+
+def _through_ddp(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    *,
+    entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    return model(input_ids, attention_mask, mask, temperature, entropy=entropy)
+
+
+def _through_forward(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    *,
+    entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        target_mask=mask,
+        temperature=temperature,
+        entropy=entropy,
+        logprob_head=blocked_logprobs,
+    )
+
+
+def _plain_logprobs(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    *,
+    entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [n, T, V]
+    logp = selected_logprobs(logits, input_ids[:, 1:], temperature)
+    return logp, token_entropy(logits.detach() / temperature, mask.bool()) if entropy else None
+
+
+def _blocked(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    *,
+    entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    return blocked_logprobs(model, input_ids, attention_mask, mask.bool(), temperature, entropy)
 
 
 def blocked_logprobs(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from grpo_cli.config import Config
@@ -82,6 +84,25 @@ def evaluate_samples(records: list[dict[str, Any]], cfg: Config, report: Reporte
     if any("reward" not in r for r in records):
         records, summary = score_records(records, cfg, report)
     return EvalRun(label, metrics_of(records, cfg, label), records, summary)
+
+
+def results_document(runs: list[EvalRun]) -> dict[str, Any]:
+    """`{"results": {label: metrics}, "sources": [label, ...]}`: results.json and `--json` alike."""
+    return {"results": {run.label: run.result for run in runs}, "sources": [r.label for r in runs]}
+
+
+def write_results(out: Path, runs: list[EvalRun], cfg: Config) -> None:
+    """The `--out` folder: scored-I.jsonl per model, results.json (written whole or not at all) and
+    the config that ran."""
+    from grpo_cli.config import write_config_beside
+    from grpo_cli.pipeline.data import atomic_writer, write_jsonl
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, run in enumerate(runs):
+        write_jsonl(out / f"scored-{i}.jsonl", run.scored)
+    with atomic_writer(out / "results.json") as handle:
+        json.dump(results_document(runs), handle, indent=2)
+    write_config_beside(cfg, out)
 
 
 def results_table(runs: list[EvalRun], ks: list[int], metrics: list[str]) -> Any:

@@ -68,7 +68,7 @@ def _longest_prompt(cfg: Config, model_dir: Path, sources: list[str]) -> tuple[i
     """(tokens, "SOURCE row N") of the longest rendered prompt over `sources`."""
     from grpo_cli.models.loading import load_tokenizer
     from grpo_cli.pipeline.sample import problems_from, render_prompts
-    from grpo_cli.sampling.hf import _encode
+    from grpo_cli.sampling.hf import encode
 
     tokenizer = load_tokenizer(model_dir)
     tokenizer.model_max_length = 2**62  # measuring, not feeding the model: no "longer than" warning
@@ -80,7 +80,7 @@ def _longest_prompt(cfg: Config, model_dir: Path, sources: list[str]) -> tuple[i
         # without encoding a whole training set.
         candidates = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)[:CANDIDATES]
         for i in candidates:
-            tokens = len(_encode(tokenizer, prompts[i]))  # as the sampler encodes it
+            tokens = len(encode(tokenizer, prompts[i]))  # as the sampler encodes it
             if tokens > best[0]:
                 best = (tokens, f"{source} row {i + 1}")
     return best

@@ -3,6 +3,7 @@ rendered from problems, and completions turned into sample records (docs/design.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,19 @@ def to_records(problems: list[Problem], completions: list[list[Completion]], *, 
     return rows
 
 
+def generate_groups(
+    sampler: Sampler,
+    tokenizer: Any,
+    problems: list[Problem],
+    data: DataConfig,
+    params: SamplingParams,
+    progress: Callable[[int], None] = lambda n: None,
+) -> list[list[Completion]]:
+    """The rollout core: `params.n` completions (one group) per problem, from prompts rendered as
+    `data` says. `grpo sample`, `grpo eval` and the trainer all generate through it."""
+    return sampler.generate(render_prompts(problems, tokenizer, data), params, progress)
+
+
 def sample_problems(
     policy: Policy,
     problems: list[Problem],
@@ -122,7 +136,6 @@ def sample_problems(
     logprobs: bool = True,
     label: str = "sampling",
 ) -> list[Sample]:
-    prompts = render_prompts(problems, policy.tokenizer, cfg.data)
-    with report.progress(label, total=len(prompts) * params.n) as advance:
-        completions = policy.sampler.generate(prompts, params, advance)
+    with report.progress(label, total=len(problems) * params.n) as advance:
+        completions = generate_groups(policy.sampler, policy.tokenizer, problems, cfg.data, params, advance)
     return to_records(problems, completions, logprobs=logprobs)

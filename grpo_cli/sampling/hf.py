@@ -12,7 +12,7 @@ from grpo_cli.errors import UserError
 from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
 
 
-def _encode(tokenizer: Any, prompt: str) -> list[int]:
+def encode(tokenizer: Any, prompt: str) -> list[int]:
     # A chat template already wrote the BOS token into the text; don't add a second one.
     bos = tokenizer.bos_token
     add_special = not (bos and prompt.startswith(bos))
@@ -24,7 +24,7 @@ def encode_prompts(
 ) -> list[list[int]]:
     """Token ids of each prompt; a prompt that leaves no room for `max_new_tokens` within
     `max_positions` (`where`: "the model's", "the engine's") is a one-line error."""
-    encoded = [_encode(tokenizer, p) for p in prompts]
+    encoded = [encode(tokenizer, p) for p in prompts]
     for i, ids in enumerate(encoded):
         if max_positions and len(ids) + max_new_tokens > max_positions:
             raise UserError(

@@ -1,7 +1,7 @@
 """Learned reward models: build, label, train and evaluate them (DeepSeekMath 4.1.4, Math-Shepherd).
 
 A reward model folder is a Hugging Face model in one of the two shapes the `prm` verifier's `hf`
-backend reads (`grpo_verifiers/_prm_hf.py`), plus `reward_model.json` saying how to score with it:
+backend reads (`grpo_verifiers/prm_hf.py`), plus `reward_model.json` saying how to score with it:
 
 - `math_shepherd`: a causal LM; a step's score is P(`+`) among {`+`, `-`} at the step tag `ки` put
   after it (the tag is added to the tokenizer as one token when it is not one already);
@@ -331,7 +331,7 @@ class RewardModel:
 
     def __init__(self, folder: Path, *, lr: float, threads: int = 0) -> None:
         import transformers
-        from grpo_verifiers._prm_hf import HFBackend
+        from grpo_verifiers.prm_hf import HFBackend
 
         from grpo_cli.training import optim
 
@@ -350,7 +350,7 @@ class RewardModel:
 
     def encode(self, example: Example) -> tuple[list[int], list[int], list[int]]:
         """(input ids, tag positions, labels) of the labelled tags of one example."""
-        from grpo_verifiers._prm_hf import question_text, tag_positions
+        from grpo_verifiers.prm_hf import question_text, tag_positions
 
         steps = [s.text for s in steps_of(example.completion, self.kind)]
         text, spans, special = self.encoder.build_input(question_text(example.sample()), steps)
@@ -577,25 +577,7 @@ def train_reward_model(
     continues to the same weights an uninterrupted run ends with."""
     rm = cfg.train.reward_model
     train_set, test_set = held_out_split(examples, held_out, cfg.seed)
-    checkpoints = sorted((out / "checkpoints").glob("step-*")) if resume else []
-    checkpoints = [c for c in checkpoints if (c / "rm_state.pt").is_file()]
-    if resume and not checkpoints:
-        raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-    state: dict[str, Any] = {}
-    if checkpoints:
-        state = torch.load(checkpoints[-1] / "rm_state.pt", weights_only=False)
-        folder, before = checkpoints[-1], state["before"]
-        report.log(f"resuming from {folder} after {state['updates']} updates")
-    else:
-        meta = check_head(base, rm.style, rm.kind)
-        if meta is None:
-            build_initial(base, out, style=rm.style, kind=rm.kind, seed=cfg.seed)
-        elif base.resolve() != out.resolve():
-            shutil.rmtree(out, ignore_errors=True)
-            shutil.copytree(base, out, ignore=shutil.ignore_patterns("checkpoints"))
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-        folder, before = out, (evaluate_folder(out, test_set) if test_set else {})
+    folder, before, state = _start_folder(base, out, test_set, cfg, report, resume=resume)
     model = RewardModel(folder, lr=rm.lr)
     updates = 0
     if state:
@@ -636,6 +618,31 @@ def train_reward_model(
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     report.log(f"reward model {out}: {stats}")
     return result
+
+
+def _start_folder(
+    base: Path, out: Path, test_set: list[Example], cfg: Config, report: Reporter, *, resume: bool
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The folder training starts from, the before-figures and the saved state ({} when fresh): the
+    last checkpoint of `out` when resuming, else `out` made from `base` (built, or copied)."""
+    rm = cfg.train.reward_model
+    checkpoints = sorted((out / "checkpoints").glob("step-*")) if resume else []
+    checkpoints = [c for c in checkpoints if (c / "rm_state.pt").is_file()]
+    if resume and not checkpoints:
+        raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+    if checkpoints:
+        state = torch.load(checkpoints[-1] / "rm_state.pt", weights_only=False)
+        report.log(f"resuming from {checkpoints[-1]} after {state['updates']} updates")
+        return checkpoints[-1], state["before"], state
+    meta = check_head(base, rm.style, rm.kind)
+    if meta is None:
+        build_initial(base, out, style=rm.style, kind=rm.kind, seed=cfg.seed)
+    elif base.resolve() != out.resolve():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(base, out, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    return out, (evaluate_folder(out, test_set) if test_set else {}), {}
 
 
 def _truncate_rows(path: Path, keep: int) -> None:

@@ -1,7 +1,7 @@
 """Where each metrics row goes besides metrics.jsonl (`train.report_to`): TensorBoard, W&B.
 
-A tracker that cannot start (its package missing) is a one-line error before training starts,
-except TensorBoard in the default list, which is skipped when `tensorboard` is not installed.
+A tracker that cannot start (its package missing) is a one-line error before training starts. The
+default, `auto`, is TensorBoard when `tensorboard` is installed and nothing (no warning) otherwise.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ class Trackers:
         self._tb: Any = None
         self._wandb: Any = None
         wanted = cfg.train.report_to
-        if "tensorboard" in wanted:
+        if "tensorboard" in wanted or "auto" in wanted:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                report.warn("train.report_to: tensorboard is not installed (pip install tensorboard); skipped")
+                if "tensorboard" in wanted:
+                    raise UserError(
+                        "train.report_to: tensorboard is not installed (pip install 'grpo-cli[tensorboard]')"
+                    ) from None
             else:
                 self._tb = SummaryWriter(str(run_dir / "tensorboard"))
         if "wandb" in wanted:

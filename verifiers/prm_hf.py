@@ -32,6 +32,9 @@ The tokenizer loads (and the tokens are checked) when the verifier is built; the
 on the first batch, onto `device` in `dtype`, and `close()` releases them. Forward passes run in
 `batch_size` chunks, right-padded, under `torch.inference_mode`: with causal attention, padding on
 the right does not change the real tokens' logits, so the batch size does not change the scores.
+
+A public module: `grpo_cli.training.reward_model` trains reward models through the same
+`HFBackend`, `question_text` and `tag_positions`, so what was trained is what scores.
 """
 
 from __future__ import annotations
