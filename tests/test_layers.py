@@ -191,18 +191,6 @@ def test_the_check_catches_upward_imports_and_cycles(sources, expected):
     assert violations(graph(sources)) == expected
 
 
-PRIVATE_PENDING = {
-    ("grpo_verifiers.math", "grpo_verifiers._mathparse._expressions_equal"),
-    ("grpo_verifiers.math", "grpo_verifiers._mathparse._ParseError"),
-    ("grpo_verifiers.math", "grpo_verifiers._mathparse._Parser"),
-    ("grpo_verifiers.prm", "grpo_verifiers.math._expressions_equal"),
-    ("grpo_verifiers.prm", "grpo_verifiers.math._ParseError"),
-    ("grpo_verifiers.prm", "grpo_verifiers.math._Parser"),
-}
-"""Private names the math parser shares inside `grpo_verifiers`, left for the verifiers' owner (whose
-work on `math` is under way) to make public; nothing may join this set."""
-
-
 def private_imports(module: str, source: str, packages: set[str]) -> list[str]:
     """`module`'s imports of another module's private name: `from m import _x` where `m` is a module
     other than `module`, or a private module `pkg._m` from outside `pkg` (`packages`: the dotted
@@ -230,9 +218,7 @@ def test_no_module_imports_another_modules_private_name():
     modules = project_modules()
     packages = {m.removesuffix(".__init__") for m in modules if m.endswith(".__init__")}
     found = [v for m, p in sorted(modules.items()) for v in private_imports(m, p.read_text(encoding="utf-8"), packages)]
-    pending = {f"{m} imports {n}" for m, n in PRIVATE_PENDING}
-    assert [v for v in found if v not in pending] == []
-    assert pending <= set(found), "a pending private import is gone: drop it from PRIVATE_PENDING"
+    assert found == []
 
 
 @pytest.mark.parametrize(
