@@ -138,6 +138,14 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def cache_keyword(module: Any) -> str:
+    """The keyword `module.forward` takes a KV cache by: `cache` (transformers 5.x models, grpo's own),
+    else `past_key_values` (older transformers; 5.x warns on it and 5.40 removes it)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 def enable_activation_checkpointing(model: Any) -> None:
     """Recompute each layer's activations in backward instead of keeping them (non-reentrant)."""
     kwargs = {"use_reentrant": False}
