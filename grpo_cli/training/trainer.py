@@ -26,7 +26,7 @@ from grpo_cli.algorithms.schedules import lr_multiplier
 from grpo_cli.config import Config, dump_config
 from grpo_cli.errors import UserError
 from grpo_cli.models import lora
-from grpo_cli.models.loading import enable_activation_checkpointing
+from grpo_cli.models.loading import enable_activation_checkpointing, model_reference
 from grpo_cli.perf import heap
 from grpo_cli.perf.logprobs import sequence_logprobs
 from grpo_cli.pipeline.sample import (
@@ -159,7 +159,7 @@ def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
     state = load_state(start_ckpt) if start_ckpt is not None else None
     if t.lora.rank:  # the base model, then a fresh adapter or the checkpoint's
         policy = load_policy(cfg, state.initial_model if state else None, trainable=True)
-        lora.attach(policy.model, t.lora, str(policy.model_dir.resolve()), adapter_dir=start_ckpt)
+        lora.attach(policy.model, t.lora, model_reference(policy.model_dir), adapter_dir=start_ckpt)
         if start_ckpt is not None:
             policy.sampler.sync_weights(policy.model)  # an engine with its own copy started from the base
     else:
