@@ -102,6 +102,7 @@ def test_a_missing_base_is_one_line_naming_it_and_model_base_fixes_it(trained_co
     for command in (
         ["eval", "--model", "tiny", "--model", str(trained_copy)],
         ["sample", "--model", str(trained_copy)],
+        ["model", "merge", str(trained_copy)],
     ):
         proc = _cli(*command, "--out", str(tmp_path / "out"), *SMALL)
         assert proc.returncode == 2
