@@ -144,3 +144,11 @@ def test_resuming_a_lora_run_passes_the_model_check(lora_checkpoint):
     # the preflight of --resume reads the last checkpoint's model: the adapter's base
     out = _ok("train", "--resume", str(lora_checkpoint.parent.parent), "--steps", "4", "--dry-run")
     assert "rank: 4" in out
+
+
+def test_an_adapter_saved_without_a_tokenizer_takes_its_base_tokenizer(trained_copy, tmp_path):
+    # PEFT's own save_pretrained writes no tokenizer: the base's is the one the adapter was trained with
+    want = _completions(_greedy(str(trained_copy), tmp_path / "with.jsonl"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (trained_copy / name).unlink()
+    assert _completions(_greedy(str(trained_copy), tmp_path / "without.jsonl")) == want
