@@ -101,6 +101,9 @@ class ModelConfig:
     impl: str = "auto"
     """native (grpo's own Llama/Qwen2/Qwen3/Mistral code: less memory, faster small-batch steps), transformers, or auto
     (native where it supports the model)."""
+    base: str = ""
+    """The base model of a LoRA checkpoint given as the model (`tiny` or a folder); empty: the one its
+    adapter_config.json names (`base_model_name_or_path`). Set it where that folder moved."""
 
     def __post_init__(self) -> None:
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))

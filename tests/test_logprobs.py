@@ -179,6 +179,8 @@ def policy(random_model_dir):
     return AutoModelForCausalLM.from_pretrained(str(random_model_dir)).train()
 
 
+# transformers 5.x warns (FutureWarning) when its KV cache is passed by the old name `past_key_values`.
+@pytest.mark.filterwarnings("error::FutureWarning", "error::DeprecationWarning")
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_shared_prompts_give_the_same_logprobs_and_gradients(policy, monkeypatch, attention):
     policy.set_attn_implementation(attention)

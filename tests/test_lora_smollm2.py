@@ -47,10 +47,20 @@ def _rows(path: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
-def test_two_step_lora_train_and_its_merge(smollm2_dir, tmp_path):
-    ckpt = _run(smollm2_dir, tmp_path / "run", "train.steps=2")
+@pytest.fixture(scope="module")
+def two_step_run(smollm2_dir, tmp_path_factory) -> Path:
+    """The last checkpoint of a 2-step LoRA run of SmolLM2."""
+    return _run(smollm2_dir, tmp_path_factory.mktemp("lora-smollm2") / "run", "train.steps=2")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grpo_cli", *args], capture_output=True, text=True)
+
+
+def test_two_step_lora_train_and_its_merge(smollm2_dir, two_step_run, tmp_path):
+    ckpt = two_step_run
     assert (ckpt / lora.ADAPTER_WEIGHTS).is_file() and not (ckpt / "model.safetensors").exists()
-    rows = _rows(tmp_path / "run" / "metrics.jsonl")
+    rows = _rows(ckpt.parent.parent / "metrics.jsonl")
     # the reference pass ran (adapters off): at step 1 the adapter's B is 0, policy = base, KL = 0; at
     # step 2 KL is positive exactly when step 1 had a learning signal (no rewarded sample under strict
     # extraction in 16 tokens means no advantage moved the adapter)
@@ -81,6 +91,30 @@ def test_two_step_lora_train_and_its_merge(smollm2_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (result,) = json.loads(proc.stdout)["results"].values()
     assert result["problems"] == 2 and result["n"] == 1 and 0 <= result["accuracy"] <= 1, result
+
+
+CHEAP = ["--preset", "smollm2-arith", "--n", "1", "--set", "data.limit=2", "--set", "sampling.max_new_tokens=8"]
+
+
+def test_eval_compares_smollm2_with_its_lora_checkpoint(smollm2_dir, two_step_run):
+    # README's comparison, against a LoRA checkpoint: loaded as its base (adapter_config.json names
+    # the SmolLM2 folder) with the adapter merged in
+    proc = _cli("eval", "--model", str(smollm2_dir), "--model", str(two_step_run), "--k", "1", "--json", *CHEAP)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert list(results) == [str(smollm2_dir), str(two_step_run)]
+    assert all(r["problems"] == 2 for r in results.values())
+
+
+def test_sampling_smollm2_prints_no_future_warning(smollm2_dir, two_step_run, tmp_path):
+    # the preset runs transformers' model (model.impl: transformers), whose forward warns when the KV
+    # cache comes as `past_key_values` (removed in transformers 5.40); Python shows FutureWarning by default
+    for model in (smollm2_dir, two_step_run):
+        out = tmp_path / "samples.jsonl"
+        proc = _cli("sample", "--model", str(model), "--out", str(out), *CHEAP)
+        assert proc.returncode == 0, proc.stderr
+        assert "FutureWarning" not in proc.stderr and "past_key_values" not in proc.stderr, proc.stderr
+        assert len(out.read_text().splitlines()) == 2
 
 
 def test_lora_run_resumes_exactly(smollm2_dir, tmp_path):

@@ -380,11 +380,13 @@ def test_samples_equal_transformers(request, which, temperature):
             torch.testing.assert_close(torch.tensor(g.logprobs), torch.tensor(w.logprobs), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("keyword", ["cache", "past_key_values"])
 @pytest.mark.parametrize("threads", [1, 2], ids=["bmm-attention", "sdpa-attention"])
-def test_cached_decoding_equals_full_forward(gqa_tokenizer_model_dir, threads, monkeypatch):
+def test_cached_decoding_equals_full_forward(gqa_tokenizer_model_dir, threads, keyword, monkeypatch):
     """Token-by-token decoding through the KV cache with left padding gives the logits of a full
     forward pass over each unpadded sequence, on both decode-attention paths (one thread: batched
-    matmuls; more: scaled_dot_product_attention)."""
+    matmuls; more: scaled_dot_product_attention), with the cache passed by transformers 5.x's name
+    (`cache`) or the older one."""
     from grpo_cli.sampling.kvcache import SlotCache
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
@@ -405,7 +407,7 @@ def test_cached_decoding_equals_full_forward(gqa_tokenizer_model_dir, threads, m
     cache = SlotCache(mask.shape[1])
     with torch.no_grad():
         out = nat(
-            input_ids=ids, attention_mask=mask[:, :width], position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=ids, attention_mask=mask[:, :width], position_ids=positions, use_cache=True, **{keyword: cache}
         )
         logits = [out.logits[:, -1]]
         pos = positions[:, -1:] + 1
@@ -415,8 +417,8 @@ def test_cached_decoding_equals_full_forward(gqa_tokenizer_model_dir, threads, m
                 input_ids=tok,
                 attention_mask=mask[:, : width + step + 1],
                 position_ids=pos,
-                past_key_values=cache,
                 use_cache=True,
+                **{keyword: cache},
             )
             logits.append(out.logits[:, -1])
             pos = pos + 1

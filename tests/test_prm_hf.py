@@ -244,6 +244,13 @@ def test_bad_model_path_is_one_line(tmp_path):
     assert "\n" not in message and "nope" in message and "no such Hugging Face model folder" in message
     with pytest.raises(ValueError, match="needs model=PATH"):
         PRMVerifier(backend="hf")
+    adapter = tmp_path / "lora-checkpoint"  # a LoRA run's checkpoint: the adapter, no config.json
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "tiny"}')
+    with pytest.raises(UserError) as error:
+        load_verifier("prm", {"backend": "hf", "model": str(adapter)})
+    message = str(error.value)
+    assert "\n" not in message and "is a LoRA adapter" in message and f"grpo model merge {adapter}" in message
 
 
 def test_cli_bad_model_path(tmp_path):

@@ -232,3 +232,26 @@ def test_cached_batched_decoding_equals_full_recompute(peaked_policy, monkeypatc
             for c, (ids, logps, reason) in zip(group, expected_group):
                 assert (c.token_ids, c.finish_reason) == (ids, reason), drop_fraction
                 torch.testing.assert_close(torch.tensor(c.logprobs), torch.tensor(logps), atol=1e-4, rtol=0)
+
+
+def test_transformers_path_sampling_raises_no_deprecation_warning(random_model_dir):
+    """transformers 5.x takes the KV cache as `cache` and warns (FutureWarning) on `past_key_values`,
+    which 5.40 removes. That warning is raised at torch's module call, not in our module, so a filter
+    scoped to `grpo_cli` would miss it: here every FutureWarning and DeprecationWarning during the
+    sampling stage is an error."""
+    import warnings
+
+    from grpo_cli.config import load_config
+    from grpo_cli.models import llama
+    from grpo_cli.pipeline.sample import load_policy, sampling_params
+
+    cfg = load_config(None, ["model.impl=transformers", "model.device=cpu", "model.threads=1"])
+    policy = load_policy(cfg, str(random_model_dir))
+    assert not isinstance(policy.model, llama.CausalLM)  # transformers' model, not grpo's own
+    params = sampling_params(cfg, n=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        results = policy.sampler.generate(PROMPTS[:2], params)
+    assert [len(group) for group in results] == [2, 2]
+    assert all(c.token_ids for group in results for c in group)

@@ -231,13 +231,20 @@ def test_lora_train_with_vllm_syncs_merged_weights_and_corrects_the_mismatch(tmp
     ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
     merged = tmp_path / "merged"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    results = []
     for args in (
         ["model", "merge", str(ckpt), "--out", str(merged)],
         ["eval", "--model", str(merged), "--set", "sampling.backend=vllm", "--n", "2", "--k", "1",
          "--set", "data.limit=4", "--quiet", "--json"],
+        ["eval", "--model", str(ckpt), "--set", "sampling.backend=vllm", "--n", "2", "--k", "1",
+         "--set", "data.limit=4", "--quiet", "--json"],
     ):  # fmt: skip
         proc = subprocess.run([sys.executable, "-m", "grpo_cli", *args], env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        if args[0] == "eval":
+            results.append(next(iter(json.loads(proc.stdout)["results"].values())))
+    # the checkpoint itself as --model: the engine starts from its base and gets the merged weights
+    assert results[0] == results[1]
 
 
 def test_lora_weights_reach_the_engine_merged_under_the_base_names():

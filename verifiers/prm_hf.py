@@ -133,7 +133,13 @@ class HFBackend:
         # A hub id is `name` or `org/name`; anything else (or an existing path) is a local folder.
         looks_local = Path(model).expanduser().exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model)
         if looks_local:
-            if not (Path(model).expanduser() / "config.json").is_file():
+            folder = Path(model).expanduser()
+            if not (folder / "config.json").is_file() and (folder / "adapter_config.json").is_file():
+                raise ValueError(
+                    f"prm model {model!r} is a LoRA adapter: merge it into its base first "
+                    f"(grpo model merge {model} --out DIR) and pass model=DIR"
+                )
+            if not (folder / "config.json").is_file():
                 raise ValueError(f"prm model {model!r}: no such Hugging Face model folder (no config.json there)")
             self.model_path = str(Path(model).expanduser())
         self.tokenizer = self._load_tokenizer()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from grpo_cli.cli.common import ThreadsOpt
+from grpo_cli.cli.common import SetOpt, ThreadsOpt, resolve_config
 
 app = typer.Typer(help="Models: the shipped tiny model, GGUF import, LoRA merge.", no_args_is_help=True)
 
@@ -48,11 +48,15 @@ def merge(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="New (or empty) folder for the merged model.")],
     threads: ThreadsOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Merge a LoRA checkpoint's adapter into its base model: a plain Hugging Face folder (grpo eval, vLLM)."""
-    from grpo_cli.config import ModelConfig
+    """Merge a LoRA checkpoint's adapter into its base model: a plain Hugging Face folder (grpo eval, vLLM).
+    Its base is the one adapter_config.json names, or `--set model.base=PATH`."""
+    from dataclasses import replace
+
     from grpo_cli.models.loading import export_merged, setup_torch
 
     setup_torch(threads or 0)
-    path = export_merged(checkpoint, out, ModelConfig(device="cpu", threads=threads or 0))
+    model = replace(resolve_config(None, set_).model, device="cpu", threads=threads or 0)
+    path = export_merged(checkpoint, out, model)
     typer.echo(f"wrote {path}: {checkpoint} merged into its base model")

@@ -6,7 +6,8 @@ plumbing, output classes) is most of a decode step's time on a small model. This
 same architecture in plain torch: the same parameter names (checkpoints, vLLM weight sync and
 FSDP see no difference), the same arithmetic (tests compare logits, gradients and samples against
 transformers), and the subset of the transformers call interface grpo uses (`forward` with
-`attention_mask`, `position_ids`, `past_key_values`, `inputs_embeds`, `logits_to_keep`;
+`attention_mask`, `position_ids`, `cache` (or its older name `past_key_values`), `inputs_embeds`,
+`logits_to_keep`;
 `base_model`, `get_input_embeddings`, `save_pretrained`, `gradient_checkpointing_enable`).
 
 `unsupported(...)` names why a model folder needs transformers instead (another architecture,
@@ -40,7 +41,7 @@ class Output:
 
     last_hidden_state: Tensor | None = None
     logits: Tensor | None = None
-    past_key_values: Any = None
+    cache: Any = None
 
 
 def _rope_parameters(config: Any) -> dict[str, Any]:
@@ -314,22 +315,24 @@ class Backbone(nn.Module):
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         inputs_embeds: Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Any = None,
         **_: Any,
     ) -> Output:
+        cache = past_key_values if cache is None else cache  # transformers' name before 5.x's `cache`
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         b, t = x.shape[:2]
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=x.device)[None]
         cos, sin = self._rope_tables(position_ids, x.dtype)
         cos, sin = cos[:, None], sin[:, None]  # [B|1, 1, T, D]: heads come before positions here
         mask, causal = _attention_mask(attention_mask, b, t, past, x.device)
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, causal, past_key_values)
-        return Output(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+            x = layer(x, cos, sin, mask, causal, cache)
+        return Output(last_hidden_state=self.norm(x), cache=cache)
 
     def forward_packed(
         self, input_ids: Tensor | None, inputs_embeds: Tensor | None, position_ids: Tensor, packing: Packing
@@ -439,7 +442,7 @@ class CausalLM(nn.Module):
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         inputs_embeds: Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
@@ -447,12 +450,13 @@ class CausalLM(nn.Module):
         temperature: float = 1.0,
         entropy: bool = False,
         logprob_head: Callable[..., Any] | None = None,
+        past_key_values: Any = None,
         **_: Any,
     ) -> Any:
         if target_mask is not None:  # (log-probs [n, T], mean entropy | None): see `computes_logprobs`
             assert logprob_head is not None, "target_mask needs logprob_head"
             return logprob_head(self, input_ids, attention_mask, target_mask, temperature, entropy)
-        out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds)
+        out = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, past_key_values=past_key_values)
         hidden = out.last_hidden_state
         out.logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         return out

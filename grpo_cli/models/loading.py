@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,48 @@ def resolve_model_dir(path: str) -> Path:
     return model_dir
 
 
+def model_reference(model_dir: Path) -> str:
+    """How a LoRA checkpoint names the model it was trained from (`base_model_name_or_path`): `tiny`
+    for the shipped model, so the name outlives the install it was trained in; else the absolute path."""
+    resolved = model_dir.resolve()
+    return TINY if resolved == tiny_model_dir().resolve() else str(resolved)
+
+
+def adapter_base_dir(adapter_dir: Path, base: str = "") -> Path:
+    """The base model folder of the LoRA checkpoint `adapter_dir`: `base` (`model.base`) when given,
+    else the one its adapter_config.json names. A base that is not there is a one-line error naming it."""
+    named = base or lora.adapter_base(adapter_dir)
+    if named != TINY and not Path(named).exists():
+        if base:
+            raise UserError(f"model.base={base}: not found (the base model of the LoRA checkpoint {adapter_dir})")
+        raise UserError(
+            f"{adapter_dir}: LoRA checkpoint of the base model {named}, which is not there; pass the base "
+            "model's folder with --set model.base=PATH (`tiny` for the shipped model)"
+        )
+    return resolve_model_dir(named)
+
+
+def config_dir(model_dir: Path, base: str = "") -> Path:
+    """The folder whose config.json describes `model_dir`'s model: the folder itself, or for a LoRA
+    checkpoint its base's (`adapter_base_dir`)."""
+    return config_dir(adapter_base_dir(model_dir, base)) if lora.is_adapter_dir(model_dir) else model_dir
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def has_tokenizer(model_dir: Path) -> bool:
+    return any((model_dir / f).is_file() for f in TOKENIZER_FILES)
+
+
+def tokenizer_dir(model_dir: Path, base: str = "") -> Path:
+    """The folder `model_dir`'s tokenizer loads from: the folder itself, or for a LoRA checkpoint saved
+    without one (an adapter from elsewhere), its base's."""
+    if lora.is_adapter_dir(model_dir) and not has_tokenizer(model_dir):
+        return tokenizer_dir(adapter_base_dir(model_dir, base))
+    return model_dir
+
+
 def setup_torch(threads: int) -> None:
     """Set the CPU thread count once: `threads`, or when 0 the free cores (config.auto_threads)."""
     import torch
@@ -57,14 +100,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_tokenizer(model_dir: Path) -> Any:
-    """Load the tokenizer; left padding for batched generation, pad falls back to eos."""
+def load_tokenizer(model_dir: Path, base: str = "") -> Any:
+    """Load the tokenizer (a LoRA checkpoint's own, else its base's: `tokenizer_dir`); left padding for
+    batched generation, pad falls back to eos."""
     from transformers import AutoTokenizer
 
-    has_files = any(
-        (model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-    )
-    if not has_files:
+    model_dir = tokenizer_dir(model_dir, base)
+    if not has_tokenizer(model_dir):
         raise UserError(f"{model_dir}: model folder has no tokenizer (tokenizer.json or tokenizer_config.json)")
     try:
         tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -85,9 +127,10 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
     from safetensors import SafetensorError
 
     if lora.is_adapter_dir(model_dir):  # a LoRA run's checkpoint: its base with the adapter merged in
-        base = resolve_model_dir(lora.adapter_base(model_dir))
+        base = adapter_base_dir(model_dir, cfg.base)
+        plain = load_model(base, replace(cfg, base=""))  # `model.base` names this checkpoint's base only
         model = lora.merge_into_base(
-            lora.attach(load_model(base, cfg), lora.checkpoint_config(model_dir), str(base), adapter_dir=model_dir)
+            lora.attach(plain, lora.checkpoint_config(model_dir), str(base), adapter_dir=model_dir)
         )
         model.train(trainable)
         model.requires_grad_(trainable)
@@ -138,6 +181,14 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def cache_keyword(module: Any) -> str:
+    """The keyword `module.forward` takes a KV cache by: `cache` (transformers 5.x models, grpo's own),
+    else `past_key_values` (older transformers; 5.x warns on it and 5.40 removes it)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 def enable_activation_checkpointing(model: Any) -> None:
     """Recompute each layer's activations in backward instead of keeping them (non-reentrant)."""
     kwargs = {"use_reentrant": False}
@@ -159,7 +210,7 @@ def export_merged(checkpoint: Path, out: Path, cfg: ModelConfig) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out}: exists and is not an empty folder; choose a new one")
     model = load_model(checkpoint, cfg)
-    tokenizer = load_tokenizer(checkpoint)
+    tokenizer = load_tokenizer(checkpoint, cfg.base)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -33,7 +33,7 @@ _ATTENTION = frozenset({"sdpa", "eager"})
 def shareable(model: Any) -> bool:
     """Whether `model` (whose backbone and head the caller uses directly) may run prefixes and completions apart:
     grpo's own Llama-family model, or transformers' Llama-family decoder with the standard
-    attention, whose backbone takes `past_key_values` / `position_ids` / a 2-D padding mask the
+    attention, whose backbone takes a KV cache / `position_ids` / a 2-D padding mask the
     standard way (RoPE from the position alone, causal mask offset by the cache length), without
     checkpointing."""
     from grpo_cli.models import llama
@@ -147,13 +147,14 @@ def _two_passes(
     Same returns as `_packed`."""
     from transformers import DynamicCache
 
+    from grpo_cli.models.loading import cache_keyword
+
     device = prefix_ids.device
     width, c = prefix_ids.shape[1], comp_ids.shape[1]
     prefix_mask = (torch.arange(width, device=device) < plen[:, None]).to(mask_dtype)
     cache = DynamicCache()
-    out = model.base_model(
-        **backbone_inputs(model, prefix_ids), attention_mask=prefix_mask, past_key_values=cache, use_cache=True
-    )
+    with_cache = {cache_keyword(model.base_model): cache, "use_cache": True}
+    out = model.base_model(**backbone_inputs(model, prefix_ids), attention_mask=prefix_mask, **with_cache)
     last = out.last_hidden_state[torch.arange(len(plen), device=device), plen - 1]
     if c == 0:
         return last, None
@@ -163,7 +164,6 @@ def _two_passes(
         **backbone_inputs(model, comp_ids),
         attention_mask=torch.cat([prefix_mask[owner], comp_mask], 1),
         position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
+        **with_cache,
     ).last_hidden_state  # [r, C, H]
     return last, hidden

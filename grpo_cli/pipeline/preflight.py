@@ -18,13 +18,14 @@ def check_verifiers(cfg: Config) -> None:
     check_names([spec.name for spec in cfg.verifiers])
 
 
-def check_model(path: str) -> Path:
-    """The model folder of `path` (`tiny` or a local folder), with its config and tokenizer files."""
-    from grpo_cli.models.loading import resolve_model_dir
+def check_model(path: str, base: str = "") -> Path:
+    """The model folder of `path` (`tiny`, a local folder, or a LoRA checkpoint whose base model, its
+    own or `model.base`, is there), with its config and tokenizer files."""
+    from grpo_cli.models.loading import config_dir, has_tokenizer, resolve_model_dir, tokenizer_dir
 
     model_dir = resolve_model_dir(path)
-    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-    if not any((model_dir / f).is_file() for f in tokenizer_files):
+    config_dir(model_dir, base)  # a LoRA checkpoint's base: there, or a one-line error naming it
+    if not has_tokenizer(tokenizer_dir(model_dir, base)):
         raise UserError(f"{model_dir}: model folder has no tokenizer (tokenizer.json or tokenizer_config.json)")
     return model_dir
 
@@ -43,8 +44,10 @@ def model_positions(model_dir: Path) -> int | None:
 def check_fits(cfg: Config, path: str, sources: list[str] | None = None) -> None:
     """`sampling.max_new_tokens`, and with `sources` the longest of their rendered prompts plus it, fit
     the model's positions."""
-    model_dir = check_model(path)
-    positions = model_positions(model_dir)
+    from grpo_cli.models.loading import config_dir
+
+    model_dir = check_model(path, cfg.model.base)
+    positions = model_positions(config_dir(model_dir, cfg.model.base))
     if positions is None:
         return
     new = cfg.sampling.max_new_tokens
@@ -70,7 +73,7 @@ def _longest_prompt(cfg: Config, model_dir: Path, sources: list[str]) -> tuple[i
     from grpo_cli.pipeline.sample import problems_from, render_prompts
     from grpo_cli.sampling.hf import encode
 
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, cfg.model.base)
     tokenizer.model_max_length = 2**62  # measuring, not feeding the model: no "longer than" warning
     best: tuple[int, str] = (0, "")
     for source in dict.fromkeys(sources):

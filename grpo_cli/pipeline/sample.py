@@ -47,7 +47,7 @@ def load_policy(cfg: Config, model_path: str | None = None, *, trainable: bool =
 
     setup_torch(cfg.model.threads)
     model_dir = resolve_model_dir(model_path or cfg.model.path)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, cfg.model.base)
     model = load_model(model_dir, cfg.model, trainable=trainable)
     sampler = make_sampler(model, tokenizer, cfg)
     if is_adapter_dir(model_dir):

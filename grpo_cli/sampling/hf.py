@@ -128,6 +128,7 @@ class HFSampler(Sampler):
         seeds: list[int],
         progress: Callable[[int], None],
     ) -> list[tuple[list[int], list[float], str]]:
+        from grpo_cli.models.loading import cache_keyword
         from grpo_cli.sampling.kvcache import SlotCache
 
         # One uniform draw per sequence and position, from the sequence's own stream.
@@ -160,13 +161,9 @@ class HFSampler(Sampler):
 
         # Keys/values go into buffers sized for the whole generation (no per-step concatenation).
         cache = SlotCache(total)
+        with_cache = {cache_keyword(self.model): cache, "use_cache": True}
         out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask[:, :width],
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
+            input_ids=input_ids, attention_mask=mask[:, :width], position_ids=positions, logits_to_keep=1, **with_cache
         )
         rows = torch.tensor(owner, device=device)
         if len(unique) < len(prompts):
@@ -210,11 +207,7 @@ class HFSampler(Sampler):
                         alive[keep],
                     )
             out = self.model(
-                input_ids=tok[:, None],
-                attention_mask=mask[:, : width + step + 1],
-                position_ids=next_pos,
-                past_key_values=cache,
-                use_cache=True,
+                input_ids=tok[:, None], attention_mask=mask[:, : width + step + 1], position_ids=next_pos, **with_cache
             )
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1

@@ -22,7 +22,7 @@ from grpo_cli.algorithms.schedules import lr_multiplier
 from grpo_cli.config import Config
 from grpo_cli.errors import UserError
 from grpo_cli.models import lora
-from grpo_cli.models.loading import enable_activation_checkpointing
+from grpo_cli.models.loading import enable_activation_checkpointing, model_reference
 from grpo_cli.perf.logprobs import LogprobPath, logprob_path
 from grpo_cli.pipeline.sample import Policy, load_policy, make_sampler, problems_from
 from grpo_cli.records import Problem
@@ -253,7 +253,7 @@ def policy_for(cfg: Config, start_ckpt: Path | None, state: TrainerState | None)
     base model plus a fresh adapter or the checkpoint's."""
     if cfg.train.lora.rank:
         policy = load_policy(cfg, state.initial_model if state else None, trainable=True)
-        lora.attach(policy.model, cfg.train.lora, str(policy.model_dir.resolve()), adapter_dir=start_ckpt)
+        lora.attach(policy.model, cfg.train.lora, model_reference(policy.model_dir), adapter_dir=start_ckpt)
         if start_ckpt is not None:
             policy.sampler.sync_weights(policy.model)  # an engine with its own copy started from the base
         return policy
