@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
 from grpo_cli.training.batch import Batch
-from grpo_cli.training.recorder import TIMING_KEYS
+from grpo_cli.training.recorder import TIMING_KEYS, no_signal_advice, step_status
 from grpo_cli.training.trainer import train
 from grpo_cli.training.update import policy_update
 
@@ -193,6 +193,9 @@ def test_unified_paradigm_algorithms_train_on_their_own_data(random_model_dir, p
         # every token trains with coefficient 1 and ratio 1: loss -1, whose gradient is the NLL's
         assert all(r["loss"] == pytest.approx(-1.0) for r in rows), rows
         assert not (run / "rollouts").exists() and "reward_mean" not in rows[0]  # nothing sampled or scored
+        # what SFT minimizes is shown instead: the solutions' NLL, which a step at lr 1e-2 lowers
+        assert rows[1]["nll"] < rows[0]["nll"], rows
+        assert step_status(rows[0]).startswith(f"nll {rows[0]['nll']:.3f}")
         return
     # ratio 1 (mu = 1), sequence aggregation: loss = -mean_i(c_i), minus the fraction of correct samples
     assert all(r["loss"] == pytest.approx(-r["advantage_abs_mean"]) for r in rows), rows
@@ -452,3 +455,22 @@ def test_gradient_checkpointing_and_token_budget_give_the_same_run(random_model_
     assert runs["plain"].keys() == runs["lean"].keys()
     for key in runs["plain"]:
         torch.testing.assert_close(runs["plain"][key], runs["lean"][key], rtol=1e-4, atol=1e-6)
+
+
+def test_the_progress_line_shows_what_a_user_watches():
+    row = {"step": 3, "reward_mean": 0.375, "accuracy": 0.375, "kl": 0.00123, "grad_norm": 0.1746, "loss": 6e-9,
+           "zero_std_frac": 0.6875, "tokens_per_s": 7721.8, "step_time": 0.97}  # fmt: skip
+    assert step_status(row) == (
+        "reward 0.375  acc 37.5%  kl 0.0012  gnorm 0.175  no-signal 69%  7722 tok/s  0.97 s/step"
+    )  # no surrogate loss: with mu = 1 it is 0 by construction
+    sft = {"step": 1, "loss": -1.0, "nll": 2.5, "grad_norm": 1.0, "tokens_per_s": 100.0, "step_time": 2.0}
+    assert (
+        step_status({**sft, "eval_accuracy": 0.42}) == "nll 2.500  gnorm 1.000  100 tok/s  2.00 s/step  held-out 42.0%"
+    )
+
+
+def test_a_run_without_signal_is_told_once_what_to_change():
+    assert no_signal_advice([1.0] * 9) is None  # too early to judge
+    assert no_signal_advice([0.5] * 10) is None  # half the groups still teach
+    advice = no_signal_advice([0.0] * 5 + [0.6] * 10)  # the last 10 steps: 60%
+    assert advice.startswith("60% of groups had equal rewards") and "train.dynamic_sampling" in advice

@@ -32,6 +32,8 @@ class Recorder:
         self.cfg, self.run_dir, self.report = cfg, run_dir, report
         self.main = ranks.is_main()
         self.trackers: Trackers | None = None
+        self.no_signal: list[float] = []  # each step's share of groups with equal rewards
+        self.advised = False  # the no-signal advice is given once
         if self.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
@@ -54,6 +56,12 @@ class Recorder:
             if batch.records and rollouts.due(step, t.steps, t.save_every, t.log_completions):
                 rollouts.write(self.run_dir, step, batch.records, self.cfg.sampling.n)
         warn_about(row, step, self.report)
+        if "zero_std_frac" in row and not self.advised:
+            self.no_signal.append(row["zero_std_frac"])
+            advice = no_signal_advice(self.no_signal)
+            if advice:
+                self.report.warn(advice)
+                self.advised = True
         if not self.report.interactive and _sign_of_life_due(row, t):
             self.report.log(f"step {step}/{t.steps}  {step_status(row)}")
 
@@ -108,12 +116,41 @@ def warn_about(row: dict[str, Any], step: int, report: Reporter) -> None:
 
 
 def step_status(row: dict[str, Any]) -> str:
-    """The last step in a few figures: mean reward, loss, seconds per step (and held-out accuracy)."""
-    parts = [f"reward {row['reward_mean']:.3f}"] if "reward_mean" in row else []
-    parts += [f"loss {row['loss']:+.4f}"] if "loss" in row else []
+    """The last step in the figures a user watches: a sampled step's mean reward, accuracy, KL,
+    gradient norm and share of groups without signal (equal rewards); a supervised step's NLL; then
+    tokens/s, seconds per step and held-out accuracy. Not the surrogate loss: with mu = 1 it is 0 by
+    construction (its gradient is not), and SFT's is -1 (metrics.jsonl keeps it)."""
+    if "reward_mean" in row:
+        parts = [f"reward {row['reward_mean']:.3f}"]
+        parts += [f"acc {100 * row['accuracy']:.1f}%"] if "accuracy" in row else []
+        parts += [f"kl {row['kl']:.4f}"] if "kl" in row else []
+    else:
+        parts = [f"nll {row['nll']:.3f}"] if "nll" in row else []
+    parts += [f"gnorm {row['grad_norm']:.3f}"] if "grad_norm" in row else []
+    parts += [f"no-signal {100 * row['zero_std_frac']:.0f}%"] if "zero_std_frac" in row else []
+    parts += [f"{row['tokens_per_s']:.0f} tok/s"] if "tokens_per_s" in row else []
     parts += [f"{row['step_time']:.2f} s/step"]
     parts += [f"held-out {100 * row['eval_accuracy']:.1f}%"] if "eval_accuracy" in row else []
     return "  ".join(parts)
+
+
+NO_SIGNAL_WINDOW = 10  # steps over which the share of groups without signal is judged
+NO_SIGNAL_SHARE = 0.5  # above it, the run is told once what to change
+
+
+def no_signal_advice(shares: list[float]) -> str | None:
+    """Once the last `NO_SIGNAL_WINDOW` steps' mean share of equal-reward groups is over
+    `NO_SIGNAL_SHARE`, what to change; None before that or below it."""
+    if len(shares) < NO_SIGNAL_WINDOW:
+        return None
+    share = sum(shares[-NO_SIGNAL_WINDOW:]) / NO_SIGNAL_WINDOW
+    if share <= NO_SIGNAL_SHARE:
+        return None
+    return (
+        f"{100 * share:.0f}% of groups had equal rewards over the last {NO_SIGNAL_WINDOW} steps: they carry no "
+        "learning signal. Raise sampling.temperature or sampling.n, set train.dynamic_sampling=true, "
+        "or train on problems the model solves sometimes (an SFT warm-up first, or easier data)"
+    )
 
 
 def _sign_of_life_due(row: dict[str, Any], t: Any) -> bool:

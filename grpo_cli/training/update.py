@@ -21,7 +21,7 @@ from grpo_cli.training import wrapping
 from grpo_cli.training.batch import Batch
 from grpo_cli.training.batching import plan_micro_batches
 
-STAT_KEYS = ("loss", "kl", "clip_low", "clip_high", "clip_frac", "ratio_mean")
+STAT_KEYS = ("loss", "nll", "kl", "clip_low", "clip_high", "clip_frac", "ratio_mean")
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,8 @@ def accumulate(
         (loss * w * ranks.grad_scale()).backward()
         if epoch == 0:
             tokens_w = float(mask.sum()) / plan.stat_tokens  # token-weighted stats over the rows trained on
-            _add_stats(sums, float(loss.detach()) * w, st, tokens_w)
+            nll = float(-(logp.detach() * mask).sum() / mask.sum().clamp(min=1))  # what SFT minimizes
+            _add_stats(sums, float(loss.detach()) * w, st, tokens_w, nll)
             entropy_sum += float(entropy) * tokens_w
     return entropy_sum
 
@@ -231,8 +232,9 @@ def _rollout_weights(
     return weights
 
 
-def _add_stats(sums: dict[str, float], weighted_loss: float, st: LossStats, tokens_w: float) -> None:
+def _add_stats(sums: dict[str, float], weighted_loss: float, st: LossStats, tokens_w: float, nll: float) -> None:
     sums["loss"] += weighted_loss
+    sums["nll"] += nll * tokens_w
     sums["kl"] += float(st.kl) * tokens_w if st.kl is not None else 0.0
     sums["clip_low"] += float(st.clip_low) * tokens_w
     sums["clip_high"] += float(st.clip_high) * tokens_w
