@@ -72,7 +72,15 @@ class _Worker:
     def __init__(self, memory_bytes: int | None, preload: Sequence[str], start_timeout: float) -> None:
         self.conn, child = _CONTEXT.Pipe()
         self.process = _CONTEXT.Process(target=_worker_main, args=(child, memory_bytes, tuple(preload)), daemon=True)
-        self.process.start()
+        # Ctrl-C while the child is being started would leave it reading its start-up data from a
+        # parent that is gone (a traceback on the terminal): SIGINT waits until it is started.
+        masked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+        try:
+            self.process.start()
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
         wait([self.conn, self.process.sentinel], timeout=start_timeout)  # returns early if it dies
         if not self.conn.poll() or self.conn.recv() != "ready":
