@@ -152,3 +152,25 @@ def test_an_adapter_saved_without_a_tokenizer_takes_its_base_tokenizer(trained_c
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (trained_copy / name).unlink()
     assert _completions(_greedy(str(trained_copy), tmp_path / "without.jsonl")) == want
+
+
+def test_a_verifier_model_option_takes_a_lora_checkpoint(trained_copy, tmp_path, monkeypatch):
+    # `prm:backend=hf,model=CKPT` (a reward model trained with LoRA): the scoring stage hands the
+    # verifier a plain folder, the checkpoint merged once into the cache, equal to `grpo model merge`
+    from grpo_cli.pipeline.scoring import plain_model_option
+
+    monkeypatch.setenv("GRPO_CACHE", str(tmp_path / "cache"))
+    options = plain_model_option({"backend": "hf", "model": str(trained_copy)})
+    merged = Path(options["model"])
+    assert options["backend"] == "hf" and merged.parent == tmp_path / "cache" / "merged"
+    _ok("model", "merge", str(trained_copy), "--out", str(tmp_path / "by-hand"))
+    ours, by_hand = (
+        load_file(str(merged / "model.safetensors")),
+        load_file(str(tmp_path / "by-hand" / "model.safetensors")),
+    )
+    assert ours.keys() == by_hand.keys() and all(torch.equal(ours[k], by_hand[k]) for k in ours)
+    written = (merged / "model.safetensors").stat().st_mtime_ns
+    assert plain_model_option({"model": str(trained_copy)})["model"] == str(merged)  # cached: not merged again
+    assert (merged / "model.safetensors").stat().st_mtime_ns == written
+    plain = {"model": str(tmp_path / "by-hand")}
+    assert plain_model_option(plain) is plain  # a plain folder, or no model option, passes through

@@ -224,3 +224,21 @@ def export_merged(checkpoint: Path, out: Path, cfg: ModelConfig) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def cached_merge(checkpoint: Path, base: str = "") -> Path:
+    """A LoRA checkpoint as a plain folder (its base with the adapter merged in), written once into
+    the cache (`$GRPO_CACHE/merged/`, as GGUF imports are) for what loads plain folders only: a
+    verifier's `model`. Keyed by the checkpoint's path and its adapter file's size and time."""
+    import hashlib
+
+    from grpo_cli.models.gguf import cache_root
+
+    weights = checkpoint / lora.ADAPTER_WEIGHTS
+    stat = weights.stat() if weights.is_file() else checkpoint.stat()
+    text = f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{base}"
+    key = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    out = cache_root() / "merged" / f"{checkpoint.name}-{key}"
+    if not (out / "config.json").is_file():
+        export_merged(checkpoint, out, ModelConfig(base=base))
+    return out

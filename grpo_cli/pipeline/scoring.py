@@ -245,11 +245,28 @@ def open_verifiers(specs: Sequence[VerifierSpec]) -> list[tuple[VerifierSpec, Ve
     opened: list[tuple[VerifierSpec, Verifier]] = []
     try:
         for spec in specs:
-            opened.append((spec, load_verifier(spec.name, spec.options)))
+            opened.append((spec, load_verifier(spec.name, plain_model_option(spec.options))))
     except BaseException:
         close_verifiers(opened)
         raise
     return opened
+
+
+def plain_model_option(options: dict[str, Any]) -> dict[str, Any]:
+    """A verifier's `model` option that names a LoRA checkpoint (a `grpo train` run with LoRA, a
+    reward model trained so) becomes its base with the adapter merged in, cached once
+    (`models.loading.cached_merge`): a checkpoint is a model like any other, and verifiers load
+    plain folders. A checkpoint whose base moved: `grpo model merge CKPT --set model.base=... --out DIR`."""
+    from pathlib import Path
+
+    from grpo_cli.models import lora
+
+    path = options.get("model")
+    if not isinstance(path, str) or not lora.is_adapter_dir(Path(path).expanduser()):
+        return options
+    from grpo_cli.models.loading import cached_merge
+
+    return {**options, "model": str(cached_merge(Path(path).expanduser()))}
 
 
 def close_verifiers(opened: Sequence[tuple[VerifierSpec, Verifier]]) -> None:
