@@ -86,6 +86,7 @@ def test_eval_compares_tiny_with_a_lora_checkpoint(lora_checkpoint):
     assert all(r["problems"] == 4 and r["n"] == 2 for r in results.values())
 
 
+@pytest.mark.slow  # 10-15 s of CLI runs: CI's slow step
 def test_sampling_a_checkpoint_samples_its_merged_model(trained_copy, tmp_path):
     merged = tmp_path / "merged"
     _ok("model", "merge", str(trained_copy), "--out", str(merged), "--threads", "1")
@@ -94,6 +95,7 @@ def test_sampling_a_checkpoint_samples_its_merged_model(trained_copy, tmp_path):
     assert _completions(from_adapter) != _completions(_greedy("tiny", tmp_path / "t.jsonl"))  # the adapter counts
 
 
+@pytest.mark.slow  # 10-15 s of CLI runs: CI's slow step
 def test_a_missing_base_is_one_line_naming_it_and_model_base_fixes_it(trained_copy, tmp_path):
     config_file = trained_copy / lora.ADAPTER_CONFIG
     config = json.loads(config_file.read_text())
@@ -116,6 +118,7 @@ def test_a_missing_base_is_one_line_naming_it_and_model_base_fixes_it(trained_co
     assert _completions(fixed) == _completions(_greedy(str(trained_copy), tmp_path / "named.jsonl"))
 
 
+@pytest.mark.slow  # 10-15 s of CLI runs: CI's slow step
 def test_train_continues_from_a_lora_checkpoint(trained_copy, tmp_path):
     # A new adapter on the checkpoint's merged model; with lr 0 it stays zero, so the new checkpoint
     # is the old one's model (loaded through two adapters).
@@ -146,6 +149,7 @@ def test_resuming_a_lora_run_passes_the_model_check(lora_checkpoint):
     assert "rank: 4" in out
 
 
+@pytest.mark.slow  # 10-15 s of CLI runs: CI's slow step
 def test_an_adapter_saved_without_a_tokenizer_takes_its_base_tokenizer(trained_copy, tmp_path):
     # PEFT's own save_pretrained writes no tokenizer: the base's is the one the adapter was trained with
     want = _completions(_greedy(str(trained_copy), tmp_path / "with.jsonl"))
