@@ -22,8 +22,8 @@ from grpo_cli.training import trainer
 
 run = Path(sys.argv[1])
 cfg = load_config("tiny", [
-    "model.device=cuda", "model.dtype=bfloat16", "sampling.backend=vllm", "train.steps=4",
-    "train.eval_n=0", f"train.out_dir={run}",
+    "model.device=cuda", "model.dtype=bfloat16", "sampling.backend=vllm", "train.run.steps=4",
+    "train.run.eval_n=0", f"train.run.out_dir={run}",
 ])
 torch.cuda.reset_peak_memory_stats()
 start = time.perf_counter()

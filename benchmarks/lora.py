@@ -51,10 +51,10 @@ def side(args: argparse.Namespace) -> dict:
         f"model.threads={args.threads}",
         "model.impl=" + args.impl,
         f"sampling.n={args.group}",
-        f"train.batch_size={args.rows}",
-        f"train.micro_batch_size={args.rows}",
-        "train.beta=0.04",
-        "train.lr=1e-5",
+        f"train.run.batch_size={args.rows}",
+        f"train.run.micro_batch_size={args.rows}",
+        "train.loss.beta=0.04",
+        "train.optimizer.lr=1e-5",
     ]
     rank = args.rank if args.side == "lora" else 0
     sets += [f"train.lora.rank={rank}", f"train.lora.alpha={2 * max(rank, 1)}"]
@@ -66,7 +66,7 @@ def side(args: argparse.Namespace) -> dict:
         ref = policy.model
     else:
         ref = load_frozen(cfg, policy.model_dir)
-    optimizer, schedule = optim.build(policy.model, cfg.train.lr, (0.9, 0.99), 0.0, lambda i: 1.0)
+    optimizer, schedule = optim.build(policy.model, cfg.train.optimizer.lr, (0.9, 0.99), 0.0, lambda i: 1.0)
 
     problems = arith.load_split("test")[: args.rows // args.group]
     prompts = render_prompts(problems, policy.tokenizer, cfg.data)

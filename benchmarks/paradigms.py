@@ -37,7 +37,7 @@ from grpo_cli.config import load_config
 from grpo_cli.report import Reporter
 from grpo_cli.training.trainer import train
 
-PROCESS = ["train.advantage=process"]
+PROCESS = ["train.advantage.kind=process"]
 METHODS: dict[str, list[str]] = {
     "sft": ["algorithm=sft"],
     "rft": ["algorithm=rft"],
@@ -72,16 +72,16 @@ def method_config(name: str, args: argparse.Namespace, seed: int, prm: Path | No
         *METHODS[name],
         f"seed={seed}",
         f"model.threads={args.threads}",
-        f"train.out_dir={args.out / f'{name}-seed{seed}'}",
-        f"train.steps={args.steps}",
-        f"train.eval_limit={args.eval_limit}",
+        f"train.run.out_dir={args.out / f'{name}-seed{seed}'}",
+        f"train.run.steps={args.steps}",
+        f"train.run.eval_limit={args.eval_limit}",
     ]
     if prm is not None:
         sets.append(f"train.reward_model.path={prm}")
     if name in NEEDS_PRM:
         iteration = max(1, args.steps // ITERATIONS)
         sets.insert(0, f"train.reward_model.retrain_every={iteration}")  # the method's own value comes after
-        sets.append(f"train.ref_sync_every={iteration}")
+        sets.append(f"train.loss.ref_sync_every={iteration}")
         return load_config("deepseekmath-iterative", sets)
     return load_config("tiny", sets)
 
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> None:
             start = time.perf_counter()
             prm = initial_prm(args.out, seed, args.threads) if name in NEEDS_PRM else None
             cfg = method_config(name, args, seed, prm)
-            shutil.rmtree(cfg.train.out_dir, ignore_errors=True)  # an older budget's run; its row is kept
+            shutil.rmtree(cfg.train.run.out_dir, ignore_errors=True)  # an older budget's run; its row is kept
             result = train(cfg, Reporter.console(quiet=True))
             row = {
                 "method": name,

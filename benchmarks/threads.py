@@ -33,7 +33,7 @@ def burn() -> None:
 def step_times(steps: int, threads: int, folder: Path) -> list[float]:
     out = folder / f"run-{threads}-{time.monotonic_ns()}"
     command = [sys.executable, "-m", "grpo_cli", "train", "--out", str(out), "--steps", str(steps), "-q"]
-    command += ["--threads", str(threads), "--set", "train.eval_n=0"]
+    command += ["--threads", str(threads), "--set", "train.run.eval_n=0"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r["step_time"] for r in rows[1:]]

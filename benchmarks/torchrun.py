@@ -32,15 +32,15 @@ def run(tree: Path | None, model: Path, nproc: int, parallel: str, steps: int) -
     sets = [
         "model.threads=1",
         "sampling.n=8",
-        "train.batch_size=32",
-        "train.micro_batch_size=8",
-        f"train.steps={steps}",
-        "train.eval_n=0",
+        "train.run.batch_size=32",
+        "train.run.micro_batch_size=8",
+        f"train.run.steps={steps}",
+        "train.run.eval_n=0",
         "sampling.max_new_tokens=32",
-        "train.beta=0.04",
-        "train.save_every=0",
-        "train.lr=1e-6",
-        f"train.parallel={parallel}",
+        "train.loss.beta=0.04",
+        "train.run.save_every=0",
+        "train.optimizer.lr=1e-6",
+        f"train.run.parallel={parallel}",
     ]
     cmd = [
         sys.executable,

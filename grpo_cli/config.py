@@ -165,7 +165,7 @@ class SamplingConfig:
     @property
     def separate_engine(self) -> bool:
         """Whether the backend samples in an engine of its own (vllm: its own weights copy and
-        kernels), so its log-probs differ slightly from the trainer's (train.rollout_correction)."""
+        kernels), so its log-probs differ slightly from the trainer's (train.loss.rollout_correction)."""
         return self.backend == "vllm"
 
     def __post_init__(self) -> None:
@@ -302,7 +302,7 @@ class LoraConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
     steps: int = 60
     """Policy optimisation steps; each samples one batch."""
     batch_size: int = 256
@@ -316,49 +316,9 @@ class TrainConfig:
     """Recompute activations during backward instead of keeping them: less memory, about a third more compute."""
     mu: int = 1
     """Policy updates (optimizer steps) per sampled batch; 1 needs no old-policy forward pass."""
-    lr: float = 1e-6
-    """AdamW peak learning rate, reached after warmup."""
-    warmup_steps: int = 0
-    """Linear learning-rate warmup, in optimizer steps."""
-    lr_schedule: str = "constant"
-    """After warmup: constant, or linear / cosine decay to 0 at the last optimizer step (steps x mu)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    """AdamW betas."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm (0: off)."""
-    beta: float = 0.04
-    """KL coefficient to the reference model; 0 loads no reference model."""
-    kl_estimator: str = "k3"
-    """KL estimator in the loss: k1, k2 or k3."""
-    eps_low: float = 0.2
-    """Lower clip range: the ratio is clipped below at 1 - eps_low."""
-    eps_high: float = 0.2
-    """Upper clip range: the ratio is clipped above at 1 + eps_high (DAPO clip-higher: > eps_low)."""
-    importance: str = "token"
-    """Importance ratio: token (GRPO) or sequence (GSPO)."""
-    loss_aggregation: str = "sequence"
-    """sequence (GRPO: per-sequence token mean, then mean), token (DAPO), constant (Dr. GRPO)."""
-    scale_rewards: str = "group"
-    """Advantage normalisation: group std (GRPO), batch std, or none (Dr. GRPO)."""
-    advantage: str = "outcome"
-    """outcome (one advantage per completion), process (from the verifiers' step rewards) or correct (1 on a
-    correct completion, 0 otherwise: RFT's coefficient)."""
-    correct_threshold: float = 1.0
-    """rft / online_rft: a completion counts as correct when its reward is at least this."""
-    dynamic_sampling: bool = False
-    """DAPO: drop groups whose rewards are all equal and sample more prompts to fill the batch."""
-    max_sampling_rounds: int = 3
-    """Dynamic sampling: most sampling rounds per step before training on what was collected."""
-    overlong_filter: bool = False
-    """DAPO: mask truncated completions out of the loss."""
-    soft_overlong: bool = False
-    """DAPO: soft overlong punishment added to the reward (uses sampling.max_new_tokens as L_max)."""
-    overlong_cache: int = 16
-    """DAPO: L_cache of the soft overlong punishment, in tokens."""
-    ref_sync_every: int = 0
-    """Iterative RL: every N steps the reference model becomes a copy of the policy (0: never)."""
+    parallel: str = "ddp"
+    """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2:
+    parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
     out_dir: str = "runs/train"
     """Run folder: checkpoints/, metrics.jsonl, config.yaml."""
     save_every: int = 0
@@ -372,59 +332,227 @@ class TrainConfig:
     """Where metrics go besides metrics.jsonl: any of auto (TensorBoard when installed, else nothing, silently),
     tensorboard (an error when not installed), wandb (the wandb extra; WANDB_MODE=offline works offline);
     [] for none."""
+    log_every: int = 10
+    """When the output is not a terminal (a log file, a batch scheduler), print a one-line summary every N
+    steps (0: never); a terminal shows it in the progress bar."""
     eval_n: int = 8
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
     """Held-out problems used for the before/after evaluation (0: all)."""
-    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
-    """A learned reward model and DeepSeekMath's iterative RL (Algorithm 1)."""
     eval_every: int = 0
     """Also run the held-out evaluation every N steps (eval_n samples per problem), logged and written to
     metrics.jsonl as `eval_accuracy` (0: only before and after)."""
-    log_every: int = 10
-    """When the output is not a terminal (a log file, a batch scheduler), print a one-line summary every N
-    steps (0: never); a terminal shows it in the progress bar."""
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    """LoRA: train a low-rank adapter instead of the whole model (off while rank is 0)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("train.run.parallel", self.parallel, ("ddp", "fsdp"))
+        for name in ("steps", "batch_size", "micro_batch_size", "mu", "keep_last"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config: train.run.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "log_every", "save_every", "log_completions", "micro_batch_tokens"):
+            if getattr(self, name) < 0:
+                raise UserError(f"config: train.run.{name} must be >= 0, got {getattr(self, name)}")
+        unknown = [r for r in self.report_to if r not in REPORT_TO]
+        if unknown:
+            raise UserError(
+                f"config: train.run.report_to: unknown {unknown[0]!r}; expected some of {', '.join(REPORT_TO)}"
+            )
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-6
+    """AdamW peak learning rate, reached after warmup."""
+    warmup_steps: int = 0
+    """Linear learning-rate warmup, in optimizer steps."""
+    schedule: str = "constant"
+    """After warmup: constant, or linear / cosine decay to 0 at the last optimizer step (steps x mu)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    """AdamW betas."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: off)."""
+
+    def __post_init__(self) -> None:
+        _check_non_negative("train.optimizer", self, ("lr", "weight_decay", "max_grad_norm"))
+        if len(self.betas) != 2:
+            raise UserError(f"config: train.optimizer.betas must be two numbers, got {self.betas}")
+
+
+@dataclass
+class LossConfig:
+    beta: float = 0.04
+    """KL coefficient to the reference model; 0 loads no reference model."""
+    kl_estimator: str = "k3"
+    """KL estimator in the loss: k1, k2 or k3."""
+    eps_low: float = 0.2
+    """Lower clip range: the ratio is clipped below at 1 - eps_low."""
+    eps_high: float = 0.2
+    """Upper clip range: the ratio is clipped above at 1 + eps_high (DAPO clip-higher: > eps_low)."""
+    importance: str = "token"
+    """Importance ratio: token (GRPO) or sequence (GSPO)."""
+    aggregation: str = "sequence"
+    """sequence (GRPO: per-sequence token mean, then mean), token (DAPO), constant (Dr. GRPO)."""
+    ref_sync_every: int = 0
+    """Iterative RL: every N steps the reference model of the KL term becomes a copy of the policy (0: never)."""
     rollout_correction: str = "token_truncate"
     """Sampler/trainer mismatch correction, with sampling.backend=vllm only (the hf backend's log-probs
     are the trainer's own): each token's loss weighted by the ratio pi_trainer / pi_sampler, per token
     or per sequence, capped (truncate) or zeroed above the cap (mask); none: off. Logged either way."""
     rollout_correction_cap: float = 2.0
     """Cap C of rollout_correction's importance ratio."""
-    parallel: str = "ddp"
-    """Under torchrun (`grpo train --nproc N`): ddp (a whole model per rank, gradients averaged) or fsdp (FSDP2:
-    parameters, gradients and optimizer state sharded over ranks, for models that do not fit one device)."""
 
     def __post_init__(self) -> None:
-        _check_choice("train.parallel", self.parallel, ("ddp", "fsdp"))
+        _check_non_negative("train.loss", self, ("beta", "eps_low", "eps_high"))
+        if self.ref_sync_every < 0:
+            raise UserError(f"config: train.loss.ref_sync_every must be >= 0, got {self.ref_sync_every}")
         if not math.isfinite(self.rollout_correction_cap) or self.rollout_correction_cap < 1:
             raise UserError(
-                f"config: train.rollout_correction_cap must be a number >= 1, got {self.rollout_correction_cap}"
+                f"config: train.loss.rollout_correction_cap must be a number >= 1, got {self.rollout_correction_cap}"
             )
-        for name in ("steps", "batch_size", "micro_batch_size", "mu", "max_sampling_rounds", "keep_last"):
-            if getattr(self, name) < 1:
-                raise UserError(f"config: train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "beta", "eps_low", "eps_high", "weight_decay", "max_grad_norm"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise UserError(f"config: train.{name} must be a finite number >= 0, got {value}")
-        for name in ("eval_every", "log_every", "save_every", "ref_sync_every"):
-            if getattr(self, name) < 0:
-                raise UserError(f"config: train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.log_completions < 0:
-            raise UserError(f"config: train.log_completions must be >= 0, got {self.log_completions}")
-        unknown = [r for r in self.report_to if r not in REPORT_TO]
-        if unknown:
-            raise UserError(f"config: train.report_to: unknown {unknown[0]!r}; expected some of {', '.join(REPORT_TO)}")
-        if self.micro_batch_tokens < 0:
-            raise UserError(f"config: train.micro_batch_tokens must be >= 0, got {self.micro_batch_tokens}")
-        if len(self.adam_betas) != 2:
-            raise UserError(f"config: train.adam_betas must be two numbers, got {self.adam_betas}")
+
+
+@dataclass
+class AdvantageConfig:
+    kind: str = "outcome"
+    """outcome (one advantage per completion), process (from the verifiers' step rewards) or correct (1 on a
+    correct completion, 0 otherwise: RFT's coefficient)."""
+    scale: str = "group"
+    """Advantage normalisation: group std (GRPO), batch std, or none (Dr. GRPO)."""
+    correct_threshold: float = 1.0
+    """rft / online_rft: a completion counts as correct when its reward is at least this."""
+
+
+@dataclass
+class FilteringConfig:
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and sample more prompts to fill the batch."""
+    max_sampling_rounds: int = 3
+    """Dynamic sampling: most sampling rounds per step before training on what was collected."""
+    overlong_filter: bool = False
+    """DAPO: mask truncated completions out of the loss."""
+    soft_overlong: bool = False
+    """DAPO: soft overlong punishment added to the reward (uses sampling.max_new_tokens as L_max)."""
+    overlong_cache: int = 16
+    """DAPO: L_cache of the soft overlong punishment, in tokens."""
+
+    def __post_init__(self) -> None:
+        if self.max_sampling_rounds < 1:
+            raise UserError(f"config: train.filtering.max_sampling_rounds must be >= 1, got {self.max_sampling_rounds}")
+
+
+def _check_non_negative(prefix: str, obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"config: {prefix}.{name} must be a finite number >= 0, got {value}")
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    """Length, batch and micro-batch shape, parallelism, the run folder, logging and the held-out evaluation."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """AdamW and its learning-rate schedule."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The policy loss: clip ranges, importance ratio, aggregation, the KL term and its reference."""
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    """How rewards become advantages."""
+    filtering: FilteringConfig = field(default_factory=FilteringConfig)
+    """Which groups and completions reach the loss (DAPO's dynamic sampling and overlong handling)."""
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    """A learned reward model and DeepSeekMath's iterative RL (Algorithm 1)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA: train a low-rank adapter instead of the whole model (off while rank is 0)."""
+
+
+FLAT_TRAIN_KEYS: dict[str, str] = {
+    **{
+        name: f"run.{name}"
+        for name in (
+            "steps",
+            "batch_size",
+            "micro_batch_size",
+            "micro_batch_tokens",
+            "gradient_checkpointing",
+            "mu",
+            "parallel",
+            "out_dir",
+            "save_every",
+            "keep_last",
+            "log_completions",
+            "report_to",
+            "log_every",
+            "eval_n",
+            "eval_limit",
+            "eval_every",
+        )
+    },
+    "lr": "optimizer.lr",
+    "warmup_steps": "optimizer.warmup_steps",
+    "lr_schedule": "optimizer.schedule",
+    "weight_decay": "optimizer.weight_decay",
+    "adam_betas": "optimizer.betas",
+    "max_grad_norm": "optimizer.max_grad_norm",
+    "beta": "loss.beta",
+    "kl_estimator": "loss.kl_estimator",
+    "eps_low": "loss.eps_low",
+    "eps_high": "loss.eps_high",
+    "importance": "loss.importance",
+    "loss_aggregation": "loss.aggregation",
+    "ref_sync_every": "loss.ref_sync_every",
+    "rollout_correction": "loss.rollout_correction",
+    "rollout_correction_cap": "loss.rollout_correction_cap",
+    "advantage": "advantage.kind",
+    "scale_rewards": "advantage.scale",
+    "correct_threshold": "advantage.correct_threshold",
+    "dynamic_sampling": "filtering.dynamic_sampling",
+    "max_sampling_rounds": "filtering.max_sampling_rounds",
+    "overlong_filter": "filtering.overlong_filter",
+    "soft_overlong": "filtering.soft_overlong",
+    "overlong_cache": "filtering.overlong_cache",
+}
+"""The flat `train:` keys of earlier versions (`train.beta`) -> their place in the grouped TrainConfig
+(`train.loss.beta`). Flat keys in a YAML file, a `--set` or an old run's config.yaml are moved there
+(`nest_train_keys`); `advantage` is both an old key and a group: a mapping is the group."""
+
+
+def nest_train_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """`{"train": {"beta": 0.1}}` -> `{"train": {"loss": {"beta": 0.1}}}` through FLAT_TRAIN_KEYS; a flat
+    key stated beside its grouped place in the same mapping is an error naming both."""
+    train = data.get("train")
+    if not isinstance(train, dict) or not any(_is_flat(k, v) for k, v in train.items()):
+        return data
+    nested = {key: value for key, value in train.items() if not _is_flat(key, value)}
+    for key, value in train.items():
+        if _is_flat(key, value):
+            group, leaf = FLAT_TRAIN_KEYS[key].split(".")
+            node = nested.setdefault(group, {})
+            if not isinstance(node, dict):
+                raise UserError(f"config: train.{group} must be a mapping, got {node!r}")
+            if leaf in node:
+                raise UserError(
+                    f"config: train.{key} and train.{group}.{leaf} both set; keep train.{group}.{leaf} "
+                    f"(train.{key} is its old name)"
+                )
+            nested[group] = {**node, leaf: value}
+    return {**data, "train": nested}
+
+
+def _is_flat(key: Any, value: Any) -> bool:
+    return key in FLAT_TRAIN_KEYS and not (key == "advantage" and isinstance(value, dict))
+
+
+def nested_key(key: str) -> str:
+    """A dotted key with an old flat train key moved to its group: `train.beta` -> `train.loss.beta`."""
+    parts = key.split(".")
+    if len(parts) == 2 and parts[0] == "train" and parts[1] in FLAT_TRAIN_KEYS:
+        return f"train.{FLAT_TRAIN_KEYS[parts[1]]}"
+    return key
 
 
 REPORT_TO = ("auto", "tensorboard", "wandb")
-"""Trackers `train.report_to` may name (grpo_cli.training.tracking)."""
+"""Trackers `train.run.report_to` may name (grpo_cli.training.tracking)."""
 
 
 @dataclass
@@ -456,18 +584,20 @@ class Config:
         t = self.train
         for key, value, registry in (
             ("algorithm", self.algorithm, paradigms.ALGORITHMS),
-            ("train.kl_estimator", t.kl_estimator, loss.KL_ESTIMATORS),
-            ("train.loss_aggregation", t.loss_aggregation, loss.AGGREGATIONS),
-            ("train.importance", t.importance, loss.IMPORTANCE),
-            ("train.advantage", t.advantage, advantages.ADVANTAGES),
-            ("train.scale_rewards", t.scale_rewards, advantages.SCALES),
-            ("train.lr_schedule", t.lr_schedule, schedules.LR_SCHEDULES),
+            ("train.loss.kl_estimator", t.loss.kl_estimator, loss.KL_ESTIMATORS),
+            ("train.loss.aggregation", t.loss.aggregation, loss.AGGREGATIONS),
+            ("train.loss.importance", t.loss.importance, loss.IMPORTANCE),
+            ("train.advantage.kind", t.advantage.kind, advantages.ADVANTAGES),
+            ("train.advantage.scale", t.advantage.scale, advantages.SCALES),
+            ("train.optimizer.schedule", t.optimizer.schedule, schedules.LR_SCHEDULES),
         ):
             _check_choice(key, value, registry.names())
-        _check_choice("train.rollout_correction", t.rollout_correction, ("none", *loss.ROLLOUT_CORRECTIONS.names()))
-        if self.train.batch_size % self.sampling.n:
+        _check_choice(
+            "train.loss.rollout_correction", t.loss.rollout_correction, ("none", *loss.ROLLOUT_CORRECTIONS.names())
+        )
+        if self.train.run.batch_size % self.sampling.n:
             raise UserError(
-                f"config: train.batch_size={self.train.batch_size} must be a multiple of "
+                f"config: train.run.batch_size={self.train.run.batch_size} must be a multiple of "
                 f"sampling.n={self.sampling.n} (whole groups)"
             )
         if self.train.reward_model.path and any(v.name == "prm" for v in self.verifiers):
@@ -475,17 +605,18 @@ class Config:
                 "config: train.reward_model scores with the `prm` verifier itself; drop `prm` from verifiers "
                 "(they label the RM's samples and report accuracy)"
             )
-        if self.sampling.backend == "vllm" and self.train.parallel == "fsdp":
+        if self.sampling.backend == "vllm" and self.train.run.parallel == "fsdp":
             # the engine reloads whole weights from the policy, which FSDP keeps sharded
             raise UserError(
-                "config: sampling.backend=vllm does not work with train.parallel=fsdp; use ddp or the hf backend"
+                "config: sampling.backend=vllm does not work with train.run.parallel=fsdp; use ddp or the hf backend"
             )
-        if self.train.lora.rank and self.train.parallel == "fsdp":
+        if self.train.lora.rank and self.train.run.parallel == "fsdp":
             # not built: adapter checkpoints and merged weights for the sampler are gathered without FSDP
-            raise UserError("config: train.lora does not work with train.parallel=fsdp; use train.parallel=ddp")
-        if self.train.lora.rank and self.train.ref_sync_every:
+            raise UserError("config: train.lora does not work with train.run.parallel=fsdp; use train.run.parallel=ddp")
+        if self.train.lora.rank and self.train.loss.ref_sync_every:
             raise UserError(
-                "config: train.ref_sync_every needs full fine-tuning: with train.lora the reference is the base model"
+                "config: train.loss.ref_sync_every needs full fine-tuning: with train.lora the reference is the base "
+                "model"
             )
 
 
@@ -560,14 +691,21 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
+            if cls is TrainConfig:  # suggest among the grouped keys, the old flat ones named by their new place
+                near = difflib.get_close_matches(str(key), [*names, *FLAT_TRAIN_KEYS], n=1, cutoff=0.5)
+                if near and near[0] in FLAT_TRAIN_KEYS:
+                    raise UserError(
+                        f"config: unknown key '{prefix}{key}' (did you mean '{prefix}{FLAT_TRAIN_KEYS[near[0]]}'?)"
+                    )
             raise UserError(f"config: unknown key '{prefix}{key}'{_nearest(str(key), names, prefix)}")
         kwargs[key] = _coerce(prefix + key, value, hints[key])
     return cls(**kwargs)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build and validate a Config from a nested dict (unknown keys are errors)."""
-    return _build(Config, data)
+    """Build and validate a Config from a nested dict (unknown keys are errors; old flat `train:`
+    keys are moved to their groups)."""
+    return _build(Config, nest_train_keys(data))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -635,7 +773,7 @@ def parse_set(item: str) -> dict[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sampling.temperature=0.7")
-    if _field_type(key.strip()) is str and not raw.strip().startswith(("'", '"')):
+    if _field_type(nested_key(key.strip())) is str and not raw.strip().startswith(("'", '"')):
         return parse_set_value(key.strip(), raw)  # a quoted value is YAML: `'data.template="Q: {prompt}\n"'`
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -677,23 +815,25 @@ def load_config(
         config_from_dict(data)
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
+    data = nest_train_keys(data)  # each layer grouped before merging, so a later flat key still wins
     for item in sets or []:
-        data = _merge(data, parse_set(item))
+        data = _merge(data, nest_train_keys(parse_set(item)))
     for key, value in (overrides or {}).items():
         if value is not None:
-            data = _merge(data, parse_set_value(key, value))
+            data = _merge(data, nest_train_keys(parse_set_value(key, value)))
     return config_from_dict(data)
 
 
 @cache
 def _default_preset_data() -> dict[str, Any]:
     source, text = preset_text(DEFAULT_PRESET)
-    return _parse_yaml(source, text)
+    return nest_train_keys(_parse_yaml(source, text))
 
 
 def default_value(key: str) -> str:
     """The value a dotted config key takes when nothing overrides it (the default preset's, else the
     field's), as help text shows it; reads YAML only, so `--help` stays instant."""
+    key = nested_key(key)
     node: Any = _default_preset_data()
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None

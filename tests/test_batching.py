@@ -49,8 +49,8 @@ def test_bad_limits_raise():
         plan_micro_batches([3], max_rows=0)
     with pytest.raises(ValueError):
         plan_micro_batches([3], max_rows=1, max_tokens=-1)
-    with pytest.raises(UserError, match="train.micro_batch_tokens"):
-        load_config(None, ["train.micro_batch_tokens=-5"])
+    with pytest.raises(UserError, match="train.run.micro_batch_tokens"):
+        load_config(None, ["train.run.micro_batch_tokens=-5"])
 
 
 def _padded_batch() -> Batch:
@@ -78,15 +78,15 @@ def test_token_budget_update_equals_one_big_batch(random_model_dir, aggregation,
     ref = copy.deepcopy(base).requires_grad_(False)
     results = []
     # One pass over the whole padded batch, then passes of at most 24 positions, cut to their own width.
-    for sets in (["train.micro_batch_size=6"], ["train.micro_batch_size=6", "train.micro_batch_tokens=24"]):
+    for sets in (["train.run.micro_batch_size=6"], ["train.run.micro_batch_size=6", "train.run.micro_batch_tokens=24"]):
         cfg = load_config(
             None,
             [
                 *sets,
-                f"train.loss_aggregation={aggregation}",
-                f"train.mu={mu}",
-                "train.beta=0.1",
-                "train.max_grad_norm=0",
+                f"train.loss.aggregation={aggregation}",
+                f"train.run.mu={mu}",
+                "train.loss.beta=0.1",
+                "train.optimizer.max_grad_norm=0",
                 "sampling.max_new_tokens=12",
             ],
         )

@@ -23,7 +23,7 @@ TINY_RUN = [
     "--set",
     "sampling.max_new_tokens=6",
     "--set",
-    "train.batch_size=4",
+    "train.run.batch_size=4",
     "--threads",
     "1",
 ]
@@ -45,7 +45,7 @@ def test_help_short_flag_no_bool_placeholder_and_defaults(tmp_path, command):
     assert ("--verifier" in text) == (command != "sample")  # train and eval take verifiers too, like score
     flat = " ".join(text.split())
     if command == "train":
-        assert "[config: train.steps; default: 500]" in flat  # the tiny preset's value
+        assert "[config: train.run.steps; default: 500]" in flat  # the tiny preset's value
         assert "[config: data.train; default: arith:train]" in flat
     if command in ("sample", "eval"):
         assert "[config: data.eval; default: arith:test]" in flat
@@ -138,7 +138,7 @@ def test_watchdog_worker_is_silent_on_ctrl_c(tmp_path):
 def test_ctrl_c_says_where_the_checkpoint_is(tmp_path, random_model_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "grpo_cli", "train", "--model", str(random_model_dir), "--out", "run"]
-    command += [*TINY_RUN, "--steps", "200", "--set", "train.save_every=1", "--set", "train.eval_n=0"]
+    command += [*TINY_RUN, "--steps", "200", "--set", "train.run.save_every=1", "--set", "train.run.eval_n=0"]
     proc = subprocess.Popen(
         command,
         cwd=tmp_path,
@@ -277,7 +277,7 @@ def test_stale_checkpoint_temp_folders_are_cleaned(tmp_path):
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(dump_config(load_config(None, [f"train.out_dir={run}"])), encoding="utf-8")
+    (run / "config.yaml").write_text(dump_config(load_config(None, [f"train.run.out_dir={run}"])), encoding="utf-8")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid: a writer that was killed
     stale = run / "checkpoints" / f".tmp-step-000100-{dead.pid}"
@@ -296,8 +296,8 @@ def test_stale_checkpoint_temp_folders_are_cleaned(tmp_path):
 def test_piped_output_gets_a_line_every_n_steps_and_periodic_eval(tmp_path, random_model_dir):
     proc = grpo(
         "train", "--model", str(random_model_dir), "--out", "run", "--steps", "4", *TINY_RUN,
-        "--set", "train.log_every=1", "--set", "train.eval_every=2", "--set", "train.eval_n=1",
-        "--set", "train.eval_limit=2", cwd=tmp_path,
+        "--set", "train.run.log_every=1", "--set", "train.run.eval_every=2", "--set", "train.run.eval_n=1",
+        "--set", "train.run.eval_limit=2", cwd=tmp_path,
     )  # fmt: skip
     lines = [line for line in proc.stderr.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], proc.stderr
@@ -314,7 +314,7 @@ def test_terminal_progress_bar_shows_reward_and_step_time(tmp_path, random_model
     env = {**os.environ, "TTY_COMPATIBLE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}  # rich: a terminal
     proc = subprocess.run(
         [sys.executable, "-m", "grpo_cli", "train", "--model", str(random_model_dir), "--out", "run", "--steps", "2"]
-        + [*TINY_RUN, "--set", "train.eval_n=0"],
+        + [*TINY_RUN, "--set", "train.run.eval_n=0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

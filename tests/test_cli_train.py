@@ -14,33 +14,38 @@ PRESETS = Path(__file__).resolve().parents[1] / "presets"
 PAPER_VALUES = {
     # DeepSeekMath section 4.2: lr 1e-6, KL 0.04, G 64, max length 1024, batch 1024, one update.
     "deepseekmath": {
-        "train.lr": 1e-6,
-        "train.beta": 0.04,
-        "train.kl_estimator": "k3",
+        "train.optimizer.lr": 1e-6,
+        "train.loss.beta": 0.04,
+        "train.loss.kl_estimator": "k3",
         "sampling.n": 64,
         "sampling.max_new_tokens": 1024,
-        "train.batch_size": 1024,
-        "train.mu": 1,
-        "train.loss_aggregation": "sequence",
+        "train.run.batch_size": 1024,
+        "train.run.mu": 1,
+        "train.loss.aggregation": "sequence",
         "algorithm": "grpo",
     },
     # DAPO: clip-higher 0.2/0.28, token-level loss, dynamic sampling, soft overlong (4096 of 20480), no KL.
     "dapo": {
-        "train.eps_low": 0.2,
-        "train.eps_high": 0.28,
-        "train.loss_aggregation": "token",
-        "train.dynamic_sampling": True,
-        "train.soft_overlong": True,
-        "train.overlong_cache": 4096,
+        "train.loss.eps_low": 0.2,
+        "train.loss.eps_high": 0.28,
+        "train.loss.aggregation": "token",
+        "train.filtering.dynamic_sampling": True,
+        "train.filtering.soft_overlong": True,
+        "train.filtering.overlong_cache": 4096,
         "sampling.max_new_tokens": 20480,
-        "train.beta": 0.0,
+        "train.loss.beta": 0.0,
         "sampling.n": 16,
         "algorithm": "grpo",
     },
     # Dr. GRPO: no std scaling, constant normaliser.
-    "dr-grpo": {"train.scale_rewards": "none", "train.loss_aggregation": "constant", "algorithm": "grpo"},
+    "dr-grpo": {"train.advantage.scale": "none", "train.loss.aggregation": "constant", "algorithm": "grpo"},
     # GSPO: sequence-level ratio with its small clip range.
-    "gspo": {"train.importance": "sequence", "train.eps_low": 3e-4, "train.eps_high": 4e-4, "algorithm": "grpo"},
+    "gspo": {
+        "train.loss.importance": "sequence",
+        "train.loss.eps_low": 3e-4,
+        "train.loss.eps_high": 4e-4,
+        "algorithm": "grpo",
+    },
     "tiny": {"model.path": "tiny", "data.train": "arith:train", "algorithm": "grpo"},
     # DeepSeekMath Algorithm 1: a learned process RM retrained each iteration with a 10% replay, the
     # reference reset to the policy each iteration, KL 0.04.
@@ -48,9 +53,9 @@ PAPER_VALUES = {
         "train.reward_model.replay_fraction": 0.1,
         "train.reward_model.kind": "prm",
         "train.reward_model.retrain_every": 125,
-        "train.ref_sync_every": 125,
-        "train.beta": 0.04,
-        "train.advantage": "process",
+        "train.loss.ref_sync_every": 125,
+        "train.loss.beta": 0.04,
+        "train.advantage.kind": "process",
         "algorithm": "grpo",
     },
     # SmolLM2 on the arithmetic task: its chat template, the `#### N` instruction, a LoRA adapter.
@@ -116,11 +121,11 @@ def test_short_run_prints_before_after_and_plots(random_model_dir, tmp_path):
         "--set",
         "sampling.max_new_tokens=8",
         "--set",
-        "train.batch_size=8",
+        "train.run.batch_size=8",
         "--set",
-        "train.eval_n=2",
+        "train.run.eval_n=2",
         "--set",
-        "train.eval_limit=4",
+        "train.run.eval_limit=4",
         cwd=tmp_path,
     )
     assert "before" in proc.stderr and "after" in proc.stderr and "held-out accuracy" in proc.stderr
@@ -155,11 +160,11 @@ def test_bad_batch_size_is_one_line(random_model_dir, tmp_path):
         "--set",
         "sampling.n=3",
         "--set",
-        "train.batch_size=8",
+        "train.run.batch_size=8",
         cwd=tmp_path,
         expect=None,
     )
-    assert_user_error(proc, "train.batch_size=8", "sampling.n=3")
+    assert_user_error(proc, "train.run.batch_size=8", "sampling.n=3")
 
 
 def test_resume_without_a_run_is_one_line(tmp_path):
@@ -187,18 +192,20 @@ def test_train_options_resolve_into_the_config_the_core_gets(tmp_path, monkeypat
 
     def fake_train(cfg, report, *, resume=False):
         calls.append((cfg, resume))
-        return trainer.TrainResult(Path(cfg.train.out_dir), None, None, None, cfg.train.steps)
+        return trainer.TrainResult(Path(cfg.train.run.out_dir), None, None, None, cfg.train.run.steps)
 
     monkeypatch.setattr(trainer, "train", fake_train)
     args = ["train", "--steps", "3", "--out", "run", "--seed", "5", "--report-to", "none", "--log-completions", "2"]
-    args += ["--set", "data.instruction=Answer as: #### N", "--set", "train.beta=0", "--threads", "1", "--quiet"]
+    args += ["--set", "data.instruction=Answer as: #### N", "--set", "train.loss.beta=0", "--threads", "1", "--quiet"]
     result = _invoke(args, tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     ((cfg, resume),) = calls
-    assert (cfg.train.steps, cfg.train.out_dir, cfg.seed, cfg.model.threads) == (3, "run", 5, 1)
-    assert cfg.train.report_to == [] and cfg.train.log_completions == 2 and cfg.train.beta == 0.0
+    assert (cfg.train.run.steps, cfg.train.run.out_dir, cfg.seed, cfg.model.threads) == (3, "run", 5, 1)
+    assert cfg.train.run.report_to == [] and cfg.train.run.log_completions == 2 and cfg.train.loss.beta == 0.0
     assert cfg.data.instruction == "Answer as: #### N" and not resume
-    assert cfg.train.lr == yaml.safe_load((PRESETS / "tiny.yaml").read_text())["train"]["lr"]  # the preset's
+    assert (
+        cfg.train.optimizer.lr == yaml.safe_load((PRESETS / "tiny.yaml").read_text())["train"]["optimizer"]["lr"]
+    )  # the preset's
 
     # --resume: the run's own config is the base, options given now override it
     from grpo_cli.config import dump_config
@@ -208,7 +215,7 @@ def test_train_options_resolve_into_the_config_the_core_gets(tmp_path, monkeypat
     result = _invoke(["train", "--resume", "run", "--steps", "6", "--quiet"], tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     cfg, resume = calls[-1]
-    assert resume and cfg.train.steps == 6 and cfg.seed == 5 and cfg.data.instruction == "Answer as: #### N"
+    assert resume and cfg.train.run.steps == 6 and cfg.seed == 5 and cfg.data.instruction == "Answer as: #### N"
 
 
 def test_eval_options_resolve_into_the_config_the_core_gets(tmp_path, monkeypatch):

@@ -86,7 +86,7 @@ def test_unknown_key_in_preset_file_names_the_file(tmp_path):
         ("sampling.n=abc", ["sampling.n", "integer"]),
         ("sampling.n=2.5", ["sampling.n", "integer"]),
         ("sampling.temperature=hot", ["sampling.temperature", "number"]),
-        ("train.dynamic_sampling=maybe", ["train.dynamic_sampling", "true or false"]),
+        ("train.filtering.dynamic_sampling=maybe", ["train.filtering.dynamic_sampling", "true or false"]),
         ("eval.k=[1, x]", ["eval.k[1]", "integer"]),
         ("sampling=3", ["sampling", "mapping"]),
         ("sampling.temperature=-1", ["sampling.temperature", ">= 0"]),
@@ -109,8 +109,8 @@ def test_scientific_notation_string_becomes_float(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("train:\n  lr: 1e-6\n", encoding="utf-8")
     cfg = load_config(str(preset))
-    assert cfg.train.lr == pytest.approx(1e-6) and isinstance(cfg.train.lr, float)
-    assert load_config(None, ["train.lr=3e-5"]).train.lr == pytest.approx(3e-5)
+    assert cfg.train.optimizer.lr == pytest.approx(1e-6) and isinstance(cfg.train.optimizer.lr, float)
+    assert load_config(None, ["train.optimizer.lr=3e-5"]).train.optimizer.lr == pytest.approx(3e-5)
     assert isinstance(load_config(None, ["sampling.temperature=1"]).sampling.temperature, float)
 
 
@@ -127,9 +127,9 @@ def test_set_string_field_takes_the_text_as_written():  # `--set data.template=[
     assert cfg.data.instruction == "Answer as: #### N"
     assert cfg.data.system_prompt == "[not a list]"
     # a quoted value is still YAML, so escapes work; other fields are still parsed
-    cfg = load_config(None, ['data.template="Q: {prompt}\\n"', "sampling.n=4", "train.report_to=[]"])
+    cfg = load_config(None, ['data.template="Q: {prompt}\\n"', "sampling.n=4", "train.run.report_to=[]"])
     assert cfg.data.template == "Q: {prompt}\n"
-    assert cfg.sampling.n == 4 and cfg.train.report_to == []
+    assert cfg.sampling.n == 4 and cfg.train.run.report_to == []
 
 
 def test_a_list_for_a_string_field_in_a_preset_is_one_line(tmp_path):
@@ -146,7 +146,7 @@ def test_report_to_defaults_to_auto_which_never_warns(tmp_path, monkeypatch):
     from grpo_cli.report import Reporter
     from grpo_cli.training.tracking import Trackers
 
-    assert load_config().train.report_to == ["auto"]
+    assert load_config().train.run.report_to == ["auto"]
     real_import = builtins.__import__
 
     def no_tensorboard(name, *args, **kwargs):
@@ -162,7 +162,7 @@ def test_report_to_defaults_to_auto_which_never_warns(tmp_path, monkeypatch):
     trackers.close()
     assert warned == [] and not (tmp_path / "tensorboard").exists()
     with pytest.raises(UserError, match="tensorboard is not installed"):
-        Trackers(load_config(None, ["train.report_to=[tensorboard]"]), tmp_path, report)
+        Trackers(load_config(None, ["train.run.report_to=[tensorboard]"]), tmp_path, report)
 
 
 def test_k_larger_than_n_is_an_error():
@@ -179,8 +179,10 @@ def test_sample_group_size_need_not_divide_the_train_batch():
 
 
 def test_bool_and_dict_values():
-    cfg = load_config(None, ["train.dynamic_sampling=true", "verifiers=[{name: math, options: {timeout: 2}}]"])
-    assert cfg.train.dynamic_sampling is True
+    cfg = load_config(
+        None, ["train.filtering.dynamic_sampling=true", "verifiers=[{name: math, options: {timeout: 2}}]"]
+    )
+    assert cfg.train.filtering.dynamic_sampling is True
     assert cfg.verifiers == [C.VerifierConfig(name="math", options={"timeout": 2})]
 
 
@@ -230,6 +232,98 @@ def test_tiny_preset_states_every_key():
         assert set(entry) == fields
 
 
+# ----------------------------------------------------------------------------- old flat train keys
+
+# TrainConfig's fields before they were grouped by concern (train.beta, train.lr, ...).
+OLD_FLAT_TRAIN_FIELDS = """
+steps batch_size micro_batch_size micro_batch_tokens gradient_checkpointing mu lr warmup_steps lr_schedule
+weight_decay adam_betas max_grad_norm beta kl_estimator eps_low eps_high importance loss_aggregation scale_rewards
+advantage correct_threshold dynamic_sampling max_sampling_rounds overlong_filter soft_overlong overlong_cache
+ref_sync_every out_dir save_every keep_last log_completions report_to eval_n eval_limit eval_every log_every
+rollout_correction rollout_correction_cap parallel
+""".split()
+
+
+def test_flat_train_table_maps_every_old_field_to_one_grouped_field():
+    table = C.FLAT_TRAIN_KEYS
+    assert sorted(table) == sorted(OLD_FLAT_TRAIN_FIELDS)  # every old field, each once
+    grouped = {
+        f"{group.name}.{leaf.name}"
+        for group in dataclasses.fields(C.TrainConfig)
+        if group.name not in ("reward_model", "lora")
+        for leaf in dataclasses.fields(typing.get_type_hints(C.TrainConfig)[group.name])
+    }
+    assert sorted(table.values()) == sorted(grouped)  # onto every grouped field, none twice
+
+
+@pytest.mark.parametrize(
+    "flat, nested",
+    [
+        ("train.beta=0.1", "train.loss.beta=0.1"),
+        ("train.loss_aggregation=token", "train.loss.aggregation=token"),
+        ("train.advantage=process", "train.advantage.kind=process"),
+        ("train.lr=3e-5", "train.optimizer.lr=3e-5"),
+        ("train.out_dir=somewhere/else", "train.run.out_dir=somewhere/else"),
+    ],
+)
+def test_a_flat_set_gives_the_same_config_as_the_grouped_one(flat, nested):
+    assert load_config(None, [flat]) == load_config(None, [nested])
+    assert load_config(None, ["train.beta=0.1"]).train.loss.beta == 0.1
+    # the CLI's dotted overrides take the flat names too
+    assert load_config(None, None, {"train.steps": 7}).train.run.steps == 7
+
+
+def test_a_later_flat_set_overrides_an_earlier_grouped_one():
+    assert load_config(None, ["train.loss.beta=0.2", "train.beta=0.3"]).train.loss.beta == 0.3
+    assert load_config(None, ["train.beta=0.3", "train.loss.beta=0.2"]).train.loss.beta == 0.2
+
+
+def test_an_old_style_preset_still_loads(tmp_path):
+    # The tiny preset written the old way: every grouped key flat under `train:` with the same value.
+    tiny = yaml.safe_load((PRESETS / "tiny.yaml").read_text(encoding="utf-8"))
+    flat = {k: v for k, v in tiny["train"].items() if k in ("reward_model", "lora")}
+    for old, new in C.FLAT_TRAIN_KEYS.items():
+        group, leaf = new.split(".")
+        flat[old] = tiny["train"][group][leaf]
+    old_style = _write(tmp_path / "old.yaml", {**tiny, "train": flat})
+    assert load_config(old_style) == load_config("tiny")
+    # and the resolved config written beside outputs is the grouped form
+    dumped = yaml.safe_load(C.dump_config(load_config(old_style)))["train"]
+    assert set(dumped) == {"run", "optimizer", "loss", "advantage", "filtering", "reward_model", "lora"}
+    # a hand-written one from before, with comments and an inline reward model
+    (tmp_path / "mine.yaml").write_text(
+        "train:\n  lr: 1.0e-6\n  beta: 0.04  # KL\n  advantage: process\n  scale_rewards: none\n"
+        "  steps: 3\n  reward_model:\n    retrain_every: 2\n",
+        encoding="utf-8",
+    )
+    t = load_config(str(tmp_path / "mine.yaml")).train
+    assert (t.optimizer.lr, t.loss.beta, t.advantage.kind, t.advantage.scale, t.run.steps) == (
+        1e-6,
+        0.04,
+        "process",
+        "none",
+        3,
+    )
+    assert t.reward_model.retrain_every == 2
+
+
+def test_a_flat_key_beside_its_grouped_place_is_an_error(tmp_path):
+    both = _write(tmp_path / "both.yaml", {"train": {"beta": 0.1, "loss": {"beta": 0.2}}})
+    with pytest.raises(UserError, match=r"train.beta and train.loss.beta both set; keep train.loss.beta"):
+        load_config(both)
+
+
+def test_an_unknown_train_key_names_the_nearest_grouped_key():
+    with pytest.raises(UserError, match=r"unknown key 'train.betaa' \(did you mean 'train.loss.beta'\?\)"):
+        load_config(None, ["train.betaa=0.1"])
+    with pytest.raises(UserError, match=r"unknown key 'train.loss.bta' \(did you mean 'train.loss.beta'\?\)"):
+        load_config(None, ["train.loss.bta=0.1"])
+
+
+def test_help_defaults_read_flat_and_grouped_keys():
+    assert C.default_value("train.steps") == C.default_value("train.run.steps") == "500"
+
+
 def test_preset_errors():
     with pytest.raises(UserError, match="unknown preset 'tinny'.*did you mean 'tiny'"):
         load_config("tinny")
@@ -277,7 +371,7 @@ def test_documented_keys_are_dotted_leaves_with_docs():
     rows = C.documented_keys()
     keys = [key for key, _, _ in rows]
     assert len(keys) == len(set(keys))
-    assert {"seed", "sampling.temperature", "eval.k", "train.lr", "verifiers"} <= set(keys)
+    assert {"seed", "sampling.temperature", "eval.k", "train.optimizer.lr", "verifiers"} <= set(keys)
     assert all(doc for _, _, doc in rows)
 
 

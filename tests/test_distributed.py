@@ -26,21 +26,25 @@ SETS = [
     "data.limit=40",
     "sampling.n=4",
     "sampling.max_new_tokens=8",
-    "train.batch_size=12",
-    "train.micro_batch_size=4",
-    "train.steps=3",
-    "train.lr=1e-3",
-    "train.eval_n=0",
+    "train.run.batch_size=12",
+    "train.run.micro_batch_size=4",
+    "train.run.steps=3",
+    "train.optimizer.lr=1e-3",
+    "train.run.eval_n=0",
     "verifiers=[{name: digits}]",
 ]
-DDP = ["train.beta=0.04", "train.mu=2", "train.ref_sync_every=2"]  # reference model, old log-probs, ref sync
+DDP = [
+    "train.loss.beta=0.04",
+    "train.run.mu=2",
+    "train.loss.ref_sync_every=2",
+]  # reference model, old log-probs, ref sync
 # No KL: zero-advantage rows are skipped, so the ranks train on unequal shares (padding micro-batches).
 FSDP = [
-    "train.parallel=fsdp",
-    "train.beta=0",
-    "train.loss_aggregation=token",
-    "train.save_every=1",
-    "train.keep_last=3",
+    "train.run.parallel=fsdp",
+    "train.loss.beta=0",
+    "train.loss.aggregation=token",
+    "train.run.save_every=1",
+    "train.run.keep_last=3",
 ]
 
 
@@ -86,7 +90,7 @@ def _rows(run: Path) -> list[dict]:
 
 
 def _single(model_dir: Path, out: Path, sets: list[str]) -> Path:
-    cfg = load_config(None, [*SETS, *sets], {"model.path": str(model_dir), "train.out_dir": str(out)})
+    cfg = load_config(None, [*SETS, *sets], {"model.path": str(model_dir), "train.run.out_dir": str(out)})
     return train(cfg, Reporter()).last_checkpoint
 
 
@@ -159,9 +163,9 @@ def test_nproc_checks_the_config_before_launching(tmp_path):
     from test_cli import assert_user_error, grpo
 
     proc = grpo(
-        "train", "--nproc", "2", "--set", "sampling.n=3", "--set", "train.batch_size=8", cwd=tmp_path, expect=None
+        "train", "--nproc", "2", "--set", "sampling.n=3", "--set", "train.run.batch_size=8", cwd=tmp_path, expect=None
     )
-    assert_user_error(proc, "train.batch_size=8", "sampling.n=3")
+    assert_user_error(proc, "train.run.batch_size=8", "sampling.n=3")
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])

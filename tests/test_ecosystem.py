@@ -150,9 +150,9 @@ def rg_run(random_model_dir, tmp_path_factory):
             "--set",
             "sampling.max_new_tokens=8",
             "--set",
-            "train.batch_size=8",
+            "train.run.batch_size=8",
             "--set",
-            "train.eval_n=2",
+            "train.run.eval_n=2",
             cwd=tmp,
         )
     finally:
@@ -221,7 +221,7 @@ def test_wandb_offline_run_read_back(rg_run):
 
 def test_unknown_report_to_is_one_line(random_model_dir, tmp_path):
     proc = grpo("train", "--model", str(random_model_dir), "--report-to", "mlflow", cwd=tmp_path, expect=None)
-    assert_user_error(proc, "train.report_to", "mlflow")
+    assert_user_error(proc, "train.run.report_to", "mlflow")
 
 
 # ------------------------------------------------------------------------------------ hf: folders

@@ -52,7 +52,7 @@ def test_train_two_steps_on_cuda(tmp_path, dtype):
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "grpo_cli", "train", "--steps", "2", "--out", str(out), "--set", "model.device=cuda",
-        "--set", f"model.dtype={dtype}", "--set", "train.batch_size=32", "--set", "train.eval_n=0",
+        "--set", f"model.dtype={dtype}", "--set", "train.run.batch_size=32", "--set", "train.run.eval_n=0",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
     assert proc.returncode == 0, proc.stderr[-2000:]

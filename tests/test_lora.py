@@ -26,7 +26,7 @@ from grpo_cli.training.trainer import train
 
 pytest.importorskip("peft")
 
-LORA = ["train.lora.rank=4", "train.lora.alpha=8", "train.lr=1e-2"]
+LORA = ["train.lora.rank=4", "train.lora.alpha=8", "train.optimizer.lr=1e-2"]
 CPU = ModelConfig(device="cpu", threads=1)
 
 
@@ -96,7 +96,7 @@ def test_lora_train_writes_a_peft_adapter_that_peft_loads_and_merge_exports(rand
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    ckpt = _lora_run(random_model_dir, tmp_path / "run", "train.beta=0.04")  # KL to the base: adapters off
+    ckpt = _lora_run(random_model_dir, tmp_path / "run", "train.loss.beta=0.04")  # KL to the base: adapters off
     assert (ckpt / lora.ADAPTER_CONFIG).is_file() and not (ckpt / "model.safetensors").exists()
     adapter = load_file(str(ckpt / lora.ADAPTER_WEIGHTS))
     assert adapter and all(k.startswith("base_model.model.") and ".lora_" in k for k in adapter)
@@ -133,10 +133,12 @@ def test_lora_train_writes_a_peft_adapter_that_peft_loads_and_merge_exports(rand
 
 
 def test_lora_resume_is_exact(random_model_dir, plugin_dir, tmp_path):  # noqa: F811
-    whole = _lora_run(random_model_dir, tmp_path / "whole", "train.steps=4", "train.beta=0.04", "train.mu=2")
+    whole = _lora_run(
+        random_model_dir, tmp_path / "whole", "train.run.steps=4", "train.loss.beta=0.04", "train.run.mu=2"
+    )
     cut = tmp_path / "cut"
-    _lora_run(random_model_dir, cut, "train.steps=2", "train.beta=0.04", "train.mu=2")
-    cfg = load_config(str(cut / "config.yaml"), ["train.steps=4"])
+    _lora_run(random_model_dir, cut, "train.run.steps=2", "train.loss.beta=0.04", "train.run.mu=2")
+    cfg = load_config(str(cut / "config.yaml"), ["train.run.steps=4"])
     resumed = train(cfg, Reporter(), resume=True).last_checkpoint
     a, b = load_file(str(whole / lora.ADAPTER_WEIGHTS)), load_file(str(resumed / lora.ADAPTER_WEIGHTS))
     assert a.keys() == b.keys()
@@ -172,10 +174,10 @@ def test_unknown_target_module_names_the_modules_that_exist(random_model_dir, tm
 
 
 def test_lora_with_fsdp_is_refused():
-    with pytest.raises(UserError, match="train.lora does not work with train.parallel=fsdp"):
-        load_config(None, ["train.lora.rank=8", "train.parallel=fsdp"]).check_training()
+    with pytest.raises(UserError, match="train.lora does not work with train.run.parallel=fsdp"):
+        load_config(None, ["train.lora.rank=8", "train.run.parallel=fsdp"]).check_training()
     with pytest.raises(UserError, match="ref_sync_every"):
-        load_config(None, ["train.lora.rank=8", "train.ref_sync_every=2"]).check_training()
+        load_config(None, ["train.lora.rank=8", "train.loss.ref_sync_every=2"]).check_training()
     with pytest.raises(UserError, match="train.lora.rank"):
         load_config(None, ["train.lora.rank=-1"])
 
@@ -207,7 +209,7 @@ def test_shipped_tiny_model_takes_an_adapter():
 def test_lora_ddp_two_ranks_equal_one_process(random_model_dir, plugin_dir, tmp_path):  # noqa: F811
     from test_distributed import SETS, _cli, _env, _rows, _single, _torchrun
 
-    sets = [*LORA, "train.beta=0.04", "train.mu=2"]  # the reference pass (adapters off) and mu > 1 under DDP
+    sets = [*LORA, "train.loss.beta=0.04", "train.run.mu=2"]  # the reference pass (adapters off) and mu > 1 under DDP
     one, two = tmp_path / "one", tmp_path / "two"
     _single(random_model_dir, one, sets)
     _torchrun(_cli(random_model_dir, two, [*SETS, *sets]), _env(plugin_dir))

@@ -42,8 +42,8 @@ def _ok(*args: str) -> str:
 def lora_checkpoint(tmp_path_factory) -> Path:
     """The last checkpoint of a 2-step LoRA run of the shipped model (the real CLI)."""
     run = tmp_path_factory.mktemp("lora-run") / "run"
-    sets = ["train.lora.rank=4", "train.lora.alpha=8", "train.batch_size=8", "train.micro_batch_size=8"]
-    sets += ["sampling.n=4", "train.eval_n=0", "data.limit=16"]
+    sets = ["train.lora.rank=4", "train.lora.alpha=8", "train.run.batch_size=8", "train.run.micro_batch_size=8"]
+    sets += ["sampling.n=4", "train.run.eval_n=0", "data.limit=16"]
     _ok("train", "--steps", "2", "--out", str(run), "--threads", "1", *[a for s in sets for a in ("--set", s)])
     return run / "checkpoints" / "step-000002"
 
@@ -123,7 +123,7 @@ def test_train_continues_from_a_lora_checkpoint(trained_copy, tmp_path):
     # A new adapter on the checkpoint's merged model; with lr 0 it stays zero, so the new checkpoint
     # is the old one's model (loaded through two adapters).
     run = tmp_path / "run"
-    sets = ["train.lora.rank=2", "train.lr=0", "train.batch_size=4", "sampling.n=4", "train.eval_n=0"]
+    sets = ["train.lora.rank=2", "train.optimizer.lr=0", "train.run.batch_size=4", "sampling.n=4", "train.run.eval_n=0"]
     _ok(
         "train",
         "--model",

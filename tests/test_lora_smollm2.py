@@ -27,18 +27,18 @@ SETS = [
     "model.threads=1",
     "sampling.n=4",
     "sampling.max_new_tokens=16",
-    "train.batch_size=8",
-    "train.micro_batch_size=8",
+    "train.run.batch_size=8",
+    "train.run.micro_batch_size=8",
     "train.lora.rank=8",
     "train.lora.alpha=16",
-    "train.lr=1e-3",
-    "train.beta=0.04",  # the reference pass: the base, adapters off
-    "train.eval_n=0",
+    "train.optimizer.lr=1e-3",
+    "train.loss.beta=0.04",  # the reference pass: the base, adapters off
+    "train.run.eval_n=0",
 ]
 
 
 def _run(model_dir: Path, out: Path, *extra: str) -> Path:
-    cfg = load_config("smollm2-arith", [*SETS, *extra], {"model.path": str(model_dir), "train.out_dir": str(out)})
+    cfg = load_config("smollm2-arith", [*SETS, *extra], {"model.path": str(model_dir), "train.run.out_dir": str(out)})
     return train(cfg, Reporter()).last_checkpoint
 
 
@@ -50,7 +50,7 @@ def _rows(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def two_step_run(smollm2_dir, tmp_path_factory) -> Path:
     """The last checkpoint of a 2-step LoRA run of SmolLM2."""
-    return _run(smollm2_dir, tmp_path_factory.mktemp("lora-smollm2") / "run", "train.steps=2")
+    return _run(smollm2_dir, tmp_path_factory.mktemp("lora-smollm2") / "run", "train.run.steps=2")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -118,10 +118,10 @@ def test_sampling_smollm2_prints_no_future_warning(smollm2_dir, two_step_run, tm
 
 
 def test_lora_run_resumes_exactly(smollm2_dir, tmp_path):
-    whole = _run(smollm2_dir, tmp_path / "whole", "train.steps=2")
+    whole = _run(smollm2_dir, tmp_path / "whole", "train.run.steps=2")
     cut = tmp_path / "cut"
-    _run(smollm2_dir, cut, "train.steps=1")
-    cfg = load_config(str(cut / "config.yaml"), ["train.steps=2"])
+    _run(smollm2_dir, cut, "train.run.steps=1")
+    cfg = load_config(str(cut / "config.yaml"), ["train.run.steps=2"])
     resumed = train(cfg, Reporter(), resume=True).last_checkpoint
     a, b = load_file(str(whole / lora.ADAPTER_WEIGHTS)), load_file(str(resumed / lora.ADAPTER_WEIGHTS))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

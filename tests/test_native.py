@@ -612,9 +612,10 @@ STEP = textwrap.dedent("""
         from grpo_cli.report import Reporter
         from grpo_cli.training.session import Session
 
-        cfg = load_config("tiny", ["model.threads=1", "sampling.n=4", "sampling.max_new_tokens=8", "train.batch_size=8",
-                                   "train.micro_batch_size=8", "train.beta=0.04", "train.warmup_steps=0",
-                                   "train.weight_decay=0.1", "train.eval_n=0", "data.limit=2", "train.out_dir=run"])
+        cfg = load_config("tiny", ["model.threads=1", "sampling.n=4", "sampling.max_new_tokens=8",
+                                   "train.run.batch_size=8", "train.run.micro_batch_size=8", "train.loss.beta=0.04",
+                                   "train.optimizer.warmup_steps=0", "train.optimizer.weight_decay=0.1",
+                                   "train.run.eval_n=0", "data.limit=2", "train.run.out_dir=run"])
         session = Session.open(cfg, Reporter(), record=False)
         policy, ref, optimizer = session.policy, session.ref_model, session.optimizer
         before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}

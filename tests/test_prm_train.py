@@ -1,4 +1,4 @@
-"""Process supervision end to end: `grpo train` with `train.advantage=process` on the arithmetic task,
+"""Process supervision end to end: `grpo train` with `train.advantage.kind=process` on the arithmetic task,
 the shipped tiny model sampling, the `prm` rule checker giving step rewards."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def test_train_with_process_advantages(tmp_path):
         "--threads",
         "1",
         "--set",
-        "train.advantage=process",
+        "train.advantage.kind=process",
         "--set",
         "verifiers=[{name: prm}]",
         "--set",
@@ -31,13 +31,13 @@ def test_train_with_process_advantages(tmp_path):
         "--set",
         "sampling.max_new_tokens=48",
         "--set",
-        "train.batch_size=8",
+        "train.run.batch_size=8",
         "--set",
-        "train.micro_batch_size=8",
+        "train.run.micro_batch_size=8",
         "--set",
-        "train.lr=1e-3",
+        "train.optimizer.lr=1e-3",
         "--set",
-        "train.eval_n=0",
+        "train.run.eval_n=0",
         cwd=tmp_path,
     )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -37,13 +37,13 @@ CHEAP = {
         "--set",
         "sampling.max_new_tokens=4",
         "--set",
-        "train.batch_size=4",
+        "train.run.batch_size=4",
         "--set",
-        "train.micro_batch_size=4",
+        "train.run.micro_batch_size=4",
         "--set",
-        "train.eval_n=1",
+        "train.run.eval_n=1",
         "--set",
-        "train.eval_limit=2",
+        "train.run.eval_limit=2",
         "--threads",
         "1",
     ],
@@ -85,7 +85,7 @@ def kept_steps() -> set[int]:
     """The checkpoint steps the default `grpo train` leaves on disk."""
     from grpo_cli.config import load_config
 
-    t = load_config().train
+    t = load_config().train.run
     saved = sorted({s for s in range(1, t.steps + 1) if t.save_every and s % t.save_every == 0} | {t.steps})
     return set(saved[-t.keep_last :])
 

@@ -6,7 +6,7 @@ import pytest
 
 from grpo_cli.algorithms import advantages, loss, paradigms, schedules
 from grpo_cli.algorithms.registry import Registry, UnknownName
-from grpo_cli.config import Config, TrainConfig
+from grpo_cli.config import Config, config_from_dict
 from grpo_cli.errors import UserError
 
 
@@ -51,16 +51,16 @@ def test_paradigm_rows_follow_deepseekmath_section_5_2():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("kl_estimator", "k4", "train.kl_estimator must be one of k1, k2, k3; got 'k4'"),
-        ("loss_aggregation", "mean", "train.loss_aggregation must be one of sequence, token, constant"),
-        ("importance", "seq", "train.importance must be one of token, sequence"),
-        ("advantage", "steps", "train.advantage must be one of outcome, process"),
-        ("scale_rewards", "std", "train.scale_rewards must be one of group, batch, none"),
-        ("lr_schedule", "step", "train.lr_schedule must be one of constant, linear, cosine"),
+        ("kl_estimator", "k4", "train.loss.kl_estimator must be one of k1, k2, k3; got 'k4'"),
+        ("loss_aggregation", "mean", "train.loss.aggregation must be one of sequence, token, constant"),
+        ("importance", "seq", "train.loss.importance must be one of token, sequence"),
+        ("advantage", "steps", "train.advantage.kind must be one of outcome, process"),
+        ("scale_rewards", "std", "train.advantage.scale must be one of group, batch, none"),
+        ("lr_schedule", "step", "train.optimizer.schedule must be one of constant, linear, cosine"),
     ],
 )
 def test_check_training_validates_names_against_the_registries(field, value, message):
-    cfg = Config(train=TrainConfig(**{field: value}))
+    cfg = config_from_dict({"train": {field: value}})  # the old flat keys, moved to their groups
     with pytest.raises(UserError, match=message):
         cfg.check_training()
 

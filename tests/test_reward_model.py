@@ -179,13 +179,13 @@ def iterative_run(tmp_path):
     """`grpo train --preset deepseekmath-iterative` cut to 4 steps of 4 prompts x 8: 2 iterations."""
     sets = [
         "train.reward_model.retrain_every=2",
-        "train.ref_sync_every=2",
-        "train.batch_size=32",
+        "train.loss.ref_sync_every=2",
+        "train.run.batch_size=32",
         "sampling.max_new_tokens=48",
         "train.reward_model.bootstrap_prompts=8",
         "train.reward_model.held_out_prompts=4",
-        "train.eval_n=0",
-        "train.save_every=2",
+        "train.run.eval_n=0",
+        "train.run.save_every=2",
     ]
     args = ["train", "--preset", "deepseekmath-iterative", "--out", "run", "--steps", "4", "--threads", "1", "--quiet"]
     grpo_long(*args, *(x for s in sets for x in ("--set", s)), cwd=tmp_path)

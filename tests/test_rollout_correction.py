@@ -80,10 +80,10 @@ def test_weights_scale_the_clipped_term_not_the_kl():
 
 
 def test_config_checks_the_mode_and_cap():
-    with pytest.raises(UserError, match="train.rollout_correction must be one of none, token_truncate"):
-        load_config(None, ["train.rollout_correction=tokens"]).check_training()
+    with pytest.raises(UserError, match="train.loss.rollout_correction must be one of none, token_truncate"):
+        load_config(None, ["train.loss.rollout_correction=tokens"]).check_training()
     with pytest.raises(UserError, match="rollout_correction_cap"):
-        load_config(None, ["train.rollout_correction_cap=0.5"])
+        load_config(None, ["train.loss.rollout_correction_cap=0.5"])
 
 
 def test_the_trainer_corrects_with_the_vllm_backend_only(random_model_dir):
@@ -106,7 +106,12 @@ def test_the_trainer_corrects_with_the_vllm_backend_only(random_model_dir):
     batch.old_logp = torch.where(batch.loss_mask, trainer - 0.1, torch.zeros_like(trainer))
     deltas, rows = {}, {}
     for backend in ("hf", "vllm"):
-        sets = ["train.beta=0", "train.max_grad_norm=0", "sampling.max_new_tokens=8", f"sampling.backend={backend}"]
+        sets = [
+            "train.loss.beta=0",
+            "train.optimizer.max_grad_norm=0",
+            "sampling.max_new_tokens=8",
+            f"sampling.backend={backend}",
+        ]
         cfg = load_config(None, sets)
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=1.0)

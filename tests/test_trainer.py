@@ -69,15 +69,15 @@ def small_config(model_dir: Path, out_dir: Path, *extra: str):
         "data.limit=40",
         "sampling.n=4",
         "sampling.max_new_tokens=8",
-        "train.batch_size=8",
-        "train.micro_batch_size=4",
-        "train.steps=3",
-        "train.lr=1e-3",
-        "train.eval_n=0",
+        "train.run.batch_size=8",
+        "train.run.micro_batch_size=4",
+        "train.run.steps=3",
+        "train.optimizer.lr=1e-3",
+        "train.run.eval_n=0",
         "verifiers=[{name: digits}]",
         *extra,
     ]
-    return load_config(None, sets, {"model.path": str(model_dir), "train.out_dir": str(out_dir)})
+    return load_config(None, sets, {"model.path": str(model_dir), "train.run.out_dir": str(out_dir)})
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -85,7 +85,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_training_changes_the_weights_and_logs_every_step(random_model_dir, plugin_dir, tmp_path):
-    cfg = small_config(random_model_dir, tmp_path / "run", "train.beta=0.04")  # a reference model, so KL is logged
+    cfg = small_config(random_model_dir, tmp_path / "run", "train.loss.beta=0.04")  # a reference model, so KL is logged
     result = train(cfg, Reporter())
     before, after = weights(random_model_dir), weights(result.last_checkpoint)
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -113,7 +113,9 @@ def test_training_changes_the_weights_and_logs_every_step(random_model_dir, plug
 
 
 def test_keep_last_prunes_old_checkpoints(random_model_dir, plugin_dir, tmp_path):
-    cfg = small_config(random_model_dir, tmp_path / "run", "train.save_every=1", "train.keep_last=2", "train.beta=0")
+    cfg = small_config(
+        random_model_dir, tmp_path / "run", "train.run.save_every=1", "train.run.keep_last=2", "train.loss.beta=0"
+    )
     train(cfg, Reporter())
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == ["step-000002", "step-000003"]
@@ -122,7 +124,7 @@ def test_keep_last_prunes_old_checkpoints(random_model_dir, plugin_dir, tmp_path
 def test_existing_run_needs_resume(random_model_dir, plugin_dir, tmp_path):
     from grpo_cli.errors import UserError
 
-    cfg = small_config(random_model_dir, tmp_path / "run", "train.steps=1", "train.beta=0")
+    cfg = small_config(random_model_dir, tmp_path / "run", "train.run.steps=1", "train.loss.beta=0")
     train(cfg, Reporter())
     with pytest.raises(UserError, match="--resume"):
         train(cfg, Reporter())
@@ -134,9 +136,9 @@ def test_beta_zero_loads_no_reference_model(random_model_dir, plugin_dir, tmp_pa
     copies = []
     real = session.load_frozen
     monkeypatch.setattr(session, "load_frozen", lambda cfg, path: copies.append(1) or real(cfg, path))
-    train(small_config(random_model_dir, tmp_path / "a", "train.beta=0", "train.steps=1"), Reporter())
+    train(small_config(random_model_dir, tmp_path / "a", "train.loss.beta=0", "train.run.steps=1"), Reporter())
     assert copies == []
-    train(small_config(random_model_dir, tmp_path / "b", "train.beta=0.1", "train.steps=1"), Reporter())
+    train(small_config(random_model_dir, tmp_path / "b", "train.loss.beta=0.1", "train.run.steps=1"), Reporter())
     assert copies == [1]
 
 
@@ -145,7 +147,7 @@ def test_nan_rewards_cost_only_their_samples(random_model_dir, plugin_dir, tmp_p
         random_model_dir,
         tmp_path / "run",
         "verifiers=[{name: digits}, {name: nanny, failure_value: 0.0}]",
-        "train.steps=1",
+        "train.run.steps=1",
     )
     result = train(cfg, Reporter())
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
@@ -162,9 +164,9 @@ def test_dynamic_sampling_is_counted(random_model_dir, plugin_dir, tmp_path):
         random_model_dir,
         tmp_path / "run",
         "verifiers=[{name: math, weight: 0.0}]",
-        "train.dynamic_sampling=true",
-        "train.max_sampling_rounds=2",
-        "train.steps=1",
+        "train.filtering.dynamic_sampling=true",
+        "train.filtering.max_sampling_rounds=2",
+        "train.run.steps=1",
     )
     train(cfg, Reporter())
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
@@ -183,7 +185,12 @@ def test_unified_paradigm_algorithms_train_on_their_own_data(random_model_dir, p
     gradient coefficient 1 on correct samples (reward >= threshold) and 0 otherwise; SFT trains on the
     dataset's solutions and samples nothing."""
     run = tmp_path / "run"
-    extra = ["train.steps=2", "train.correct_threshold=0.1", "train.log_completions=1", "train.lr=1e-2"]
+    extra = [
+        "train.run.steps=2",
+        "train.advantage.correct_threshold=0.1",
+        "train.run.log_completions=1",
+        "train.optimizer.lr=1e-2",
+    ]
     result = train(small_config(random_model_dir, run, f"algorithm={algorithm}", *extra), Reporter())
     before, after = weights(random_model_dir), weights(result.last_checkpoint)
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
@@ -205,7 +212,7 @@ def test_unified_paradigm_algorithms_train_on_their_own_data(random_model_dir, p
     # Step 2 samples with step 2's seed. RFT's sampler is the initial model, so its samples are those
     # of a run whose policy never moves (lr 0); online RFT's come from the policy trained at step 1.
     frozen = tmp_path / "frozen"
-    train(small_config(random_model_dir, frozen, "algorithm=online_rft", *extra, "train.lr=0"), Reporter())
+    train(small_config(random_model_dir, frozen, "algorithm=online_rft", *extra, "train.optimizer.lr=0"), Reporter())
     same = [r["completion"] for r in _rollouts(run, 2)] == [r["completion"] for r in _rollouts(frozen, 2)]
     assert same == (algorithm == "rft")
 
@@ -232,10 +239,10 @@ def test_micro_batches_equal_one_big_batch(random_model_dir, aggregation):
         cfg = load_config(
             None,
             [
-                f"train.micro_batch_size={micro}",
-                f"train.loss_aggregation={aggregation}",
-                "train.beta=0.1",
-                "train.max_grad_norm=0",
+                f"train.run.micro_batch_size={micro}",
+                f"train.loss.aggregation={aggregation}",
+                "train.loss.beta=0.1",
+                "train.optimizer.max_grad_norm=0",
                 "sampling.max_new_tokens=8",
             ],
         )
@@ -274,7 +281,7 @@ WITH_RM = [
     "train.reward_model.bootstrap_prompts=4",
     "train.reward_model.held_out_prompts=2",
     "train.reward_model.batch_size=4",
-    "train.correct_threshold=0.2",
+    "train.advantage.correct_threshold=0.2",
 ]
 
 
@@ -298,23 +305,23 @@ def test_sigkill_and_resume_gives_the_same_weights_and_metrics(random_model_dir,
         "--set",
         "sampling.max_new_tokens=8",
         "--set",
-        "train.batch_size=8",
+        "train.run.batch_size=8",
         "--set",
-        "train.micro_batch_size=4",
+        "train.run.micro_batch_size=4",
         "--set",
-        "train.lr=1e-3",
+        "train.optimizer.lr=1e-3",
         "--set",
-        "train.save_every=1",
+        "train.run.save_every=1",
         "--set",
-        "train.mu=2",
+        "train.run.mu=2",
         "--set",
-        "train.ref_sync_every=2",
+        "train.loss.ref_sync_every=2",
         "--set",
-        "train.beta=0.04",
+        "train.loss.beta=0.04",
         "--set",
-        "train.eval_n=2",
+        "train.run.eval_n=2",
         "--set",
-        "train.eval_limit=4",
+        "train.run.eval_limit=4",
         "--set",
         "verifiers=[{name: digits}]",
         *(x for setting in extra for x in ("--set", setting)),
@@ -370,7 +377,7 @@ def test_disk_full_on_checkpoint_skips_it_then_stops_cleanly(random_model_dir, p
         torch.save(state, path)
 
     monkeypatch.setattr(checkpoint, "_save_state", full)
-    cfg = small_config(random_model_dir, tmp_path / "run", "train.save_every=1", "train.beta=0")
+    cfg = small_config(random_model_dir, tmp_path / "run", "train.run.save_every=1", "train.loss.beta=0")
     with pytest.raises(UserError, match="No space left on device.*last good checkpoint: .*step-000001"):
         train(cfg, Reporter())
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
@@ -413,10 +420,10 @@ def test_skipping_zero_advantage_rows_changes_nothing(random_model_dir):
         cfg = load_config(
             None,
             [
-                "train.micro_batch_size=1",
-                f"train.beta={beta}",
-                "train.max_grad_norm=0",
-                "train.loss_aggregation=token",
+                "train.run.micro_batch_size=1",
+                f"train.loss.beta={beta}",
+                "train.optimizer.max_grad_norm=0",
+                "train.loss.aggregation=token",
                 "sampling.max_new_tokens=8",
             ],
         )
@@ -447,9 +454,9 @@ def test_gradient_checkpointing_and_token_budget_give_the_same_run(random_model_
     runs = {}
     for name, extra in {
         "plain": [],
-        "lean": ["train.gradient_checkpointing=true", "train.micro_batch_tokens=40"],
+        "lean": ["train.run.gradient_checkpointing=true", "train.run.micro_batch_tokens=40"],
     }.items():
-        cfg = small_config(random_model_dir, tmp_path / name, "train.steps=2", *extra)
+        cfg = small_config(random_model_dir, tmp_path / name, "train.run.steps=2", *extra)
         result = train(cfg, Reporter())
         runs[name] = weights(result.last_checkpoint)
     assert runs["plain"].keys() == runs["lean"].keys()
@@ -473,4 +480,4 @@ def test_a_run_without_signal_is_told_once_what_to_change():
     assert no_signal_advice([1.0] * 9) is None  # too early to judge
     assert no_signal_advice([0.5] * 10) is None  # half the groups still teach
     advice = no_signal_advice([0.0] * 5 + [0.6] * 10)  # the last 10 steps: 60%
-    assert advice.startswith("60% of groups had equal rewards") and "train.dynamic_sampling" in advice
+    assert advice.startswith("60% of groups had equal rewards") and "train.filtering.dynamic_sampling" in advice

@@ -182,17 +182,17 @@ def _train_with_vllm(tmp_path: Path, *sets: str) -> list[dict]:
         "--set",
         "sampling.temperature=0.8",
         "--set",
-        "train.batch_size=32",
+        "train.run.batch_size=32",
         "--set",
-        "train.lr=1e-3",
+        "train.optimizer.lr=1e-3",
         "--set",
-        "train.warmup_steps=0",
+        "train.optimizer.warmup_steps=0",
         "--set",
-        "train.eval_n=0",
+        "train.run.eval_n=0",
         # beta > 0 trains on every row, so the ratio is measured whatever the rewards; 8 prompts with
         # room for whole solutions make some group's rewards differ, so step 1 moves the weights
         "--set",
-        "train.beta=0.04",
+        "train.loss.beta=0.04",
         *(a for s in sets for a in ("--set", s)),
     ]
     proc = subprocess.run(
@@ -211,7 +211,7 @@ def test_train_with_vllm_uses_synced_old_logprobs(tmp_path):
     """Two steps with mu = 2 and no rollout correction, so the loss's old log-probs are vLLM's: at
     the first update of each step the ratio is 1 only if vLLM sampled from the current weights
     (synced after step 1) and recorded log-probs at the sampling temperature."""
-    rows = _train_with_vllm(tmp_path, "train.mu=2", "train.rollout_correction=none")
+    rows = _train_with_vllm(tmp_path, "train.run.mu=2", "train.loss.rollout_correction=none")
     for row in rows:
         assert row["ratio_mean"] == pytest.approx(1.0, abs=1e-4), row
         assert row["clip_frac"] == 0.0, row
@@ -223,7 +223,9 @@ def test_lora_train_with_vllm_syncs_merged_weights_and_corrects_the_mismatch(tmp
     """LoRA with the vLLM backend and truncated importance sampling: the engine gets the merged
     weights after every step (else step 2's sampler would be the base and the mismatch large), the
     mismatch is logged, the weights of the correction are about 1; the merged export loads in vLLM."""
-    rows = _train_with_vllm(tmp_path, "train.lora.rank=8", "train.lr=1e-2", "train.rollout_correction=token_truncate")
+    rows = _train_with_vllm(
+        tmp_path, "train.lora.rank=8", "train.optimizer.lr=1e-2", "train.loss.rollout_correction=token_truncate"
+    )
     for row in rows:
         assert row["mismatch_logp_abs_mean"] < 1e-3, row
         assert row["mismatch_ratio_max"] < 1.05, row
@@ -305,8 +307,8 @@ def test_config_accepts_the_vllm_backend_and_its_kwargs():
     assert cfg.sampling.vllm_kwargs == {"gpu_memory_utilization": 0.5}
     with pytest.raises(UserError, match="sampling.backend must be one of hf, vllm"):
         load_config(sets=["sampling.backend=sglang"])
-    with pytest.raises(UserError, match="does not work with train.parallel=fsdp"):
-        load_config(sets=["sampling.backend=vllm", "train.parallel=fsdp"]).check_training()
+    with pytest.raises(UserError, match="does not work with train.run.parallel=fsdp"):
+        load_config(sets=["sampling.backend=vllm", "train.run.parallel=fsdp"]).check_training()
 
 
 def test_engine_kwargs_follow_the_model_and_config_overrides(tiny):

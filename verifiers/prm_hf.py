@@ -20,7 +20,7 @@ Usage (options after `prm:`; `final_answer=false` leaves the gold-answer check o
 
     grpo score samples.jsonl --verifier prm:backend=hf,model=PATH,split=tag,final_answer=false
     grpo score samples.jsonl --verifier prm:backend=hf,style=qwen,model=PATH,split=blank_line,trust_remote_code=true
-    grpo train --set train.advantage=process --set 'verifiers=[{name: prm, options: {backend: hf, model: PATH}}]'
+    grpo train --set train.advantage.kind=process --set 'verifiers=[{name: prm, options: {backend: hf, model: PATH}}]'
 
 Where a tag sits is known by construction: the input text is built here, and the token holding each
 inserted tag is found through the fast tokenizer's character offsets, so a step whose own text

@@ -196,7 +196,7 @@ class GroupRewards:
 
 ADVANTAGES: Registry[Callable[[GroupRewards], Tensor]] = Registry("advantage kind")
 """Name -> `(GroupRewards) -> [N]` (one value per output) or `[N, L]` (per completion token). The
-`train.advantage` kinds: outcome, process (DeepSeekMath 4.1.3); the unified paradigm's gradient
+`train.advantage.kind` kinds: outcome, process (DeepSeekMath 4.1.3); the unified paradigm's gradient
 coefficients (algorithms/paradigms.py): correct (RFT), one (SFT). An entry whose `needs_steps` is
 true reads the verifiers' step rewards."""
 

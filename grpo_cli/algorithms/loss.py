@@ -158,7 +158,7 @@ def log_ratio_sequence(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
 
 ROLLOUT_CORRECTIONS: Registry[Callable[[Tensor, Tensor, Tensor, float], Tensor]] = Registry("rollout correction")
 """Name -> `(trainer_logp [N, T], sampler_logp [N, T], mask [N, T], cap) -> weights [N, T]` (inputs detached);
-`train.rollout_correction: none` is the absence of one."""
+`train.loss.rollout_correction: none` is the absence of one."""
 
 
 def _log_ratio(trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> Tensor:

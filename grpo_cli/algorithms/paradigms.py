@@ -21,7 +21,7 @@ from grpo_cli.algorithms.registry import Registry
 @dataclass(frozen=True)
 class Paradigm:
     """source: `dataset`, `initial_model` or `policy`; coefficient: `one`, `correct` (kinds of
-    `advantages.ADVANTAGES`) or `advantage` (the configured `train.advantage`)."""
+    `advantages.ADVANTAGES`) or `advantage` (the configured `train.advantage.kind`)."""
 
     source: str
     coefficient: str
@@ -43,7 +43,7 @@ class Paradigm:
         return self.source == "initial_model"
 
     def advantage(self, configured: str) -> str:
-        """The `advantages.ADVANTAGES` kind this row trains with, given `train.advantage`."""
+        """The `advantages.ADVANTAGES` kind this row trains with, given `train.advantage.kind`."""
         return configured if self.coefficient == "advantage" else self.coefficient
 
 

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 def train(
     model: ModelOpt = None,
     data: TrainDataOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help=cfg_help("Run folder.", "train.out_dir"))] = None,
-    steps: Annotated[int | None, typer.Option(help=cfg_help("Optimisation steps.", "train.steps"))] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=cfg_help("Run folder.", "train.run.out_dir"))] = None,
+    steps: Annotated[int | None, typer.Option(help=cfg_help("Optimisation steps.", "train.run.steps"))] = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.")
     ] = None,
@@ -45,13 +45,13 @@ def train(
         typer.Option(
             "--log-completions",
             min=0,
-            help="Write rollouts/step-NNNNNN.jsonl every N steps too (config: train.log_completions).",
+            help="Write rollouts/step-NNNNNN.jsonl every N steps too (config: train.run.log_completions).",
         ),
     ] = None,
     report_to: Annotated[
         str | None,
         typer.Option(
-            "--report-to", help="Comma-separated: auto, tensorboard, wandb, or none (config: train.report_to)."
+            "--report-to", help="Comma-separated: auto, tensorboard, wandb, or none (config: train.run.report_to)."
         ),
     ] = None,
     nproc: Annotated[
@@ -59,7 +59,7 @@ def train(
         typer.Option(
             "--nproc",
             min=1,
-            help="Train with N processes on this machine: re-runs this command under torchrun (see train.parallel).",
+            help="Train with N processes on this machine: re-runs this command under torchrun (train.run.parallel).",
         ),
     ] = None,
     verifier: VerifierOpt = None,
@@ -101,7 +101,7 @@ def train(
     cfg.check_training()
     from grpo_cli.pipeline.data import check_writable
 
-    check_writable(Path(cfg.train.out_dir), "run folder (--out, train.out_dir)", folder=True)
+    check_writable(Path(cfg.train.run.out_dir), "run folder (--out, train.run.out_dir)", folder=True)
     if plot is not None:
         check_writable(plot, "--plot")
     from grpo_cli.algorithms.paradigms import ALGORITHMS
@@ -109,7 +109,7 @@ def train(
 
     preflight.check_verifiers(cfg)
     if ALGORITHMS[cfg.algorithm].samples:  # sft trains on the dataset's solutions, not samples
-        sources = [cfg.data.train] + ([cfg.data.eval] if cfg.train.eval_n else [])
+        sources = [cfg.data.train] + ([cfg.data.eval] if cfg.train.run.eval_n else [])
         preflight.check_fits(cfg, _model_to_load(cfg, resume is not None), sources)
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
@@ -130,7 +130,7 @@ def train(
     try:
         result = run_training(cfg, report, resume=resume is not None)
     except KeyboardInterrupt:  # Typer would exit 130 silently: say where the work is
-        sys.stderr.write(f"\ninterrupted: {resume_hint(Path(cfg.train.out_dir))}\n")
+        sys.stderr.write(f"\ninterrupted: {resume_hint(Path(cfg.train.run.out_dir))}\n")
         raise typer.Exit(130) from None
     if plot is not None:
         from grpo_cli.training.recorder import plot_run
@@ -145,7 +145,7 @@ def _model_to_load(cfg: Config, resume: bool) -> str:
     """The run's last checkpoint when resuming (and there is one), else the configured model."""
     from grpo_cli.training.checkpoint import latest_checkpoint
 
-    last = latest_checkpoint(Path(cfg.train.out_dir)) if resume else None
+    last = latest_checkpoint(Path(cfg.train.run.out_dir)) if resume else None
     return str(last) if last else cfg.model.path
 
 
@@ -155,5 +155,5 @@ def resume_hint(run_dir: Path) -> str:
 
     last = latest_checkpoint(run_dir)
     if last is None:
-        return f"no checkpoint was written in {run_dir} (train.save_every sets how often); nothing to resume"
+        return f"no checkpoint was written in {run_dir} (train.run.save_every sets how often); nothing to resume"
     return f"last checkpoint: {last}; continue with: grpo train --resume {shlex.quote(str(run_dir))}"

@@ -23,7 +23,7 @@ TRAINING_PANELS: dict[str, tuple[str, str, float]] = {
     "clip_frac": ("Clipped ratios", "tokens clipped (%)", 100.0),
     "loss": ("Loss", "policy loss", 1.0),
 }
-MISSING = {"kl": "not logged: no reference model\n(train.beta = 0)"}
+MISSING = {"kl": "not logged: no reference model\n(train.loss.beta = 0)"}
 """Why a panel's metric may be absent from a run, where there is one reason."""
 TRAINING_KEYS = ["reward_mean", "accuracy", "kl", "completion_len_mean", "zero_std_frac", "entropy"]
 """The panels of training-curves.png and `grpo train --plot`."""

@@ -124,13 +124,13 @@ def make_batch(
     comps = [c for group, _ in kept for c in group]
     records = [r for _, group in kept for r in group]
     rewards = torch.tensor([r["reward"] for r in records], dtype=torch.float32)  # [N]
-    if t.soft_overlong:
+    if t.filtering.soft_overlong:
         lengths = torch.tensor([len(c.token_ids) for c in comps], dtype=torch.float32)  # [N]
-        penalty = adv.soft_overlong_penalty(lengths, cfg.sampling.max_new_tokens, t.overlong_cache)
+        penalty = adv.soft_overlong_penalty(lengths, cfg.sampling.max_new_tokens, t.filtering.overlong_cache)
         rewards = rewards + penalty
         stats["overlong_penalty_mean"] = float(penalty.mean())
     input_ids, attention_mask, loss_mask, old_logp = pack(comps, tokenizer.pad_token_id)
-    if t.overlong_filter:
+    if t.filtering.overlong_filter:
         truncated = torch.tensor([c.finish_reason == "length" for c in comps])
         loss_mask &= ~truncated[:, None]
     scores = group_rewards(cfg, kind, rewards, records, comps, tokenizer)
@@ -155,7 +155,7 @@ def group_rewards(
     to token positions) only for a kind that needs them."""
     t, group = cfg.train, cfg.sampling.n
     if not getattr(adv.ADVANTAGES[kind], "needs_steps", False):
-        return adv.GroupRewards(rewards, group, t.scale_rewards, t.correct_threshold)
+        return adv.GroupRewards(rewards, group, t.advantage.scale, t.advantage.correct_threshold)
     step_rewards, step_ends = [], []
     for rec, comp in zip(records, comps):
         steps = rec.get("steps") or []
@@ -163,9 +163,13 @@ def group_rewards(
         step_rewards.append([float(s["reward"]) for s in steps])
         step_ends.append(adv.char_to_token_ends([int(s["end"]) for s in steps], offsets) if steps and offsets else [])
     if not any(step_rewards):
-        raise UserError(f"train.advantage={kind} needs a verifier that returns step rewards (e.g. `prm`); none did")
+        raise UserError(
+            f"train.advantage.kind={kind} needs a verifier that returns step rewards (e.g. `prm`); none did"
+        )
     width = max(len(c.token_ids) for c in comps)
-    return adv.GroupRewards(rewards, group, t.scale_rewards, t.correct_threshold, step_rewards, step_ends, width)
+    return adv.GroupRewards(
+        rewards, group, t.advantage.scale, t.advantage.correct_threshold, step_rewards, step_ends, width
+    )
 
 
 def to_target_positions(values: torch.Tensor, comps: list[Completion], loss_mask: torch.Tensor) -> torch.Tensor:

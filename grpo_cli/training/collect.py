@@ -54,13 +54,13 @@ def collect_batch(
     """The step's batch: the dataset's solutions (SFT), or groups sampled (from `frozen_sampler`
     when given, RFT's initial model, else the policy), scored and filtered, then made into tensors."""
     paradigm = ALGORITHMS[cfg.algorithm]
-    wanted = cfg.train.batch_size // cfg.sampling.n  # prompts per step
+    wanted = cfg.train.run.batch_size // cfg.sampling.n  # prompts per step
     if not paradigm.samples:
         chosen = [problems[i] for i in order.take(wanted)]
         return sft_batch(chosen, render_prompts(chosen, policy.tokenizer, cfg.data), cfg, policy.tokenizer)
     got = collect_groups(step, cfg, policy, frozen_sampler or policy.sampler, problems, order, verifiers)
     got.stats.update(reward_stats(got.scored, got.summaries, cfg.sampling.n, cfg.eval.threshold))
-    kind = paradigm.advantage(cfg.train.advantage)
+    kind = paradigm.advantage(cfg.train.advantage.kind)
     return make_batch(cfg, kind, policy.tokenizer, got.kept, got.stats, got.scored)
 
 
@@ -76,15 +76,15 @@ def collect_groups(
     """Sample and score whole groups until `batch_size / n` are kept: one round, unless dynamic
     sampling dropped zero-variance groups (then at most `max_sampling_rounds`)."""
     t, G = cfg.train, cfg.sampling.n
-    wanted = t.batch_size // G
+    wanted = t.run.batch_size // G
     got = Collected()
-    for rnd in range(t.max_sampling_rounds if t.dynamic_sampling else 1):
+    for rnd in range(t.filtering.max_sampling_rounds if t.filtering.dynamic_sampling else 1):
         chosen = [problems[i] for i in order.take(wanted if rnd == 0 else wanted - len(got.kept))]
         completions, scored = _round(step, rnd, cfg, policy, sampler, chosen, verifiers, got)
         for g, comps in enumerate(completions):
             group = scored[g * G : (g + 1) * G]
             rewards = [r["reward"] for r in group]
-            if t.dynamic_sampling and max(rewards) == min(rewards):
+            if t.filtering.dynamic_sampling and max(rewards) == min(rewards):
                 got.stats["groups_dropped"] += 1
                 continue
             if len(got.kept) < wanted:

@@ -6,7 +6,7 @@ configured verifiers still score every sample, at weight 0, so metrics.jsonl kee
 reward (`reward/math_mean`) and the RM's labels come from them. With `retrain_every: N`, every N
 steps is an iteration:
 
-    reference <- policy              (train.ref_sync_every, the same N in the preset)
+    reference <- policy              (train.loss.ref_sync_every, the same N in the preset)
     N steps: sample, score with the RM, update the policy     (the trainer's loop)
     the RM trains further on the iteration's samples, labelled by the rule (or by rollouts),
     plus a replay of `replay_fraction` (10%) of the earlier iterations' labelled samples
@@ -181,7 +181,7 @@ def _label(cfg: Config, records: list[dict[str, Any]], policy: Any, seed: int) -
         with opened_verifiers(cfg.verifiers) as gold:
             plain, _ = score(plain, gold)
     return rmod.label_records(
-        plain, rm.kind, rm.labels, gold=cfg.verifiers, threshold=cfg.train.correct_threshold, rollout=rollout
+        plain, rm.kind, rm.labels, gold=cfg.verifiers, threshold=cfg.train.advantage.correct_threshold, rollout=rollout
     )
 
 

@@ -53,7 +53,7 @@ class Recorder:
             append_metrics(self.run_dir / METRICS, row)
             if self.trackers is not None:
                 self.trackers.log(row, step)
-            if batch.records and rollouts.due(step, t.steps, t.save_every, t.log_completions):
+            if batch.records and rollouts.due(step, t.run.steps, t.run.save_every, t.run.log_completions):
                 rollouts.write(self.run_dir, step, batch.records, self.cfg.sampling.n)
         warn_about(row, step, self.report)
         if "zero_std_frac" in row and not self.advised:
@@ -63,7 +63,7 @@ class Recorder:
                 self.report.warn(advice)
                 self.advised = True
         if not self.report.interactive and _sign_of_life_due(row, t):
-            self.report.log(f"step {step}/{t.steps}  {step_status(row)}")
+            self.report.log(f"step {step}/{t.run.steps}  {step_status(row)}")
 
     def finish(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
         """eval.json, the after-evaluation to the trackers, and the training curves."""
@@ -73,7 +73,7 @@ class Recorder:
             text = json.dumps({"before": before, "after": after}, indent=2)
             (self.run_dir / "eval.json").write_text(text, encoding="utf-8")
         if self.trackers is not None:
-            self.trackers.log_eval(after, self.cfg.train.steps)
+            self.trackers.log_eval(after, self.cfg.train.run.steps)
             self.trackers.close()
         plot_run(self.run_dir, self.cfg, before, after, self.report)
 
@@ -148,7 +148,7 @@ def no_signal_advice(shares: list[float]) -> str | None:
         return None
     return (
         f"{100 * share:.0f}% of groups had equal rewards over the last {NO_SIGNAL_WINDOW} steps: they carry no "
-        "learning signal. Raise sampling.temperature or sampling.n, set train.dynamic_sampling=true, "
+        "learning signal. Raise sampling.temperature or sampling.n, set train.filtering.dynamic_sampling=true, "
         "or train on problems the model solves sometimes (an SFT warm-up first, or easier data)"
     )
 
@@ -157,7 +157,7 @@ def _sign_of_life_due(row: dict[str, Any], t: Any) -> bool:
     """Where no progress bar is drawn (output to a file): a line every `log_every` steps, every
     held-out evaluation, and the last step."""
     step = row["step"]
-    return bool((t.log_every and step % t.log_every == 0) or "eval_accuracy" in row or step == t.steps)
+    return bool((t.run.log_every and step % t.run.log_every == 0) or "eval_accuracy" in row or step == t.run.steps)
 
 
 def training_title(cfg: Config) -> str:

@@ -270,7 +270,7 @@ def make_rollout(policy: Any, cfg: Config, gold: Sequence[VerifierConfig], k: in
         ]
         with opened_verifiers(gold) as verifiers:
             scored, _ = score(rows, verifiers)
-        hits = [s["reward"] >= cfg.train.correct_threshold for s in scored]
+        hits = [s["reward"] >= cfg.train.advantage.correct_threshold for s in scored]
         return [any(hits[j * k : (j + 1) * k]) for j in range(len(prefixes))]
 
     return rollout
@@ -550,7 +550,7 @@ def train_from_samples(
         rm.kind,
         labels,
         gold=cfg.verifiers,
-        threshold=cfg.train.correct_threshold,
+        threshold=cfg.train.advantage.correct_threshold,
         rollout=rollout,
         source=str(samples),
     )

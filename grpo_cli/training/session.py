@@ -80,7 +80,7 @@ class Session:
         and the data order, restore the checkpoint's state when resuming, open the recorder (when
         `record`), the reward model and the before-evaluation."""
         cfg.check_training()
-        start_ckpt = check_run_folder(Path(cfg.train.out_dir), resume, report)
+        start_ckpt = check_run_folder(Path(cfg.train.run.out_dir), resume, report)
         owns_group = ranks.setup(cfg.model.device)  # under torchrun: join the ranks
         report = report if ranks.is_main() else Reporter()  # rank 0 speaks for all
         torch.manual_seed(cfg.seed)
@@ -92,7 +92,7 @@ class Session:
         if record:
             session.recorder = Recorder(cfg, session.run_dir, report, session.start_step)
         session.reward_model = start_reward_model(cfg, session.run_dir, start_ckpt, state, session.policy, report)
-        session.eval_problems = eval_problems(cfg) if cfg.train.eval_n else None
+        session.eval_problems = eval_problems(cfg) if cfg.train.run.eval_n else None
         if session.eval_problems is not None and session.before is None:
             session.before = session.evaluate("before")
         if session.recorder is not None:
@@ -104,9 +104,9 @@ class Session:
         t = cfg.train
         policy = policy_for(cfg, start_ckpt, state)
         ranks.split_threads(cfg.model.threads)
-        if t.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
+        if t.run.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
             enable_activation_checkpointing(policy.model)
-        model = wrapping.wrap(policy.model, t.parallel)  # DDP / FSDP2 under torchrun, else the model
+        model = wrapping.wrap(policy.model, t.run.parallel)  # DDP / FSDP2 under torchrun, else the model
         paradigm = ALGORITHMS[cfg.algorithm]
         problems = problems_from(cfg.data.train, cfg.data, need_answer=paradigm.samples)
         if not paradigm.samples:  # SFT reads solutions
@@ -117,18 +117,18 @@ class Session:
         frozen = (
             make_sampler(load_frozen(cfg, initial_model), policy.tokenizer, cfg) if paradigm.frozen_sampler else None
         )
-        total = t.steps * t.mu
+        total = t.run.steps * t.run.mu
         optimizer, schedule = optim.build(
             model,
-            t.lr,
-            tuple(t.adam_betas),
-            t.weight_decay,
-            lambda i: lr_multiplier(i, t.warmup_steps, total, t.lr_schedule),
+            t.optimizer.lr,
+            tuple(t.optimizer.betas),
+            t.optimizer.weight_decay,
+            lambda i: lr_multiplier(i, t.optimizer.warmup_steps, total, t.optimizer.schedule),
         )
         ref_path = logprob_path(ref_model) if ref_model is not None else None
         order = DataOrder(len(problems), cfg.seed)
         return cls(
-            cfg, report, Path(t.out_dir), policy, model, ref_model, frozen, problems, order, optimizer, schedule,
+            cfg, report, Path(t.run.out_dir), policy, model, ref_model, frozen, problems, order, optimizer, schedule,
             spec, logprob_path(model), ref_path, initial_model, checkpoint=start_ckpt,
         )  # fmt: skip
 
@@ -161,7 +161,7 @@ class Session:
 
     def sync_reference(self, step: int) -> None:
         """Iterative RL: every `ref_sync_every` steps the reference becomes a copy of the policy."""
-        every = self.cfg.train.ref_sync_every
+        every = self.cfg.train.loss.ref_sync_every
         if every and self.ref_model is not None and step % every == 0:
             self.ref_model.load_state_dict(wrapping.full_state_dict(self.policy.model))
 
@@ -171,7 +171,7 @@ class Session:
         from grpo_cli.pipeline import evaluate
 
         cfg = copy.deepcopy(self.cfg)
-        cfg.eval.n, cfg.eval.k = cfg.train.eval_n, sorted({1, cfg.train.eval_n})
+        cfg.eval.n, cfg.eval.k = cfg.train.run.eval_n, sorted({1, cfg.train.run.eval_n})
         with wrapping.full_weights(self.policy.model):
             result = None
             if ranks.is_main():
@@ -182,16 +182,16 @@ class Session:
         return ranks.broadcast(result)
 
     def periodic_eval(self, step: int) -> dict[str, float]:
-        """`eval_accuracy` every `train.eval_every` steps (not at the last: the after-evaluation is that one)."""
+        """`eval_accuracy` every `train.run.eval_every` steps (not at the last: the after-evaluation is that one)."""
         t = self.cfg.train
-        if not (t.eval_every and self.eval_problems and step % t.eval_every == 0 and step < t.steps):
+        if not (t.run.eval_every and self.eval_problems and step % t.run.eval_every == 0 and step < t.run.steps):
             return {}
         result = self.evaluate(f"step {step}", Reporter())  # no bar inside the bar
         return {"eval_accuracy": float(result["accuracy"])}
 
     def checkpoint_due(self, step: int) -> bool:
         t = self.cfg.train
-        return bool((t.save_every and step % t.save_every == 0) or step == t.steps)
+        return bool((t.run.save_every and step % t.run.save_every == 0) or step == t.run.steps)
 
     def state(self, step: int) -> TrainerState:
         """What resuming after `step` needs besides the weights."""
@@ -211,12 +211,12 @@ class Session:
         """Checkpoint after `step` (rank 0 writes; FSDP gathers the weights on every rank). A write
         that fails warns and training goes on, except at the last step; the last good checkpoint."""
         t, state = self.cfg.train, self.state(step)
-        synced = self.ref_model if (t.ref_sync_every and step >= t.ref_sync_every) else None
+        synced = self.ref_model if (t.loss.ref_sync_every and step >= t.loss.ref_sync_every) else None
         # the adapter alone (LoRA), or the whole weights (FSDP: gathered by all ranks)
         savable = lora.AdapterSavable(self.policy.model) if t.lora.rank else wrapping.Savable(self.policy.model)
         rm = self.reward_model if self.reward_model is not None and self.reward_model.model is not None else None
         if ranks.is_main():
-            written = write_checkpoint(self, step, savable, state, synced, rm, final=step == t.steps)
+            written = write_checkpoint(self, step, savable, state, synced, rm, final=step == t.run.steps)
             self.checkpoint = written or self.checkpoint
         self.checkpoint = ranks.broadcast(self.checkpoint)  # the other ranks wait for the checkpoint
         return self.checkpoint
@@ -280,7 +280,7 @@ def load_frozen(cfg: Config, path: str | Path) -> Any:
 
 def eval_problems(cfg: Config) -> list[Problem]:
     problems = problems_from(cfg.data.eval, cfg.data)
-    return problems[: cfg.train.eval_limit] if cfg.train.eval_limit else problems
+    return problems[: cfg.train.run.eval_limit] if cfg.train.run.eval_limit else problems
 
 
 def write_checkpoint(
@@ -297,7 +297,7 @@ def write_checkpoint(
             state=state,
             ref_model=ref,
             reward_model=reward_model,
-            keep_last=session.cfg.train.keep_last,
+            keep_last=session.cfg.train.run.keep_last,
         )
     except OSError as e:
         last = latest_checkpoint(session.run_dir)

@@ -1,4 +1,4 @@
-"""Where each metrics row goes besides metrics.jsonl (`train.report_to`): TensorBoard, W&B.
+"""Where each metrics row goes besides metrics.jsonl (`train.run.report_to`): TensorBoard, W&B.
 
 A tracker that cannot start (its package missing) is a one-line error before training starts. The
 default, `auto`, is TensorBoard when `tensorboard` is installed and nothing (no warning) otherwise.
@@ -21,14 +21,14 @@ class Trackers:
     def __init__(self, cfg: Config, run_dir: Path, report: Reporter) -> None:
         self._tb: Any = None
         self._wandb: Any = None
-        wanted = cfg.train.report_to
+        wanted = cfg.train.run.report_to
         if "tensorboard" in wanted or "auto" in wanted:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 if "tensorboard" in wanted:
                     raise UserError(
-                        "train.report_to: tensorboard is not installed (pip install 'grpo-cli[tensorboard]')"
+                        "train.run.report_to: tensorboard is not installed (pip install 'grpo-cli[tensorboard]')"
                     ) from None
             else:
                 self._tb = SummaryWriter(str(run_dir / "tensorboard"))
@@ -37,7 +37,7 @@ class Trackers:
                 import wandb
             except ImportError:
                 raise UserError(
-                    "train.report_to: wandb needs the wandb package (pip install 'grpo-cli[wandb]')"
+                    "train.run.report_to: wandb needs the wandb package (pip install 'grpo-cli[wandb]')"
                 ) from None
             # WANDB_MODE=offline writes the run under run_dir/wandb for a later `wandb sync`.
             self._wandb = wandb.init(

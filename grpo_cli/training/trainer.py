@@ -37,7 +37,7 @@ class TrainResult:
 def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult:
     """Run (or resume) training; a run that fails or is interrupted before its first step leaves no
     run folder behind (only when this call created it)."""
-    run_dir = Path(cfg.train.out_dir)
+    run_dir = Path(cfg.train.run.out_dir)
     fresh = not run_dir.exists()
     try:
         return _train(cfg, report, resume=resume)
@@ -49,7 +49,7 @@ def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult
 
 def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
     session = Session.open(cfg, report, resume=resume)
-    steps = cfg.train.steps
+    steps = cfg.train.run.steps
     with (
         opened_verifiers(reward_verifiers(cfg, session.reward_model)) as verifiers,
         session.report.progress("training", total=steps) as advance,

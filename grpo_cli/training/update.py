@@ -46,33 +46,33 @@ class UpdateSpec:
 
 
 def loss_spec(cfg: Config) -> LossSpec:
-    """The run's loss from `train` (beta, kl_estimator, eps_low/high, loss_aggregation, importance)."""
+    """The run's loss from `train.loss` (beta, kl_estimator, eps_low/high, aggregation, importance)."""
     t = cfg.train
     return LossSpec(
-        eps_low=t.eps_low,
-        eps_high=t.eps_high,
-        beta=t.beta,
-        kl=t.kl_estimator,
-        aggregation=t.loss_aggregation,
+        eps_low=t.loss.eps_low,
+        eps_high=t.loss.eps_high,
+        beta=t.loss.beta,
+        kl=t.loss.kl_estimator,
+        aggregation=t.loss.aggregation,
         max_len=cfg.sampling.max_new_tokens,
-        importance=t.importance,
+        importance=t.loss.importance,
     )
 
 
 def update_spec(cfg: Config) -> UpdateSpec:
     t = cfg.train
     on_policy = ALGORITHMS[cfg.algorithm].on_policy
-    correct = on_policy and cfg.sampling.separate_engine and t.rollout_correction != "none"
+    correct = on_policy and cfg.sampling.separate_engine and t.loss.rollout_correction != "none"
     return UpdateSpec(
         loss=loss_spec(cfg),
-        mu=t.mu,
+        mu=t.run.mu,
         temperature=cfg.sampling.temperature or 1.0,
-        micro_batch_size=t.micro_batch_size,
-        micro_batch_tokens=t.micro_batch_tokens,
-        max_grad_norm=t.max_grad_norm,
+        micro_batch_size=t.run.micro_batch_size,
+        micro_batch_tokens=t.run.micro_batch_tokens,
+        max_grad_norm=t.optimizer.max_grad_norm,
         on_policy=on_policy,
-        correction=t.rollout_correction if correct else "none",
-        correction_cap=t.rollout_correction_cap,
+        correction=t.loss.rollout_correction if correct else "none",
+        correction_cap=t.loss.rollout_correction_cap,
     )
 
 

@@ -119,7 +119,7 @@ def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any]) -> N
 
     sharded = any(isinstance(k, str) for k in state.get("state", {}))  # FSDP's form keys by parameter name
     if sharded != (ranks.world() > 1 and ranks.is_fsdp(model)):
-        written = "train.parallel=fsdp under torchrun" if sharded else "one process or train.parallel=ddp"
+        written = "train.run.parallel=fsdp under torchrun" if sharded else "one process or train.run.parallel=ddp"
         raise UserError(f"--resume: this checkpoint's optimizer state was written with {written}; resume the same way")
     if not sharded:
         optimizer.load_state_dict(state)
