@@ -251,3 +251,12 @@ def test_bad_input_gets_a_verdict_with_its_reason(verifier):
     assert unparsable.reward == 0.0 and "unparsed" in unparsable.info, unparsable.info
     assert huge.reward == 0.0 and huge.info["extracted"] == "45"  # its end is searched, and read
     assert fine.reward == 1.0
+
+
+def test_scientific_notation_states_a_number_and_a_bare_power_of_ten_does_not(verifier):
+    samples = [
+        {"completion": r"\boxed{(1.5 \times 10^{3}, 2)}", "answer": "(1500, 2)"},
+        {"completion": r"\boxed{(10^{3}, 2)}", "answer": "(1000, 2)"},
+        {"completion": r"\boxed{10^{3}}", "answer": "1000"},
+    ]
+    assert [v.reward for v in verifier.verify(samples)] == [1.0, 0.0, 0.0]

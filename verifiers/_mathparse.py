@@ -391,8 +391,6 @@ def _node_work(w: Written) -> str | None:
     if w.op in ("mul", "div"):
         return _product_work(w)
     if w.op in ("pow", "root"):
-        if _is_scale(w):
-            return None
         base = w.args[0].value
         exponent = w.args[1].value if w.op == "pow" else 1 / sympy.sympify(w.args[1].value if len(w.args) > 1 else 2)
         # `e^{-1}` and `\\sqrt{2}` keep their base and exponent; `2^{10}`, `\\sqrt{8}`, `(x^2)^3` do not.
@@ -417,6 +415,8 @@ def pending_work(w: Written) -> str | None:
     Reordering states a result (`1 + 2x + x^2`, `\\sqrt{2} \\cdot 2`), and so do a reduced fraction,
     an irreducible radical, a complex number `a + bi` and scientific notation `1.5 \\times 10^{3}`."""
     for arg in w.args:
+        if w.op == "mul" and _is_scale(arg) and any(_literal(o) is not None for o in w.args if o is not arg):
+            continue  # `1.5 \\times 10^{3}`: scientific notation states a number (a bare `10^{3}` does not)
         reason = pending_work(arg)
         if reason:
             return reason
