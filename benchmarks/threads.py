@@ -6,8 +6,9 @@ by torch thread count, with and without other CPU-bound processes on the machine
 For each burner count B it starts B busy-looping processes (as many other jobs), waits for the load
 average to see them, then runs `grpo train --threads T` for each T in turn, interleaved `--repeats`
 times so drift hits every T alike, and prints the median step time over steps 2.. (step 1 warms up).
-`--threads 0` is grpo's default: the available cores less the 1-minute load average
-(`grpo_cli.config.auto_threads`); the thread count it chose at launch is printed beside it.
+`--threads 0` is grpo's default: the available cores less those other processes keep busy now
+(`grpo_cli.config.auto_threads`, CPU time sampled from /proc/stat); the thread count it chose at
+launch is printed beside it.
 """
 
 from __future__ import annotations
