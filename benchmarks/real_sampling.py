@@ -2,13 +2,16 @@
 backend when vLLM is installed) on the same work.
 
     python benchmarks/real_sampling.py [--model smollm2] [--prompts 16] [--n 4] [--max-new-tokens 64]
-        [--threads 2] [--repeats 2] [--impl auto,transformers] [--vllm]
+        [--threads 2] [--repeats 2] [--impl auto,transformers] [--dtypes auto,float32]
+        [--generate-dtypes float32,bfloat16] [--vllm]
 
 Work: the first `--prompts` held-out arithmetic problems through the model's chat template, `--n`
 completions each, temperature 1, top_p 1, natural stops at eos, `--max-new-tokens`. Each side runs
 in its own subprocess (its own imports and allocator), sides alternate, `--repeats` rounds:
-- `grpo sample --set model.impl=IMPL` (the real CLI; its own tokens/s line, the sampling call alone);
+- `grpo sample --set model.impl=IMPL --set model.dtype=DTYPE` (the real CLI; its own tokens/s line,
+  the sampling call alone), for each IMPL and DTYPE;
 - `transformers`: `AutoModelForCausalLM.generate(do_sample=True, num_return_sequences=n, top_k=0)`
+  with the weights in each of `--generate-dtypes`
   over the same rendered prompts, left-padded, one batch, KV cache (DynamicCache), timed around
   `generate` alone; tokens counted up to and including the first eos;
 - `--vllm`: `grpo sample --set sampling.backend=vllm` (engine start not counted: the CLI times the
@@ -47,7 +50,7 @@ def generate_worker(args: argparse.Namespace) -> None:
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     tok.padding_side = "left"
     prompts = render_prompts(problems_from(cfg.data.eval, cfg.data), tok, cfg.data)
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=getattr(torch, args.dtype)).eval()
     # The chat template wrote the BOS already: no second one (as grpo's sampler encodes).
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     eos = model.generation_config.eos_token_id
@@ -94,11 +97,11 @@ def run_cli(args: argparse.Namespace, sets: list[str], seed: int) -> dict[str, f
         return {"seconds": float(m.group(1)), "tokens": tokens}
 
 
-def run_generate(args: argparse.Namespace, seed: int) -> dict[str, float]:
+def run_generate(args: argparse.Namespace, seed: int, dtype: str) -> dict[str, float]:
     cmd = [
         sys.executable, __file__, "--worker", "--model-dir", args.model_dir, "--prompts", str(args.prompts),
         "--n", str(args.n), "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads),
-        "--seed", str(seed),
+        "--seed", str(seed), "--dtype", dtype,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -116,6 +119,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--impl", default="auto,transformers", help="grpo sample's model.impl values to run")
+    p.add_argument("--dtypes", default="auto,float32", help="grpo sample's model.dtype values to run")
+    p.add_argument("--generate-dtypes", default="float32,bfloat16", help="weights dtypes of the generate side")
+    p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--vllm", action="store_true", help="also the vLLM backend (needs vLLM installed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -126,8 +132,13 @@ def main() -> None:
     from step import model_dir
 
     args.model_dir = str(model_dir(args.model))
-    sides: dict[str, list[str] | None] = {f"grpo sample impl={i}": [f"model.impl={i}"] for i in args.impl.split(",")}
-    sides["transformers generate"] = None
+    sides: dict[str, list[str] | str] = {
+        f"grpo sample impl={i} dtype={d}": [f"model.impl={i}", f"model.dtype={d}"]
+        for i in args.impl.split(",")
+        for d in args.dtypes.split(",")
+    }
+    for d in args.generate_dtypes.split(","):
+        sides[f"transformers generate {d}"] = d
     if args.vllm:
         sides["grpo sample vllm"] = ["sampling.backend=vllm"]
     print(
@@ -138,15 +149,16 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(args.repeats):
         for name, sets in sides.items():
-            res = run_generate(args, args.seed + r) if sets is None else run_cli(args, sets, args.seed + r)
+            res = run_generate(args, args.seed + r, sets) if isinstance(sets, str) else run_cli(args, sets, args.seed + r)
             rates[name].append(res["tokens"] / res["seconds"])
-            print(f"round {r}  {name:<28} {res['tokens']:>6} tokens {res['seconds']:>8.1f} s "
+            print(f"round {r}  {name:<44} {res['tokens']:>6} tokens {res['seconds']:>8.1f} s "
                   f"{rates[name][-1]:>8.1f} tokens/s", flush=True)  # fmt: skip
-    base = rates["transformers generate"]
+    base_name = f"transformers generate {args.generate_dtypes.split(',')[0]}"
+    base = rates[base_name]
     for name in sides:
         ratios = [a / b for a, b in zip(rates[name], base)]
         print(
-            f"{name:<28} tokens/s mean {statistics.mean(rates[name]):8.1f}; vs transformers generate "
+            f"{name:<44} tokens/s mean {statistics.mean(rates[name]):8.1f}; vs {base_name} "
             f"(paired, per round): {', '.join(f'{x:.2f}x' for x in ratios)}"
         )
 

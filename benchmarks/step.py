@@ -343,7 +343,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         config = GRPOConfig(
             output_dir=tempfile.mkdtemp(prefix="trl-bench-"),
             use_cpu=True,
-            bf16=False,
+            bf16=args.trl_bf16,
             fp16=False,
             gradient_checkpointing=False,
             use_vllm=False,
@@ -477,6 +477,7 @@ def run_side(side: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
     for key in ("steps", "threads", "n", "batch_size", "micro_batch", "max_new_tokens", "beta", "mu", "aggregation"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--natural"] if args.natural else []
+    cmd += ["--trl-bf16"] if args.trl_bf16 else []
     for item in args.set if side == "ours" else []:
         cmd += ["--set", item]
     for item in args.ablate if side == "ours" else []:
@@ -576,6 +577,9 @@ def main() -> None:
         "--before",
         type=Path,
         help="also run our side from this older source tree (its grpo_cli on PYTHONPATH; it needs training/session.py)",
+    )
+    p.add_argument(
+        "--trl-bf16", action="store_true", help="TRL with bf16=True (autocast, float32 master weights); default fp32"
     )
     p.add_argument("--json", type=Path, help="also write the summaries here")
     p.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)

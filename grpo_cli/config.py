@@ -90,8 +90,10 @@ def auto_threads(window: float = 0.25) -> int:
 class ModelConfig:
     path: str = "tiny"
     """Local Hugging Face causal LM directory, or `tiny` for the model shipped with grpo."""
-    dtype: str = "float32"
-    """Weights dtype: float32, bfloat16 or float16."""
+    dtype: str = "auto"
+    """Compute dtype: float32, bfloat16, float16, or auto (bfloat16 where the hardware runs it
+    natively and a matmul of the model's shape measured faster in it, else float32). Weights that
+    train and their optimizer state stay float32 (grpo_cli.perf.precision)."""
     device: str = "auto"
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     threads: int = 0
@@ -106,7 +108,7 @@ class ModelConfig:
     adapter_config.json names (`base_model_name_or_path`). Set it where that folder moved."""
 
     def __post_init__(self) -> None:
-        _check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _check_choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
         _check_choice("model.impl", self.impl, ("auto", "native", "transformers"))
         if self.threads < 0:
             raise UserError(f"config: model.threads must be >= 0, got {self.threads}")

@@ -210,37 +210,32 @@ class Attention(nn.Module):
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
-        if t == 1 and torch.get_num_threads() == 1:
+        if t == 1:
             out = self._one_query(q, k, v, mask)
         else:
-            out = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=mask,
-                is_causal=causal,
-                scale=self.head_dim**-0.5,
-                enable_gqa=self.kv_heads != self.heads,
-            )
+            out = self._attend(q, k, v, mask, causal)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, scale=self.head_dim**-0.5, enable_gqa=self.kv_heads != self.heads
+        )
+
     def _one_query(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Attention of one new token per row (decoding) as two batched matmuls over (row, kv head):
-        a third less time than scaled_dot_product_attention's CPU kernel, which tiles for long queries,
-        on one thread only. With more threads, torch's CPU bmm splits these small matrices into
-        parallel regions whose cost dominates: SmolLM2's decode shapes (64 rows, 3 kv x 3 query
-        heads, 100 keys) took 118 ms against SDPA's 40 at 2 threads, and 1.85 against 2.0 ms of CPU
-        at one (benchmarks/README.md, "native decode attention"); so more threads take SDPA.
-        The query heads sharing a kv head are that matmul's rows, so grouped-query attention needs
-        no repeated keys. q: [B, heads, 1, D]; k, v: [B, kv_heads, K, D] (views of the cache are fine)."""
+        """Attention of one new token per row (decoding) as two matmuls over (row, kv head), the query
+        heads that share a kv head as the rows of one product (grouped-query attention needs no
+        repeated keys). scaled_dot_product_attention's CPU kernel tiles for long queries: at
+        SmolLM2's decode shapes (64 rows, 3 kv x 3 query heads, 110 keys, 2 threads) it took 0.70 ms
+        in float32 and 4.1 ms in bf16 against 0.50 and 0.29 here (benchmarks/README.md, "decode
+        attention"). q: [B, heads, 1, D]; k, v: [B, kv_heads, K, D] (views of the cache are fine)."""
         b, _, _, d = q.shape
-        n = b * self.kv_heads
         keys = k.shape[2]
-        scores = torch.bmm(q.reshape(n, -1, d), k.reshape(n, keys, d).transpose(1, 2)).mul_(d**-0.5)  # [B*kv, group, K]
+        grouped = q.view(b, self.kv_heads, -1, d)  # [B, kv, group, D]
+        scores = torch.matmul(grouped, k.transpose(-1, -2)).mul_(d**-0.5)  # [B, kv, group, K]
         if mask is not None:  # [B, 1, 1, K] bool
-            scores.view(b, -1, keys).masked_fill_(~mask.view(b, 1, keys), float("-inf"))
+            scores.masked_fill_(~mask.view(b, 1, 1, keys), float("-inf"))
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        return torch.bmm(weights, v.reshape(n, keys, d)).view(b, self.heads, 1, d)
+        return torch.matmul(weights, v).view(b, self.heads, 1, d)
 
 
 class MLP(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -126,6 +127,8 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
     import torch
     from safetensors import SafetensorError
 
+    from grpo_cli.perf import precision
+
     if lora.is_adapter_dir(model_dir):  # a LoRA run's checkpoint: its base with the adapter merged in
         base = adapter_base_dir(model_dir, cfg.base)
         plain = load_model(base, replace(cfg, base=""))  # `model.base` names this checkpoint's base only
@@ -135,7 +138,9 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
         model.train(trainable)
         model.requires_grad_(trainable)
         return model
-    dtype = getattr(torch, cfg.dtype)
+    device = resolve_device(cfg.device)
+    compute = precision.resolve(cfg.dtype, device, *matmul_shape(model_dir))
+    dtype = torch.float32 if trainable else compute  # weights that train stay float32 (precision's docstring)
     model: Any = None
     try:
         if cfg.impl != "transformers":
@@ -160,11 +165,24 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
         ) from None
     except (OSError, ValueError) as e:
         raise UserError(f"{model_dir}: could not load model ({str(e).splitlines()[0]})") from None
-    model.to(resolve_device(cfg.device))
+    model.to(device)
+    precision.mark(model, compute)
     model.train(trainable)
     if not trainable:
         model.requires_grad_(False)
     return model
+
+
+def matmul_shape(model_dir: Path) -> tuple[int, int]:
+    """(hidden size, MLP width) from the model's config.json, for `precision.resolve`; (0, 0) where
+    it names neither (`auto` then measures a [64, 0] matmul: no speedup, float32)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return 0, 0
+    config = config.get("text_config", config)
+    hidden = int(config.get("hidden_size") or config.get("n_embd") or 0)
+    return hidden, int(config.get("intermediate_size") or config.get("n_inner") or 4 * hidden)
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from grpo_cli.algorithms.loss import selected_logprobs, token_entropy
-from grpo_cli.perf import shared_prefix
+from grpo_cli.perf import precision, shared_prefix
 from grpo_cli.perf.grad_in_place import accumulates_in_place, backbone_inputs, grad_buffer
 from grpo_cli.ranks import is_fsdp
 
@@ -112,6 +112,7 @@ class _HeadLogprobs(torch.autograd.Function):
             if probs is not None
             else hidden.new_empty(min(rows, hidden.shape[0]), weight.shape[0], dtype=lse.dtype)
         )
+        w = weight.to(hidden.dtype)  # under autocast: float32 master weight, bf16/fp16 hidden states
         if probs is not None:
             # Kept probabilities: one block, so the [V, H] weight gradient is read and written once
             # instead of once per block (at 65k x 512 that is 268 MB of memory traffic per block).
@@ -131,9 +132,12 @@ class _HeadLogprobs(torch.autograd.Function):
             dz.scatter_add_(1, tokens[i : i + rows, None], g[:, None])
             dz = dz.div_(temperature).to(hidden.dtype)
             if grad_hidden is not None:
-                grad_hidden[i : i + rows] = dz @ weight
+                grad_hidden[i : i + rows] = dz @ w
             if grad_weight is not None:
-                grad_weight.addmm_(dz.T, h)
+                if grad_weight.dtype == dz.dtype:
+                    grad_weight.addmm_(dz.T, h)
+                else:  # float32 master weights under autocast: the product in the compute dtype, added
+                    grad_weight.add_(dz.T @ h)
             if grad_bias is not None:
                 grad_bias += dz.sum(0)
         if ctx.param is not None:
@@ -213,12 +217,12 @@ def logprob_path(model: Any) -> LogprobPath:
     model): through the DDP wrapper's forward, through grpo's own model's forward under FSDP2, the
     plain `model(...).logits`, or the blocked head."""
     if isinstance(getattr(model, "module", None), LogprobModel):  # DDP around the policy: its forward computes them
-        return partial(_through_ddp, model)
+        return precision.in_compute_dtype(model, partial(_through_ddp, model))
     if is_fsdp(model) and getattr(model, "computes_logprobs", False):  # FSDP2 on grpo's own model
-        return partial(_through_forward, model)
+        return precision.in_compute_dtype(model, partial(_through_forward, model))
     if not fusable(model):
-        return partial(_plain_logprobs, model)
-    return partial(_blocked, model)
+        return precision.in_compute_dtype(model, partial(_plain_logprobs, model))
+    return precision.in_compute_dtype(model, partial(_blocked, model))
 
 
 def sequence_logprobs(
@@ -308,6 +312,8 @@ def blocked_logprobs(
         hidden = model.base_model(**backbone_inputs(model, input_ids), attention_mask=attention_mask).last_hidden_state[
             :, :-1
         ][where]  # [M, H]
+    if torch.is_autocast_enabled(hidden.device.type):  # the head's matmuls in the compute dtype too
+        hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
     head = model.get_output_embeddings()
     picked, ent = head_logprobs(
         hidden, head.weight, head.bias, input_ids[:, 1:][where], temperature, entropy=entropy

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from grpo_cli.errors import UserError
+from grpo_cli.perf.precision import SamplingCopy
 from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
 
 
@@ -86,14 +87,20 @@ DROP_FRACTION = 0.25
 
 
 class HFSampler(Sampler):
-    """Generates with the policy module itself, so updated weights are used without a sync."""
+    """Generates with the policy module itself, so updated weights are used without a sync; a float32
+    model that computes in bf16/fp16 generates from a compute-dtype copy that `sync_weights` marks
+    stale (grpo_cli.perf.precision)."""
 
     def __init__(self, model: Any, tokenizer: Any, stop_ids: set[int], batch_size: int = 256) -> None:
         self.model = model
+        self.copy = SamplingCopy()
         self.tokenizer = tokenizer
         self.stop_ids = sorted(stop_ids)
         self.batch_size = batch_size
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
+
+    def sync_weights(self, model: Any) -> None:
+        self.copy.stale()
 
     @torch.inference_mode()
     def generate(
@@ -110,19 +117,24 @@ class HFSampler(Sampler):
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(seqs), self.batch_size):
-                chunk = seqs[start : start + self.batch_size]
-                seeds = [stream_seed(params.seed, params.prompt_offset + i, j) for i, j in chunk]
-                outs = self._generate_batch([encoded[i] for i, _ in chunk], params, seeds, progress)
-                for (i, j), (ids, logps, reason) in zip(chunk, outs):
-                    text = self.tokenizer.decode([t for t in ids if t not in self.stop_ids], skip_special_tokens=True)
-                    results[i][j] = Completion(text, encoded[i], ids, logps, reason)
+            with self.copy.weights(self.model) as model:
+                model.eval()
+                for start in range(0, len(seqs), self.batch_size):
+                    chunk = seqs[start : start + self.batch_size]
+                    seeds = [stream_seed(params.seed, params.prompt_offset + i, j) for i, j in chunk]
+                    outs = self._generate_batch(model, [encoded[i] for i, _ in chunk], params, seeds, progress)
+                    for (i, j), (ids, logps, reason) in zip(chunk, outs):
+                        text = self.tokenizer.decode(
+                            [t for t in ids if t not in self.stop_ids], skip_special_tokens=True
+                        )
+                        results[i][j] = Completion(text, encoded[i], ids, logps, reason)
         finally:
             self.model.train(was_training)
         return results  # type: ignore[return-value]
 
     def _generate_batch(
         self,
+        model: Any,
         prompts: list[list[int]],
         params: SamplingParams,
         seeds: list[int],
@@ -136,7 +148,7 @@ class HFSampler(Sampler):
             [torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(s)) for s in seeds]
         )
 
-        device = self.model.device
+        device = model.device
         pad = self.tokenizer.pad_token_id
         # The n copies of a prompt sit side by side: run each distinct prompt once and share its KV
         # cache among its copies (prefill costs 1/n of running every copy).
@@ -161,8 +173,8 @@ class HFSampler(Sampler):
 
         # Keys/values go into buffers sized for the whole generation (no per-step concatenation).
         cache = SlotCache(total)
-        with_cache = {cache_keyword(self.model): cache, "use_cache": True}
-        out = self.model(
+        with_cache = {cache_keyword(model): cache, "use_cache": True}
+        out = model(
             input_ids=input_ids, attention_mask=mask[:, :width], position_ids=positions, logits_to_keep=1, **with_cache
         )
         rows = torch.tensor(owner, device=device)
@@ -206,7 +218,7 @@ class HFSampler(Sampler):
                         uniforms[keep],
                         alive[keep],
                     )
-            out = self.model(
+            out = model(
                 input_ids=tok[:, None], attention_mask=mask[:, : width + step + 1], position_ids=next_pos, **with_cache
             )
             logits = out.logits[:, -1, :]

@@ -23,6 +23,7 @@ from grpo_cli.config import Config
 from grpo_cli.errors import UserError
 from grpo_cli.models import lora
 from grpo_cli.models.loading import enable_activation_checkpointing, model_reference
+from grpo_cli.perf import precision
 from grpo_cli.perf.logprobs import LogprobPath, logprob_path
 from grpo_cli.pipeline.sample import Policy, load_policy, make_sampler, problems_from
 from grpo_cli.records import Problem
@@ -107,6 +108,7 @@ class Session:
         if t.run.gradient_checkpointing:  # recompute activations in backward: less memory, ~1/3 more compute
             enable_activation_checkpointing(policy.model)
         model = wrapping.wrap(policy.model, t.run.parallel)  # DDP / FSDP2 under torchrun, else the model
+        precision.mark(model, precision.compute_dtype(policy.model))  # a DDP wrapper computes as its module
         paradigm = ALGORITHMS[cfg.algorithm]
         problems = problems_from(cfg.data.train, cfg.data, need_answer=paradigm.samples)
         if not paradigm.samples:  # SFT reads solutions
@@ -254,6 +256,7 @@ def policy_for(cfg: Config, start_ckpt: Path | None, state: TrainerState | None)
     if cfg.train.lora.rank:
         policy = load_policy(cfg, state.initial_model if state else None, trainable=True)
         lora.attach(policy.model, cfg.train.lora, model_reference(policy.model_dir), adapter_dir=start_ckpt)
+        precision.store_frozen(policy.model)  # the base does not train: no float32 master copy of it
         if start_ckpt is not None:
             policy.sampler.sync_weights(policy.model)  # an engine with its own copy started from the base
         return policy

@@ -1,0 +1,166 @@
+"""The compute precision (`model.dtype`): matmuls in bf16/fp16, weights that train kept in float32.
+
+A model that trains keeps float32 parameters and optimizer state (the master weights: a bf16
+weight cannot hold an update of 1e-5 of itself) and runs its forward and backward under
+`torch.autocast` in the compute dtype. Weights that never train (a LoRA base, a reference model,
+the model `grpo sample` and `grpo eval` load) are stored in the compute dtype itself: half the
+bytes, and no cast per call. Sampling reads every weight once per token, so a model whose weights
+are mostly float32 samples from a compute-dtype copy, refreshed after each update (`SamplingCopy`).
+
+`model.dtype: auto` takes bf16 where the hardware runs it natively (a CUDA device that supports it;
+a CPU with AVX512-BF16 or AMX) and, on a CPU, where the model's MLP matmul for 64 rows (`[64 x
+hidden] @ [hidden x width]`) measured at least `AUTO_MIN_SAVING` seconds faster in bf16 (best of 5,
+about 10 ms, once per process and shape); float32 elsewhere. A small model's step is bound by the
+cost per op, not by its matmuls, and bf16 adds casts: the shipped tiny model (hidden 128) runs its
+matmul 1.6x faster in bf16 (22 us saved) yet its GRPO step took 0.70 CPU s against 0.66 in float32,
+so it stays float32; SmolLM2 (hidden 576) saves 240 us on that matmul (2.2x) and its step took
+0.67x the CPU time of float32 (benchmarks/README.md, "bf16 on CPU").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import Any
+
+import torch
+
+AUTO_MIN_SAVING = 1e-4
+"""Seconds bf16 must save on the model's MLP matmul for 64 rows for `auto` to take it on a CPU."""
+_ATTRIBUTE = "grpo_compute_dtype"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` computes bf16 matmuls in hardware."""
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+@cache
+def measured_saving(rows: int, hidden: int, out: int, threads: int) -> float:
+    """Seconds bf16 saves over float32 on `[rows, hidden] @ [hidden, out]` on the CPU (best of 5 each)."""
+    del threads  # part of the cache key only: the ratio depends on the thread count
+
+    def best(dtype: torch.dtype) -> float:
+        a, b = torch.randn(rows, hidden, dtype=dtype), torch.randn(hidden, out, dtype=dtype)
+        a @ b  # first call: the kernel's one-time setup
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(torch.float32) - best(torch.bfloat16)
+
+
+def resolve(name: str, device: str, hidden: int, intermediate: int) -> torch.dtype:
+    """The compute dtype `model.dtype` names, `auto` decided as the module docstring says."""
+    if name != "auto":
+        return getattr(torch, name)
+    if not native_bf16(device):
+        return torch.float32
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    fast = measured_saving(64, hidden, intermediate, torch.get_num_threads()) >= AUTO_MIN_SAVING
+    return torch.bfloat16 if fast else torch.float32
+
+
+def mark(model: Any, dtype: torch.dtype) -> None:
+    """Record `model`'s compute dtype on it (a LoRA wrapper shares the module, so sees it too)."""
+    setattr(model, _ATTRIBUTE, dtype)
+
+
+def compute_dtype(model: Any) -> torch.dtype:
+    """The dtype `model` computes in: the one `mark` recorded, else its first parameter's."""
+    marked = getattr(model, _ATTRIBUTE, None)
+    return marked if marked is not None else next(model.parameters()).dtype
+
+
+def autocast(model: Any) -> contextlib.AbstractContextManager[Any]:
+    """`torch.autocast` to the model's compute dtype where it has float32 weights to compute in a
+    lower precision; otherwise nothing."""
+    dtype = compute_dtype(model)
+    if dtype == torch.float32 or not any(p.dtype == torch.float32 for p in model.parameters()):
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device.type
+    return torch.autocast(device_type=device, dtype=dtype)
+
+
+def in_compute_dtype(model: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, each call under `autocast(model)` where that applies (decided now: call it once the
+    model's weights have their dtypes)."""
+    if isinstance(autocast(model), contextlib.nullcontext):
+        return fn
+
+    def under_autocast(*args: Any, **kwargs: Any) -> Any:
+        with autocast(model):
+            return fn(*args, **kwargs)
+
+    return under_autocast
+
+
+def store_frozen(model: Any) -> None:
+    """Store the weights that do not train (a LoRA base) in the compute dtype, in place."""
+    dtype = compute_dtype(model)
+    if dtype == torch.float32:
+        return
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if not param.requires_grad and param.dtype == torch.float32:
+                param.data = param.data.to(dtype)
+
+
+def mostly_float32(model: Any) -> bool:
+    """Whether most of `model`'s weight bytes are float32 while it computes in a lower precision."""
+    if compute_dtype(model) == torch.float32:
+        return False
+    wide = sum(p.numel() for p in model.parameters() if p.dtype == torch.float32)
+    return wide * 2 > sum(p.numel() for p in model.parameters())
+
+
+class SamplingCopy:
+    """A compute-dtype copy of a float32 model for sampling (`mostly_float32`), made on first use
+    and refreshed after `stale()`; else the model itself under `autocast`."""
+
+    def __init__(self) -> None:
+        self.copy: Any = None
+        self.fresh = False
+
+    def stale(self) -> None:
+        self.fresh = False
+
+    @contextlib.contextmanager
+    def weights(self, model: Any) -> Iterator[Any]:
+        """The module to generate with, in the context it needs."""
+        if not mostly_float32(model):
+            self.copy = None
+            with autocast(model):
+                yield model
+            return
+        dtype = compute_dtype(model)
+        if self.copy is None:
+            self.copy = copy.deepcopy(model).to(dtype).requires_grad_(False)
+            mark(self.copy, dtype)
+        elif not self.fresh:
+            with torch.no_grad():
+                for mine, theirs in zip(self.copy.parameters(), model.parameters(), strict=True):
+                    mine.copy_(theirs)
+        self.fresh = True
+        yield self.copy

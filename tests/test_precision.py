@@ -1,0 +1,123 @@
+"""The compute precision (grpo_cli.perf.precision): float32 master weights, bf16 compute, the
+sampling copy, LoRA's frozen base, and how `model.dtype: auto` decides."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grpo_cli.config import LoraConfig, ModelConfig
+from grpo_cli.models import lora
+from grpo_cli.models.loading import load_model, load_tokenizer, matmul_shape, tiny_model_dir
+from grpo_cli.perf import precision
+from grpo_cli.perf.logprobs import logprob_path
+from grpo_cli.sampling.base import SamplingParams
+from grpo_cli.sampling.hf import HFSampler
+
+BF16 = ModelConfig(device="cpu", threads=1, dtype="bfloat16")
+IDS = torch.tensor([[5, 17, 30, 41, 7, 9, 12, 40], [3, 8, 21, 13, 44, 2, 6, 19]])
+MASK = torch.ones(2, 7, dtype=torch.bool)
+
+
+def test_explicit_names_resolve_to_their_dtype():
+    assert precision.resolve("float32", "cpu", 576, 1536) == torch.float32
+    assert precision.resolve("bfloat16", "cpu", 64, 256) == torch.bfloat16
+    assert precision.resolve("float16", "cpu", 64, 256) == torch.float16
+
+
+def test_auto_takes_bf16_only_where_native_and_measured_faster(monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    assert precision.resolve("auto", "cpu", 576, 1536) == torch.float32
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "measured_saving", lambda *a: 240e-6)
+    assert precision.resolve("auto", "cpu", 576, 1536) == torch.bfloat16
+    monkeypatch.setattr(precision, "measured_saving", lambda *a: 22e-6)
+    assert precision.resolve("auto", "cpu", 128, 512) == torch.float32
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert not precision.native_bf16("cpu")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert precision.native_bf16("cpu")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"amx_bf16"})
+    assert precision.native_bf16("cpu")
+
+
+def test_matmul_shape_reads_the_config(tmp_path):
+    assert matmul_shape(tiny_model_dir()) == (128, 512)
+    (tmp_path / "config.json").write_text('{"text_config": {"hidden_size": 64}}')
+    assert matmul_shape(tmp_path) == (64, 256)  # no MLP width: 4 x hidden
+    assert matmul_shape(tmp_path / "missing") == (0, 0)
+
+
+def test_a_model_that_trains_keeps_float32_weights_and_computes_in_bf16():
+    trained = load_model(tiny_model_dir(), BF16, trainable=True)
+    frozen = load_model(tiny_model_dir(), BF16)
+    assert all(p.dtype == torch.float32 for p in trained.parameters())
+    assert precision.compute_dtype(trained) == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in frozen.parameters())
+    assert precision.mostly_float32(trained) and not precision.mostly_float32(frozen)
+
+
+def test_bf16_log_probs_and_gradients_follow_float32():
+    torch.manual_seed(0)
+    wide = load_model(tiny_model_dir(), ModelConfig(device="cpu", threads=1, dtype="float32"), trainable=True)
+    mixed = load_model(tiny_model_dir(), BF16, trainable=True)
+    results = []
+    for model in (wide, mixed):
+        logp, _ = logprob_path(model)(IDS, torch.ones_like(IDS), MASK, 1.0)
+        logp.sum().backward()
+        results.append((logp.detach(), [p.grad.clone() for p in model.parameters()]))
+    (lp32, g32), (lp16, g16) = results
+    assert lp16.dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa: log-probs within a few hundredths, not equal.
+    assert 0 < (lp16 - lp32).abs().max() < 0.1
+    assert all(g.dtype == torch.float32 for g in g16)  # gradients land in the float32 master weights
+    flat32, flat16 = torch.cat([g.flatten() for g in g32]), torch.cat([g.flatten() for g in g16])
+    assert torch.nn.functional.cosine_similarity(flat32, flat16, dim=0) > 0.99
+
+
+def _sampler(model):
+    tok = load_tokenizer(tiny_model_dir())
+    return HFSampler(model, tok, {tok.eos_token_id})
+
+
+def test_a_float32_model_samples_from_a_bf16_copy_refreshed_by_sync_weights():
+    model = load_model(tiny_model_dir(), BF16, trainable=True)
+    sampler = _sampler(model)
+    params = SamplingParams(n=2, max_new_tokens=6, seed=3)
+    first = sampler.generate(["1 + 2 = "], params)
+    copy = sampler.copy.copy
+    assert copy is not None and all(p.dtype == torch.bfloat16 for p in copy.parameters())
+    assert sampler.generate(["1 + 2 = "], params)[0][0].token_ids == first[0][0].token_ids  # same seed, same copy
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    stale = next(copy.parameters()).clone()
+    sampler.generate(["1 + 2 = "], params)
+    assert torch.equal(next(copy.parameters()), stale)  # no sync: the copy holds the sampled weights
+    sampler.sync_weights(model)
+    sampler.generate(["1 + 2 = "], params)
+    assert torch.equal(next(copy.parameters()), next(model.parameters()).to(torch.bfloat16))
+
+
+def test_lora_stores_its_frozen_base_in_bf16_and_trains_float32_adapters():
+    pytest.importorskip("peft")
+    model = load_model(tiny_model_dir(), BF16, trainable=True)
+    lora.attach(model, LoraConfig(rank=4, alpha=8), "tiny")
+    precision.store_frozen(model)
+    adapters = [p for n, p in model.named_parameters() if "lora_" in n]
+    base = [p for n, p in model.named_parameters() if "lora_" not in n]
+    assert adapters and all(p.dtype == torch.float32 and p.requires_grad for p in adapters)
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in base)
+    assert not precision.mostly_float32(model)  # samples from the module itself, under autocast
+    with torch.no_grad():
+        for p in adapters:
+            p.normal_(0, 0.1)
+    logp, _ = logprob_path(model)(IDS, torch.ones_like(IDS), MASK, 1.0)
+    logp.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in adapters)
+    assert any(p.grad.abs().sum() > 0 for p in adapters)
+    completions = _sampler(model).generate(["1 + 2 = "], SamplingParams(n=2, max_new_tokens=4))
+    assert all(len(c.token_ids) >= 1 for c in completions[0])
