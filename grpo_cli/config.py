@@ -857,7 +857,7 @@ def config_layers(
         stages = parse_stages(raw_stages) if raw_stages is not None else []
         base = nest_train_keys(data)  # each layer grouped before merging, so a later flat key still wins
         for i, stage in enumerate(stages):
-            _check_stage_layer(f"stages[{i}].set", base, stage_layer(stage.set), first=i == 0)
+            _check_stage_layer(f"stages[{i}].set", base, stage.set, first=i == 0)
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
     user: list[dict[str, Any]] = []
@@ -938,8 +938,13 @@ def stage_layer(keys: dict[str, Any]) -> dict[str, Any]:
     return nest_train_keys(layer)
 
 
-def _check_stage_layer(where: str, base: dict[str, Any], layer: dict[str, Any], *, first: bool) -> None:
-    """A stage layer builds a valid config over the preset and leaves the keys the stages own alone."""
+def _check_stage_layer(where: str, base: dict[str, Any], keys: dict[str, Any], *, first: bool) -> None:
+    """A stage's keys (dotted, or a nested layer) build a valid config over the preset and leave the
+    keys the stages own alone."""
+    try:
+        layer = stage_layer(keys)
+    except UserError as e:
+        raise UserError(f"{where}: {str(e).removeprefix('config: ')}") from None
     if "stages" in layer:
         raise UserError(f"{where}: stages cannot be set inside a stage")
     if _has_key(layer, "train.run.out_dir"):
