@@ -809,21 +809,188 @@ def load_config(
     """Resolve the config: defaults < preset (default `tiny`) < `--set` items < CLI `overrides`.
 
     `overrides` uses dotted keys (`{"sampling.n": 4}`); None values are ignored (option not given).
+    A preset's `stages` are validated here; this is the base config they all start from.
     """
+    return base_config(config_layers(preset, sets, overrides))
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+STAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+STAGE_SET_PREFIX = "stages."
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One entry of a preset's `stages:` list: a name and the dotted keys (as `--set` takes them) it
+    sets over the base config, kept as written."""
+
+    name: str
+    set: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConfigLayers:
+    """What a config resolves from, each layer a nested dict with the flat train keys grouped:
+    `preset` (its keys less `stages`), its `stages`, the user's `user` layers (`--set` items, then
+    the explicit options, in order) and `user_stage` (`--set stages.NAME.KEY=V`, by stage name)."""
+
+    source: str
+    preset: dict[str, Any]
+    stages: list[Stage]
+    user: list[dict[str, Any]]
+    user_stage: dict[str, list[dict[str, Any]]]
+
+
+def config_layers(
+    preset: str | None = None,
+    sets: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ConfigLayers:
+    """Read the preset and the user's overrides into layers, validating the preset and its stages
+    (an error names the preset and the stage entry) and the `--set stages.NAME.KEY` items."""
     source, text = preset_text(preset or DEFAULT_PRESET)
     data = _parse_yaml(source, text)
+    raw_stages = data.pop("stages", None)
     # Validate the preset alone first so an error names the preset file, not the merged result.
     try:
         config_from_dict(data)
+        stages = parse_stages(raw_stages) if raw_stages is not None else []
+        base = nest_train_keys(data)  # each layer grouped before merging, so a later flat key still wins
+        for i, stage in enumerate(stages):
+            _check_stage_layer(f"stages[{i}].set", base, stage.set, first=i == 0)
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
-    data = nest_train_keys(data)  # each layer grouped before merging, so a later flat key still wins
+    user: list[dict[str, Any]] = []
+    user_stage: dict[str, list[dict[str, Any]]] = {}
+    names = [s.name for s in stages]
     for item in sets or []:
-        data = _merge(data, nest_train_keys(parse_set(item)))
+        if not item.startswith(STAGE_SET_PREFIX):
+            user.append(nest_train_keys(parse_set(item)))
+            continue
+        name, _, rest = item[len(STAGE_SET_PREFIX) :].partition(".")
+        if name not in names:
+            known = f"its stages: {', '.join(names)}" if names else "it has no stages"
+            raise UserError(f"--set {item!r}: {source} has no stage named {name!r} ({known})")
+        layer = nest_train_keys(parse_set(rest))
+        _check_stage_layer(f"--set {item!r}", base, layer, first=name == names[0])
+        user_stage.setdefault(name, []).append(layer)
     for key, value in (overrides or {}).items():
         if value is not None:
-            data = _merge(data, nest_train_keys(parse_set_value(key, value)))
+            user.append(nest_train_keys(parse_set_value(key, value)))
+    return ConfigLayers(source, base, stages, user, user_stage)
+
+
+def base_config(layers: ConfigLayers) -> Config:
+    """The config without stages: preset < `--set` < options."""
+    data = layers.preset
+    for layer in layers.user:
+        data = _merge(data, layer)
     return config_from_dict(data)
+
+
+def stage_configs(layers: ConfigLayers) -> list[tuple[str, Config]]:
+    """Each stage's config: preset < the stage's `set` < the user's `--set` and options < the user's
+    `--set stages.NAME.KEY`; its run folder is `<out_dir>/<i+1>-<name>` of the base config's
+    out_dir. Chaining a stage to the previous one's checkpoint (`model.path`) is the trainer's
+    (training/stages.py). [] for a config without stages."""
+    out_dir = base_config(layers).train.run.out_dir
+    configs = []
+    for i, stage in enumerate(layers.stages):
+        data = _merge(layers.preset, stage_layer(stage.set))
+        for layer in (*layers.user, *layers.user_stage.get(stage.name, [])):
+            data = _merge(data, layer)
+        run_dir = str(Path(out_dir) / f"{i + 1}-{stage.name}")
+        configs.append((stage.name, config_from_dict(_merge(data, {"train": {"run": {"out_dir": run_dir}}}))))
+    return configs
+
+
+def parse_stages(raw: Any) -> list[Stage]:
+    """A preset's `stages:` value -> its Stages; a one-line UserError naming the entry otherwise."""
+    if not isinstance(raw, list) or not raw:
+        raise UserError("stages: expected a non-empty list of {name: NAME, set: {KEY: VALUE, ...}}")
+    stages: list[Stage] = []
+    for i, entry in enumerate(raw):
+        where = f"stages[{i}]"
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: expected a mapping with name and set, got {entry!r}")
+        extra = sorted(str(k) for k in entry if k not in ("name", "set"))
+        if extra:
+            raise UserError(f"{where}: unknown key {extra[0]!r}; a stage has only name and set")
+        name = entry.get("name")
+        if not isinstance(name, str) or not STAGE_NAME.match(name):
+            raise UserError(f"{where}.name: expected a simple identifier (letters, digits, _ and -), got {name!r}")
+        if name in (s.name for s in stages):
+            raise UserError(f"{where}.name: duplicate stage name {name!r}")
+        if "set" not in entry:
+            raise UserError(f"{where}.set: missing; expected a mapping of config keys to values")
+        keys = entry["set"]
+        if not isinstance(keys, dict) or not all(isinstance(k, str) and k for k in keys):
+            raise UserError(f"{where}.set: expected a mapping of dotted config keys to values, got {keys!r}")
+        stages.append(Stage(name, dict(keys)))
+    return stages
+
+
+def stage_layer(keys: dict[str, Any]) -> dict[str, Any]:
+    """A stage's `set` (`{"train.steps": 3}`) as one nested layer (`{"train": {"run": {"steps": 3}}}`)."""
+    layer: dict[str, Any] = {}
+    for key, value in keys.items():
+        layer = _merge(layer, parse_set_value(key, value))
+    return nest_train_keys(layer)
+
+
+def _check_stage_layer(where: str, base: dict[str, Any], keys: dict[str, Any], *, first: bool) -> None:
+    """A stage's keys (dotted, or a nested layer) build a valid config over the preset and leave the
+    keys the stages own alone."""
+    try:
+        layer = stage_layer(keys)
+    except UserError as e:
+        raise UserError(f"{where}: {str(e).removeprefix('config: ')}") from None
+    if "stages" in layer:
+        raise UserError(f"{where}: stages cannot be set inside a stage")
+    if _has_key(layer, "train.run.out_dir"):
+        raise UserError(f"{where}: train.run.out_dir is set per stage (<out_dir>/<i>-<name>); set it outside stages")
+    if not first and _has_key(layer, "model.path"):
+        raise UserError(f"{where}: model.path of a later stage is the previous stage's final checkpoint")
+    try:
+        config_from_dict(_merge(base, layer))
+    except UserError as e:
+        raise UserError(f"{where}: {str(e).removeprefix('config: ')}") from None
+
+
+def _has_key(data: dict[str, Any], key: str) -> bool:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def stages_preset(base: Config, configs: list[tuple[str, Config]]) -> dict[str, Any]:
+    """A preset that resolves, with no other input, to `base` and to each stage's config: the base
+    config's keys plus, per stage, the leaf keys where the stage's config differs from it (less
+    its run folder, and a later stage's model.path). Written as a staged run's config.yaml."""
+    base_flat = _flat_items(config_to_dict(base))
+    stages = []
+    for i, (name, cfg) in enumerate(configs):
+        owned = {"train.run.out_dir", *(["model.path"] if i else [])}
+        flat = _flat_items(config_to_dict(cfg))
+        keys = {k: v for k, v in flat.items() if k not in owned and (k not in base_flat or base_flat[k] != v)}
+        stages.append({"name": name, "set": keys})
+    return {**config_to_dict(base), "stages": stages}
+
+
+def _flat_items(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> dotted leaf keys (lists and empty mappings are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat_items(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 @cache

@@ -47,6 +47,15 @@ def show(
             typer.echo(f"{key} ({tp}): {doc}")
         return
     if resolved:
+        from grpo_cli.config import config_layers, stage_configs
+
+        layers = config_layers(name)
+        if layers.stages:  # each stage as it would train
+            from grpo_cli.cli.render import stage_listing
+            from grpo_cli.training.stages import chain
+
+            typer.echo(stage_listing(chain(stage_configs(layers))), nl=False)
+            return
         typer.echo(dump_config(load_config(name)), nl=False)
         return
     typer.echo(preset_text(name)[1], nl=False)

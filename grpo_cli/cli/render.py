@@ -33,3 +33,31 @@ def report_training(report: Reporter, result: Any) -> None:
     report.table(before_after_table(result.before, result.after))
     before, after = 100 * result.before["accuracy"], 100 * result.after["accuracy"]
     report.summary(f"{done}; held-out accuracy {before:.1f}% -> {after:.1f}% ({after - before:+.1f} points)")
+
+
+def stage_listing(configs: list[tuple[str, Any]]) -> str:
+    """Each stage's resolved config under a `# stage N: NAME` heading (`--dry-run`, `presets show --resolved`)."""
+    from grpo_cli.config import dump_config
+
+    return "".join(f"# stage {i + 1}: {name}\n{dump_config(cfg)}" for i, (name, cfg) in enumerate(configs))
+
+
+def _percent(result: dict[str, Any] | None) -> str:
+    return f"{100 * result['accuracy']:.1f}%" if result else "-"
+
+
+def report_stages(report: Reporter, summary: Any) -> None:
+    """A staged `grpo train`'s closing lines for a `StagesSummary`: per stage its steps, wall time and
+    held-out accuracy after it; then the whole run's before -> after and wall time."""
+    from rich.table import Table
+
+    table = Table(title="stages")
+    for col in ("stage", "steps", "wall time", "accuracy after", "checkpoint"):
+        table.add_column(col, justify="left" if col in ("stage", "checkpoint") else "right")
+    for i, s in enumerate(summary.stages):
+        table.add_row(f"{i + 1}: {s.name}", str(s.steps), f"{s.wall_time_s:.1f}s", _percent(s.after), s.checkpoint)
+    report.table(table)
+    report.summary(
+        f"{len(summary.stages)} stages -> {summary.stages[-1].checkpoint}; held-out accuracy "
+        f"{_percent(summary.before)} -> {_percent(summary.after)}; {summary.wall_time_s:.1f}s in all"
+    )

@@ -20,12 +20,11 @@ from grpo_cli.cli.common import (
     TrainDataOpt,
     VerifierOpt,
     cfg_help,
-    resolve_config,
     verifier_specs,
 )
 
 if TYPE_CHECKING:
-    from grpo_cli.config import Config
+    from grpo_cli.config import Config, ConfigLayers
 
 
 def train(
@@ -83,34 +82,36 @@ def train(
             raise UserError(f"--resume {resume}: no config.yaml there (not a grpo run folder?)")
         preset = preset or str(saved)
         out = out or resume
-    cfg = resolve_config(
-        preset,
-        set_,
-        seed=seed,
-        model__path=model,
-        model__threads=threads,
-        data__train=data,
-        train__out_dir=str(out) if out else None,
-        train__steps=steps,
-        verifiers=verifier_specs(verifier),
-        train__log_completions=log_completions,
-        train__report_to=None
+    from grpo_cli.config import config_layers, stage_configs
+
+    overrides = {
+        "seed": seed,
+        "model.path": model,
+        "model.threads": threads,
+        "data.train": data,
+        "train.out_dir": str(out) if out else None,
+        "train.steps": steps,
+        "verifiers": verifier_specs(verifier),
+        "train.log_completions": log_completions,
+        "train.report_to": None
         if report_to is None
         else [r.strip() for r in report_to.split(",") if r.strip() not in ("", "none")],
-    )
-    cfg.check_training()
-    from grpo_cli.pipeline.data import check_writable
+    }
+    layers = config_layers(preset, set_, overrides)
+    if layers.stages:
+        from grpo_cli.training.stages import chain
 
-    check_writable(Path(cfg.train.run.out_dir), "run folder (--out, train.run.out_dir)", folder=True)
+        _train_staged(layers, chain(stage_configs(layers)), resume=resume, dry_run=dry_run, nproc=nproc, plot=plot,
+                      quiet=quiet)  # fmt: skip
+        return
+    from grpo_cli.config import base_config
+
+    cfg = base_config(layers)
+    _check(cfg, _model_to_load(cfg, resume is not None))
     if plot is not None:
-        check_writable(plot, "--plot")
-    from grpo_cli.algorithms.paradigms import ALGORITHMS
-    from grpo_cli.pipeline import preflight
+        from grpo_cli.pipeline.data import check_writable
 
-    preflight.check_verifiers(cfg)
-    if ALGORITHMS[cfg.algorithm].samples:  # sft trains on the dataset's solutions, not samples
-        sources = [cfg.data.train] + ([cfg.data.eval] if cfg.train.run.eval_n else [])
-        preflight.check_fits(cfg, _model_to_load(cfg, resume is not None), sources)
+        check_writable(plot, "--plot")
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return
@@ -139,6 +140,68 @@ def train(
     from grpo_cli.cli.render import report_training
 
     report_training(report, result)
+
+
+def _check(cfg: Config, model_path: str) -> None:
+    """The checks `grpo train` makes before loading anything: training settings, the run folder,
+    the verifiers, and that prompts and completions fit the model (`model_path`)."""
+    cfg.check_training()
+    from grpo_cli.algorithms.paradigms import ALGORITHMS
+    from grpo_cli.pipeline import preflight
+    from grpo_cli.pipeline.data import check_writable
+
+    check_writable(Path(cfg.train.run.out_dir), "run folder (--out, train.run.out_dir)", folder=True)
+    preflight.check_verifiers(cfg)
+    if ALGORITHMS[cfg.algorithm].samples:  # sft trains on the dataset's solutions, not samples
+        sources = [cfg.data.train] + ([cfg.data.eval] if cfg.train.run.eval_n else [])
+        preflight.check_fits(cfg, model_path, sources)
+
+
+def _train_staged(
+    layers: ConfigLayers,
+    configs: list[tuple[str, Config]],
+    *,
+    resume: Path | None,
+    dry_run: bool,
+    nproc: int | None,
+    plot: Path | None,
+    quiet: bool,
+) -> None:
+    """`grpo train` of a config with stages: each stage checked (a later stage's prompts against the
+    first stage's model: its checkpoint does not exist yet), then printed (`--dry-run`) or trained."""
+    from grpo_cli.config import base_config, stages_preset
+    from grpo_cli.errors import UserError
+
+    if nproc and nproc > 1:
+        raise UserError("--nproc: a config with stages trains in one process for now; drop --nproc")
+    if plot is not None:
+        raise UserError("--plot: a staged run draws training-curves.png in each stage's folder; drop --plot")
+    for i, (_, cfg) in enumerate(configs):
+        _check(cfg, configs[0][1].model.path if i else _model_to_load(cfg, resume is not None))
+    if dry_run:
+        from grpo_cli.cli.render import stage_listing
+
+        typer.echo(stage_listing(configs), nl=False)
+        return
+    import yaml
+
+    from grpo_cli.report import Reporter
+    from grpo_cli.training.stages import train_stages
+
+    base = base_config(layers)
+    out_dir = Path(base.train.run.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = yaml.safe_dump(stages_preset(base, configs), sort_keys=False, allow_unicode=True)
+    (out_dir / "config.yaml").write_text(f"# a staged run's plan ({layers.source})\n{plan}", encoding="utf-8")
+    report = Reporter.console(quiet)
+    try:
+        summary = train_stages(configs, out_dir, report, resume=resume is not None)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\ninterrupted; continue with: grpo train --resume {shlex.quote(str(out_dir))}\n")
+        raise typer.Exit(130) from None
+    from grpo_cli.cli.render import report_stages
+
+    report_stages(report, summary)
 
 
 def _model_to_load(cfg: Config, resume: bool) -> str:

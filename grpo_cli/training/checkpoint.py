@@ -88,6 +88,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint after `step` of a run lives (written or not)."""
+    return run_dir / "checkpoints" / f"step-{step:06d}"
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     dirs = checkpoint_dirs(run_dir)
     return dirs[-1] if dirs else None
@@ -112,7 +117,7 @@ def save_checkpoint(
     """
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
+    final = checkpoint_path(run_dir, step)
     tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

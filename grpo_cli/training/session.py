@@ -76,10 +76,21 @@ class Session:
     owns_group: bool = False
 
     @classmethod
-    def open(cls, cfg: Config, report: Reporter, *, resume: bool = False, record: bool = True) -> Session:
+    def open(
+        cls,
+        cfg: Config,
+        report: Reporter,
+        *,
+        resume: bool = False,
+        record: bool = True,
+        before: dict[str, Any] | None = None,
+        evaluate_before: bool = True,
+    ) -> Session:
         """Build the run: check the run folder, join the ranks, assemble the models, the optimizer
         and the data order, restore the checkpoint's state when resuming, open the recorder (when
-        `record`), the reward model and the before-evaluation."""
+        `record`), the reward model and the before-evaluation: the checkpoint's when resuming, else
+        `before` when given (a staged run's previous after-evaluation), else evaluated now unless
+        `evaluate_before` is False."""
         cfg.check_training()
         start_ckpt = check_run_folder(Path(cfg.train.run.out_dir), resume, report)
         owns_group = ranks.setup(cfg.model.device)  # under torchrun: join the ranks
@@ -90,11 +101,13 @@ class Session:
         session.owns_group = owns_group
         if state is not None:
             session._restore(state)
+        elif before is not None:
+            session.before = before
         if record:
             session.recorder = Recorder(cfg, session.run_dir, report, session.start_step)
         session.reward_model = start_reward_model(cfg, session.run_dir, start_ckpt, state, session.policy, report)
         session.eval_problems = eval_problems(cfg) if cfg.train.run.eval_n else None
-        if session.eval_problems is not None and session.before is None:
+        if session.eval_problems is not None and session.before is None and evaluate_before:
             session.before = session.evaluate("before")
         if session.recorder is not None:
             session.recorder.start(session.before)

@@ -34,24 +34,32 @@ class TrainResult:
     steps_done: int
 
 
-def train(cfg: Config, report: Reporter, *, resume: bool = False) -> TrainResult:
+def train(
+    cfg: Config,
+    report: Reporter,
+    *,
+    resume: bool = False,
+    before: dict[str, Any] | None = None,
+    evaluate_before: bool = True,
+) -> TrainResult:
     """Run (or resume) training; a run that fails or is interrupted before its first step leaves no
-    run folder behind (only when this call created it)."""
+    run folder behind (only when this call created it). `before` / `evaluate_before`: a known
+    before-evaluation, or none at all (`Session.open`; a staged run's later stages)."""
     run_dir = Path(cfg.train.run.out_dir)
     fresh = not run_dir.exists()
     try:
-        return _train(cfg, report, resume=resume)
+        session = Session.open(cfg, report, resume=resume, before=before, evaluate_before=evaluate_before)
+        return _train(session)
     except BaseException:
         if fresh and ranks.is_main():
             remove_unstarted_run(run_dir)
         raise
 
 
-def _train(cfg: Config, report: Reporter, *, resume: bool) -> TrainResult:
-    session = Session.open(cfg, report, resume=resume)
-    steps = cfg.train.run.steps
+def _train(session: Session) -> TrainResult:
+    steps = session.cfg.train.run.steps
     with (
-        opened_verifiers(reward_verifiers(cfg, session.reward_model)) as verifiers,
+        opened_verifiers(reward_verifiers(session.cfg, session.reward_model)) as verifiers,
         session.report.progress("training", total=steps) as advance,
     ):
         advance(session.start_step)
