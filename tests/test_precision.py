@@ -3,6 +3,8 @@ sampling copy, LoRA's frozen base, and how `model.dtype: auto` decides."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -60,7 +62,12 @@ def test_a_model_that_trains_keeps_float32_weights_and_computes_in_bf16():
     assert precision.mostly_float32(trained) and not precision.mostly_float32(frozen)
 
 
-def test_bf16_log_probs_and_gradients_follow_float32():
+@pytest.mark.parametrize("keep", [True, False], ids=["kept-probs", "recomputed"])
+def test_bf16_log_probs_and_gradients_follow_float32(keep, monkeypatch):
+    from grpo_cli.perf import logprobs
+
+    if not keep:  # backward recomputes the head's logits (a batch too big to keep its probabilities)
+        monkeypatch.setattr(logprobs, "head_logprobs", partial(logprobs.head_logprobs, keep_elements=0))
     torch.manual_seed(0)
     wide = load_model(tiny_model_dir(), ModelConfig(device="cpu", threads=1, dtype="float32"), trainable=True)
     mixed = load_model(tiny_model_dir(), BF16, trainable=True)

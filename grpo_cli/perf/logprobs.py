@@ -123,7 +123,7 @@ class _HeadLogprobs(torch.autograd.Function):
                 p = probs[i : i + rows]  # kept by forward; backward runs once, so it may be overwritten
             else:
                 p = (
-                    _block_logits(h, weight, bias, temperature, out=z_buf[: h.shape[0]])
+                    _block_logits(h, w, bias, temperature, out=z_buf[: h.shape[0]])
                     .sub_(lse[i : i + rows, None])
                     .exp_()
                 )  # recomputed
