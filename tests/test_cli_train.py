@@ -3,6 +3,8 @@ random model prints the before/after table, writes its run folder and draws the 
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -96,9 +98,33 @@ def test_dry_run_prints_the_presets_values(preset, long_context_model, tmp_path)
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
+# Staged presets: each stage's values (the dry run prints one config per stage under `# stage N: NAME`).
+STAGED_VALUES = {
+    # SmolLM2: an SFT warm-up on the task's solutions, then GRPO from its checkpoint, bf16 where it pays.
+    "smollm2": [
+        {"algorithm": "sft", "sampling.n": 1, "model.dtype": "auto", "data.train": "arith:train"},
+        {"algorithm": "grpo", "train.filtering.dynamic_sampling": True, "train.lora.rank": 0},
+    ],
+}
+
+
+@pytest.mark.parametrize("preset", sorted(STAGED_VALUES))
+def test_dry_run_prints_each_stage_of_a_staged_preset(preset, long_context_model, tmp_path):
+    out = grpo("train", "--preset", preset, "--model", str(long_context_model), "--dry-run", cwd=tmp_path).stdout
+    chunks = re.split(r"^# stage \d+: \w+$", out, flags=re.M)[1:]
+    stages = [yaml.safe_load(chunk) for chunk in chunks]
+    assert len(stages) == len(STAGED_VALUES[preset])
+    for resolved, values in zip(stages, STAGED_VALUES[preset]):
+        for key, value in values.items():
+            assert lookup(resolved, key) == value, key
+    assert stages[0]["model"]["path"] == str(long_context_model)
+    assert stages[1]["model"]["path"].endswith("1-sft/checkpoints/step-%06d" % stages[0]["train"]["run"]["steps"])
+    assert not (tmp_path / "runs").exists()
+
+
 def test_every_preset_file_is_covered():
     presets = Path(__file__).resolve().parents[1] / "presets"
-    assert sorted(p.stem for p in presets.glob("*.yaml")) == sorted(PAPER_VALUES)
+    assert sorted(p.stem for p in presets.glob("*.yaml")) == sorted([*PAPER_VALUES, *STAGED_VALUES])
 
 
 def test_short_run_prints_before_after_and_plots(random_model_dir, tmp_path):

@@ -126,3 +126,24 @@ def test_lora_run_resumes_exactly(smollm2_dir, tmp_path):
     a, b = load_file(str(whole / lora.ADAPTER_WEIGHTS)), load_file(str(resumed / lora.ADAPTER_WEIGHTS))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(tmp_path / "whole" / "metrics.jsonl") == _rows(cut / "metrics.jsonl")
+
+
+def test_the_smollm2_preset_runs_its_stages_on_the_real_model(smollm2_dir, tmp_path):
+    """The README's real-model command, two steps a stage (CI's smoke of `--preset smollm2`): the SFT
+    stage then GRPO from its checkpoint, in bf16 where the CPU has it; stages.json holds both."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "grpo_cli", "train", "--preset", "smollm2", "--model", str(smollm2_dir),
+        "--out", str(out), "--set", "stages.sft.train.run.steps=2", "--set", "stages.grpo.train.run.steps=2",
+        "--set", "train.run.eval_limit=4", "--set", "train.run.eval_n=1", "--set", "sampling.n=2",
+        "--set", "train.run.batch_size=4", "--set", "sampling.max_new_tokens=12",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "stages.json").read_text())
+    stages = summary["stages"]
+    assert [s["name"] for s in stages] == ["sft", "grpo"] and all(s["done"] for s in stages)
+    grpo_config = (out / "2-grpo" / "config.yaml").read_text()
+    assert str(out / "1-sft" / "checkpoints" / "step-000002") in grpo_config
+    rows = [json.loads(line) for line in (out / "1-sft" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["nll"] > 0 for r in rows)  # the SFT stage trains on its NLL

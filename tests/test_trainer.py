@@ -481,3 +481,5 @@ def test_a_run_without_signal_is_told_once_what_to_change():
     assert no_signal_advice([0.5] * 10) is None  # half the groups still teach
     advice = no_signal_advice([0.0] * 5 + [0.6] * 10)  # the last 10 steps: 60%
     assert advice.startswith("60% of groups had equal rewards") and "train.filtering.dynamic_sampling" in advice
+    on = no_signal_advice([0.6] * 10, dynamic_sampling=True)  # not told to set what is already on
+    assert on.startswith("60% of groups") and "dynamic_sampling=true" not in on and "sampling.temperature" in on

@@ -58,7 +58,7 @@ class Recorder:
         warn_about(row, step, self.report)
         if "zero_std_frac" in row and not self.advised:
             self.no_signal.append(row["zero_std_frac"])
-            advice = no_signal_advice(self.no_signal)
+            advice = no_signal_advice(self.no_signal, t.filtering.dynamic_sampling)
             if advice:
                 self.report.warn(advice)
                 self.advised = True
@@ -138,16 +138,21 @@ NO_SIGNAL_WINDOW = 10  # steps over which the share of groups without signal is 
 NO_SIGNAL_SHARE = 0.5  # above it, the run is told once what to change
 
 
-def no_signal_advice(shares: list[float]) -> str | None:
+def no_signal_advice(shares: list[float], dynamic_sampling: bool = False) -> str | None:
     """Once the last `NO_SIGNAL_WINDOW` steps' mean share of equal-reward groups is over
-    `NO_SIGNAL_SHARE`, what to change; None before that or below it."""
+    `NO_SIGNAL_SHARE`, what to change (not what is already on); None before that or below it."""
     if len(shares) < NO_SIGNAL_WINDOW:
         return None
     share = sum(shares[-NO_SIGNAL_WINDOW:]) / NO_SIGNAL_WINDOW
     if share <= NO_SIGNAL_SHARE:
         return None
-    return (
-        f"{100 * share:.0f}% of groups had equal rewards over the last {NO_SIGNAL_WINDOW} steps: they carry no "
+    said = f"{100 * share:.0f}% of groups had equal rewards over the last {NO_SIGNAL_WINDOW} steps: they carry no "
+    if dynamic_sampling:  # already dropped from the update, but each costs a sampling round
+        return said + (
+            "learning signal and dynamic sampling spends extra sampling rounds replacing them. Raise "
+            "sampling.temperature or sampling.n, or train on problems the model solves sometimes"
+        )
+    return said + (
         "learning signal. Raise sampling.temperature or sampling.n, set train.filtering.dynamic_sampling=true, "
         "or train on problems the model solves sometimes (an SFT warm-up first, or easier data)"
     )
