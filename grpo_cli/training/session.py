@@ -122,6 +122,9 @@ class Session:
             enable_activation_checkpointing(policy.model)
         model = wrapping.wrap(policy.model, t.run.parallel)  # DDP / FSDP2 under torchrun, else the model
         precision.mark(model, precision.compute_dtype(policy.model))  # a DDP wrapper computes as its module
+        if ranks.is_main():  # what the run computes with: the thread rule's and `model.dtype: auto`'s choices
+            dtype = str(precision.compute_dtype(policy.model)).removeprefix("torch.")
+            report.log(f"{torch.get_num_threads()} torch threads, {dtype} compute")
         paradigm = ALGORITHMS[cfg.algorithm]
         problems = problems_from(cfg.data.train, cfg.data, need_answer=paradigm.samples)
         if not paradigm.samples:  # SFT reads solutions
