@@ -149,7 +149,9 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(args.repeats):
         for name, sets in sides.items():
-            res = run_generate(args, args.seed + r, sets) if isinstance(sets, str) else run_cli(args, sets, args.seed + r)
+            res = (
+                run_generate(args, args.seed + r, sets) if isinstance(sets, str) else run_cli(args, sets, args.seed + r)
+            )
             rates[name].append(res["tokens"] / res["seconds"])
             print(f"round {r}  {name:<44} {res['tokens']:>6} tokens {res['seconds']:>8.1f} s "
                   f"{rates[name][-1]:>8.1f} tokens/s", flush=True)  # fmt: skip

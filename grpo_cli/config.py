@@ -93,7 +93,7 @@ class ModelConfig:
     dtype: str = "auto"
     """Compute dtype: float32, bfloat16, float16, or auto (bfloat16 where the hardware runs it
     natively and a matmul of the model's shape measured faster in it, else float32). Weights that
-    train and their optimizer state stay float32 (grpo_cli.perf.precision)."""
+    train and their optimizer state stay float32 (grpo_cli.models.precision)."""
     device: str = "auto"
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     threads: int = 0

@@ -4,7 +4,6 @@ random model prints the before/after table, writes its run folder and draws the 
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pytest
@@ -118,7 +117,7 @@ def test_dry_run_prints_each_stage_of_a_staged_preset(preset, long_context_model
         for key, value in values.items():
             assert lookup(resolved, key) == value, key
     assert stages[0]["model"]["path"] == str(long_context_model)
-    assert stages[1]["model"]["path"].endswith("1-sft/checkpoints/step-%06d" % stages[0]["train"]["run"]["steps"])
+    assert stages[1]["model"]["path"].endswith(f"1-sft/checkpoints/step-{stages[0]['train']['run']['steps']:06d}")
     assert not (tmp_path / "runs").exists()
 
 

@@ -1,4 +1,4 @@
-"""The compute precision (grpo_cli.perf.precision): float32 master weights, bf16 compute, the
+"""The compute precision (grpo_cli.models.precision): float32 master weights, bf16 compute, the
 sampling copy, LoRA's frozen base, and how `model.dtype: auto` decides."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from grpo_cli.config import LoraConfig, ModelConfig
-from grpo_cli.models import lora
+from grpo_cli.models import lora, precision
 from grpo_cli.models.loading import load_model, load_tokenizer, matmul_shape, tiny_model_dir
-from grpo_cli.perf import precision
 from grpo_cli.perf.logprobs import logprob_path
 from grpo_cli.sampling.base import SamplingParams
 from grpo_cli.sampling.hf import HFSampler

@@ -127,7 +127,7 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
     import torch
     from safetensors import SafetensorError
 
-    from grpo_cli.perf import precision
+    from grpo_cli.models import precision
 
     if lora.is_adapter_dir(model_dir):  # a LoRA run's checkpoint: its base with the adapter merged in
         base = adapter_base_dir(model_dir, cfg.base)

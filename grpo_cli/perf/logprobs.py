@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from grpo_cli.algorithms.loss import selected_logprobs, token_entropy
-from grpo_cli.perf import precision, shared_prefix
+from grpo_cli.models import precision
+from grpo_cli.perf import shared_prefix
 from grpo_cli.perf.grad_in_place import accumulates_in_place, backbone_inputs, grad_buffer
 from grpo_cli.ranks import is_fsdp
 
@@ -123,9 +124,7 @@ class _HeadLogprobs(torch.autograd.Function):
                 p = probs[i : i + rows]  # kept by forward; backward runs once, so it may be overwritten
             else:
                 p = (
-                    _block_logits(h, w, bias, temperature, out=z_buf[: h.shape[0]])
-                    .sub_(lse[i : i + rows, None])
-                    .exp_()
+                    _block_logits(h, w, bias, temperature, out=z_buf[: h.shape[0]]).sub_(lse[i : i + rows, None]).exp_()
                 )  # recomputed
             # d logp(token) / d z = onehot(token) - softmax(z); chain through z = logits / T.
             dz = p.mul_(-g[:, None])  # in place: no new block

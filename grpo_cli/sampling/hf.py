@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from grpo_cli.errors import UserError
-from grpo_cli.perf.precision import SamplingCopy
+from grpo_cli.models.precision import SamplingCopy
 from grpo_cli.sampling.base import Completion, Sampler, SamplingParams
 
 
@@ -89,7 +89,7 @@ DROP_FRACTION = 0.25
 class HFSampler(Sampler):
     """Generates with the policy module itself, so updated weights are used without a sync; a float32
     model that computes in bf16/fp16 generates from a compute-dtype copy that `sync_weights` marks
-    stale (grpo_cli.perf.precision)."""
+    stale (grpo_cli.models.precision)."""
 
     def __init__(self, model: Any, tokenizer: Any, stop_ids: set[int], batch_size: int = 256) -> None:
         self.model = model

@@ -21,9 +21,8 @@ from grpo_cli.algorithms.paradigms import ALGORITHMS
 from grpo_cli.algorithms.schedules import lr_multiplier
 from grpo_cli.config import Config
 from grpo_cli.errors import UserError
-from grpo_cli.models import lora
+from grpo_cli.models import lora, precision
 from grpo_cli.models.loading import enable_activation_checkpointing, model_reference
-from grpo_cli.perf import precision
 from grpo_cli.perf.logprobs import LogprobPath, logprob_path
 from grpo_cli.pipeline.sample import Policy, load_policy, make_sampler, problems_from
 from grpo_cli.records import Problem

@@ -121,10 +121,9 @@ def store_frozen(model: Any) -> None:
     dtype = compute_dtype(model)
     if dtype == torch.float32:
         return
-    for module in model.modules():
-        for name, param in list(module.named_parameters(recurse=False)):
-            if not param.requires_grad and param.dtype == torch.float32:
-                param.data = param.data.to(dtype)
+    for param in model.parameters():  # tied weights appear once
+        if not param.requires_grad and param.dtype == torch.float32:
+            param.data = param.data.to(dtype)
 
 
 def mostly_float32(model: Any) -> bool:
