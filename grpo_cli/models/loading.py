@@ -175,7 +175,7 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
 
 def matmul_shape(model_dir: Path) -> tuple[int, int]:
     """(hidden size, MLP width) from the model's config.json, for `precision.resolve`; (0, 0) where
-    it names neither (`auto` then measures a [64, 0] matmul: no speedup, float32)."""
+    it names neither (`auto` then measures a [64, 0] matmul: no saving, float32)."""
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):

@@ -13,8 +13,8 @@ hidden] @ [hidden x width]`) measured at least `AUTO_MIN_SAVING` seconds faster 
 about 10 ms, once per process and shape); float32 elsewhere. A small model's step is bound by the
 cost per op, not by its matmuls, and bf16 adds casts: the shipped tiny model (hidden 128) runs its
 matmul 1.6x faster in bf16 (22 us saved) yet its GRPO step took 0.70 CPU s against 0.66 in float32,
-so it stays float32; SmolLM2 (hidden 576) saves 240 us on that matmul (2.2x) and its step took
-0.67x the CPU time of float32 (benchmarks/README.md, "bf16 on CPU").
+so it stays float32; SmolLM2 (hidden 576) saves about 400 us on that matmul (2.2x) and its step
+took 0.75x the CPU time of float32 (benchmarks/README.md, "bf16 on CPU").
 """
 
 from __future__ import annotations
