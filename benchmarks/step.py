@@ -19,10 +19,13 @@ embeddings). Random weights emit filler tokens, which is fine: what we measure i
 Same work on both sides: same model, arithmetic prompts (the same prompts, in the same order), G,
 batch, micro-batch, max completion length, temperature 1, beta, mu, k3 KL, loss aggregation
 (ours `sequence` = TRL `grpo`; --aggregation token = TRL `dapo`), AdamW with the same betas and lr,
-fp32, no gradient checkpointing, TRL without vLLM, the same torch thread count, and the same reward:
+no gradient checkpointing, TRL without vLLM, the same torch thread count, and the same reward:
 TRL's reward function calls our scoring stage with our math verifier. By default every completion is
 forced to exactly max_new_tokens tokens (ours: no stop token; TRL: min_new_tokens = max_new_tokens),
 so both sides generate and train on identical token counts; --natural lets sequences stop at eos.
+Precision: ours follows `model.dtype` (the tiny preset's `auto`: bf16 compute on SmolLM2 where the
+CPU runs bf16 natively, float32 on the tiny model; `--set model.dtype=float32` forces fp32); TRL runs
+fp32 (`bf16=False`) unless `--trl-bf16`.
 """
 
 from __future__ import annotations
