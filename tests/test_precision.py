@@ -127,3 +127,11 @@ def test_lora_stores_its_frozen_base_in_bf16_and_trains_float32_adapters():
     assert any(p.grad.abs().sum() > 0 for p in adapters)
     completions = _sampler(model).generate(["1 + 2 = "], SamplingParams(n=2, max_new_tokens=4))
     assert all(len(c.token_ids) >= 1 for c in completions[0])
+
+
+def test_measuring_does_not_shift_the_seeded_random_stream():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    precision.measured_saving.__wrapped__(64, 32, 64, torch.get_num_threads())
+    assert torch.equal(torch.rand(3), expected)
