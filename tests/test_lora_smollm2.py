@@ -73,7 +73,7 @@ def test_two_step_lora_train_and_its_merge(smollm2_dir, two_step_run, tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    cpu = ModelConfig(device="cpu", threads=1)
+    cpu = ModelConfig(device="cpu", threads=1, dtype="float32")  # exact comparison: no bf16 for the frozen one
     merged, adapted = load_model(out, cpu), load_model(smollm2_dir, cpu, trainable=True)
     lora.attach(adapted, lora.checkpoint_config(ckpt), str(smollm2_dir), adapter_dir=ckpt)
     ids = torch.tensor([[1, 4093, 314, 216, 33, 1232, 216, 34, 47, 2]])
