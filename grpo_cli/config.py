@@ -92,7 +92,7 @@ class ModelConfig:
     """Local Hugging Face causal LM directory, or `tiny` for the model shipped with grpo."""
     dtype: str = "auto"
     """Compute dtype: float32, bfloat16, float16, or auto (bfloat16 where the hardware runs it
-    natively and a matmul of the model's shape measured faster in it, else float32). Weights that
+    natively and the model's MLP weight has at least 256 x 1024 entries, else float32). Weights that
     train and their optimizer state stay float32 (grpo_cli.models.precision)."""
     device: str = "auto"
     """cpu, cuda, cuda:N, or auto (cuda when available)."""

@@ -87,12 +87,17 @@ def test_eval_compares_tiny_with_a_lora_checkpoint(lora_checkpoint):
 
 
 @pytest.mark.slow  # 10-15 s of CLI runs: CI's slow step
-def test_sampling_a_checkpoint_samples_its_merged_model(trained_copy, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_sampling_a_checkpoint_samples_its_merged_model(trained_copy, tmp_path, dtype):
+    # in bf16 too: both merge in float32 (the checkpoint's base loads in float32 to merge, the export is float32)
     merged = tmp_path / "merged"
-    _ok("model", "merge", str(trained_copy), "--out", str(merged), "--threads", "1")
-    from_adapter = _greedy(str(trained_copy), tmp_path / "a.jsonl")
-    assert _completions(from_adapter) == _completions(_greedy(str(merged), tmp_path / "m.jsonl"))
-    assert _completions(from_adapter) != _completions(_greedy("tiny", tmp_path / "t.jsonl"))  # the adapter counts
+    _ok("model", "merge", str(trained_copy), "--out", str(merged), "--threads", "1", "--set", f"model.dtype={dtype}")
+    assert {t.dtype for t in load_file(str(merged / "model.safetensors")).values()} == {torch.float32}
+    precision = ("--set", f"model.dtype={dtype}")
+    from_adapter = _greedy(str(trained_copy), tmp_path / "a.jsonl", *precision)
+    assert _completions(from_adapter) == _completions(_greedy(str(merged), tmp_path / "m.jsonl", *precision))
+    plain = _greedy("tiny", tmp_path / "t.jsonl", *precision)
+    assert _completions(from_adapter) != _completions(plain)  # the adapter counts
 
 
 @pytest.mark.slow  # 10-15 s of CLI runs: CI's slow step

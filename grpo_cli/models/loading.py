@@ -121,9 +121,10 @@ def load_tokenizer(model_dir: Path, base: str = "") -> Any:
     return tok
 
 
-def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) -> Any:
+def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False, keep_float32: bool = False) -> Any:
     """The causal LM in `model_dir`: grpo's own implementation (grpo_cli.models.llama) where `cfg.impl`
-    allows and it supports the model, else transformers'."""
+    allows and it supports the model, else transformers'. Weights that train, and every weight with
+    `keep_float32` (an export), are float32; frozen ones are stored in the compute dtype."""
     import torch
     from safetensors import SafetensorError
 
@@ -131,16 +132,20 @@ def load_model(model_dir: Path, cfg: ModelConfig, *, trainable: bool = False) ->
 
     if lora.is_adapter_dir(model_dir):  # a LoRA run's checkpoint: its base with the adapter merged in
         base = adapter_base_dir(model_dir, cfg.base)
-        plain = load_model(base, replace(cfg, base=""))  # `model.base` names this checkpoint's base only
+        # The base loads in float32 whatever the compute dtype: the merge sums in full precision, so
+        # sampling this checkpoint and sampling its `grpo model merge` export give the same tokens.
+        plain = load_model(base, replace(cfg, base=""), trainable=True)  # `model.base`: this checkpoint's base only
         model = lora.merge_into_base(
             lora.attach(plain, lora.checkpoint_config(model_dir), str(base), adapter_dir=model_dir)
         )
         model.train(trainable)
         model.requires_grad_(trainable)
+        if not trainable and not keep_float32:
+            precision.store_frozen(model)
         return model
     device = resolve_device(cfg.device)
     compute = precision.resolve(cfg.dtype, device, *matmul_shape(model_dir))
-    dtype = torch.float32 if trainable else compute  # weights that train stay float32 (precision's docstring)
+    dtype = torch.float32 if trainable or keep_float32 else compute  # master weights: precision's docstring
     model: Any = None
     try:
         if cfg.impl != "transformers":
@@ -227,7 +232,7 @@ def export_merged(checkpoint: Path, out: Path, cfg: ModelConfig) -> Path:
         raise UserError(f"{checkpoint}: not a LoRA checkpoint (no {lora.ADAPTER_CONFIG} without a config.json)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out}: exists and is not an empty folder; choose a new one")
-    model = load_model(checkpoint, cfg)
+    model = load_model(checkpoint, cfg, keep_float32=True)
     tokenizer = load_tokenizer(checkpoint, cfg.base)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"

@@ -8,28 +8,29 @@ bytes, and no cast per call. Sampling reads every weight once per token, so a mo
 are mostly float32 samples from a compute-dtype copy, refreshed after each update (`SamplingCopy`).
 
 `model.dtype: auto` takes bf16 where the hardware runs it natively (a CUDA device that supports it;
-a CPU with AVX512-BF16 or AMX) and, on a CPU, where the model's MLP matmul for 64 rows (`[64 x
-hidden] @ [hidden x width]`) measured at least `AUTO_MIN_SAVING` seconds faster in bf16 (best of 5,
-about 10 ms, once per process and shape); float32 elsewhere. A small model's step is bound by the
-cost per op, not by its matmuls, and bf16 adds casts: the shipped tiny model (hidden 128) runs its
-matmul 1.6x faster in bf16 (22 us saved) yet its GRPO step took 0.70 CPU s against 0.66 in float32,
-so it stays float32; SmolLM2 (hidden 576) saves about 400 us on that matmul (2.2x) and its step
-took 0.75x the CPU time of float32 (benchmarks/README.md, "bf16 on CPU").
+a CPU with AVX512-BF16 or AMX) and, on a CPU, where the model's MLP weight (hidden x width) has at
+least `AUTO_MIN_MLP_WEIGHTS` entries; float32 elsewhere. A rule of the model's shape, not a timing
+taken at start: the same model on the same CPU always gets the same precision, so a seeded run or a
+resumed one does not depend on how busy the machine was. The bound comes from timing the MLP matmul
+for 64 rows on a 2-core AVX512-BF16 CPU (benchmarks/README.md, "bf16 on CPU"): bf16 saved 33 us at
+128 x 512 (the shipped tiny model), 91 us at 192 x 768, 121 us at 256 x 1024 and 379 us at 576 x
+1536 (SmolLM2). A small model's step is bound by the cost per op, not by its matmuls, and bf16 adds
+casts: the tiny model's GRPO step took 0.70 CPU s in bf16 against 0.66 in float32, so it stays
+float32; SmolLM2's took 0.75x the CPU time of float32.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from collections.abc import Callable, Iterator
-from functools import cache
 from typing import Any
 
 import torch
 
-AUTO_MIN_SAVING = 1e-4
-"""Seconds bf16 must save on the model's MLP matmul for 64 rows for `auto` to take it on a CPU."""
+AUTO_MIN_MLP_WEIGHTS = 256 * 1024
+"""Entries in the MLP weight (hidden x width) from which `auto` takes bf16 on a bf16 CPU (about
+where bf16 saves 0.1 ms on that matmul for 64 rows: the module docstring)."""
 _ATTRIBUTE = "grpo_compute_dtype"
 
 
@@ -52,25 +53,6 @@ def native_bf16(device: str) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
-@cache
-def measured_saving(rows: int, hidden: int, out: int, threads: int) -> float:
-    """Seconds bf16 saves over float32 on `[rows, hidden] @ [hidden, out]` on the CPU (best of 5 each)."""
-    del threads  # part of the cache key only: the ratio depends on the thread count
-
-    def best(dtype: torch.dtype) -> float:
-        # Not torch.randn: drawing from the global generator would shift every seeded stream after it.
-        a, b = torch.full((rows, hidden), 0.5, dtype=dtype), torch.full((hidden, out), 0.25, dtype=dtype)
-        a @ b  # first call: the kernel's one-time setup
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(torch.float32) - best(torch.bfloat16)
-
-
 def resolve(name: str, device: str, hidden: int, intermediate: int) -> torch.dtype:
     """The compute dtype `model.dtype` names, `auto` decided as the module docstring says."""
     if name != "auto":
@@ -79,8 +61,7 @@ def resolve(name: str, device: str, hidden: int, intermediate: int) -> torch.dty
         return torch.float32
     if device.startswith("cuda"):
         return torch.bfloat16
-    fast = measured_saving(64, hidden, intermediate, torch.get_num_threads()) >= AUTO_MIN_SAVING
-    return torch.bfloat16 if fast else torch.float32
+    return torch.bfloat16 if hidden * intermediate >= AUTO_MIN_MLP_WEIGHTS else torch.float32
 
 
 def mark(model: Any, dtype: torch.dtype) -> None:
