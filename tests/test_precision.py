@@ -91,23 +91,26 @@ def _sampler(model):
     return HFSampler(model, tok, {tok.eos_token_id})
 
 
-def test_a_float32_model_samples_from_a_bf16_copy_refreshed_by_sync_weights():
+def test_a_float32_model_samples_from_a_bf16_cast_of_its_current_weights_freed_after_the_call():
     model = load_model(tiny_model_dir(), BF16, trainable=True)
     sampler = _sampler(model)
     params = SamplingParams(n=2, max_new_tokens=6, seed=3)
+    seen = []
+    with sampler.copy.weights(model) as copy:
+        assert copy is not model and precision.compute_dtype(copy) == torch.bfloat16
+        seen = [p.clone() for p in copy.parameters()]
+    assert all(
+        s.dtype == torch.bfloat16 and torch.equal(s, p.to(torch.bfloat16)) for s, p in zip(seen, model.parameters())
+    )
+    assert all(p.numel() == 0 for p in sampler.copy.copy.parameters())  # freed: not held through the update
     first = sampler.generate(["1 + 2 = "], params)
-    copy = sampler.copy.copy
-    assert copy is not None and all(p.dtype == torch.bfloat16 for p in copy.parameters())
-    assert sampler.generate(["1 + 2 = "], params)[0][0].token_ids == first[0][0].token_ids  # same seed, same copy
+    assert sampler.generate(["1 + 2 = "], params)[0][0].token_ids == first[0][0].token_ids  # same seed, same weights
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
-    stale = next(copy.parameters()).clone()
-    sampler.generate(["1 + 2 = "], params)
-    assert torch.equal(next(copy.parameters()), stale)  # no sync: the copy holds the sampled weights
-    sampler.sync_weights(model)
-    sampler.generate(["1 + 2 = "], params)
-    assert torch.equal(next(copy.parameters()), next(model.parameters()).to(torch.bfloat16))
+    with sampler.copy.weights(model) as copy:  # no sync needed: each call casts the current weights
+        assert torch.equal(next(copy.parameters()), next(model.parameters()).to(torch.bfloat16))
+    assert sampler.generate(["1 + 2 = "], params)[0][0].token_ids != first[0][0].token_ids
 
 
 def test_lora_stores_its_frozen_base_in_bf16_and_trains_float32_adapters():

@@ -5,7 +5,8 @@ weight cannot hold an update of 1e-5 of itself) and runs its forward and backwar
 `torch.autocast` in the compute dtype. Weights that never train (a LoRA base, a reference model,
 the model `grpo sample` and `grpo eval` load) are stored in the compute dtype itself: half the
 bytes, and no cast per call. Sampling reads every weight once per token, so a model whose weights
-are mostly float32 samples from a compute-dtype copy, refreshed after each update (`SamplingCopy`).
+are mostly float32 samples from a compute-dtype copy, cast from its current weights for each
+sampling call and freed after it (`SamplingCopy`).
 
 `model.dtype: auto` takes bf16 where the hardware runs it natively (a CUDA device that supports it;
 a CPU with AVX512-BF16 or AMX) and, on a CPU, where the model's MLP weight (hidden x width) has at
@@ -117,15 +118,14 @@ def mostly_float32(model: Any) -> bool:
 
 
 class SamplingCopy:
-    """A compute-dtype copy of a float32 model for sampling (`mostly_float32`), made on first use
-    and refreshed after `stale()`; else the model itself under `autocast`."""
+    """A compute-dtype copy of a float32 model (`mostly_float32`) for one sampling call: cast from
+    the model's current weights when the call starts and its storage freed when it ends, so its
+    bytes are not held through the update that follows (the step's memory peak: fp32 weights,
+    AdamW state, gradients, autocast's casts). The module itself is made once; casting 135M weights
+    costs about 0.1 s a call. A model that is not mostly float32 samples itself under `autocast`."""
 
     def __init__(self) -> None:
         self.copy: Any = None
-        self.fresh = False
-
-    def stale(self) -> None:
-        self.fresh = False
 
     @contextlib.contextmanager
     def weights(self, model: Any) -> Iterator[Any]:
@@ -139,9 +139,12 @@ class SamplingCopy:
         if self.copy is None:
             self.copy = copy.deepcopy(model).to(dtype).requires_grad_(False)
             mark(self.copy, dtype)
-        elif not self.fresh:
-            with torch.no_grad():
-                for mine, theirs in zip(self.copy.parameters(), model.parameters(), strict=True):
-                    mine.copy_(theirs)
-        self.fresh = True
-        yield self.copy
+        mine = list(self.copy.parameters())
+        with torch.no_grad():
+            for param, theirs in zip(mine, model.parameters(), strict=True):
+                param.data = theirs.detach().to(dtype)
+        try:
+            yield self.copy
+        finally:
+            for param in mine:
+                param.data = param.data.new_empty(0)

@@ -87,9 +87,9 @@ DROP_FRACTION = 0.25
 
 
 class HFSampler(Sampler):
-    """Generates with the policy module itself, so updated weights are used without a sync; a float32
-    model that computes in bf16/fp16 generates from a compute-dtype copy that `sync_weights` marks
-    stale (grpo_cli.models.precision)."""
+    """Generates with the policy module itself, so updated weights are used without a sync (a float32
+    model that computes in bf16/fp16 generates from a compute-dtype copy cast from its current
+    weights for each call: grpo_cli.models.precision)."""
 
     def __init__(self, model: Any, tokenizer: Any, stop_ids: set[int], batch_size: int = 256) -> None:
         self.model = model
@@ -98,9 +98,6 @@ class HFSampler(Sampler):
         self.stop_ids = sorted(stop_ids)
         self.batch_size = batch_size
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
-
-    def sync_weights(self, model: Any) -> None:
-        self.copy.stale()
 
     @torch.inference_mode()
     def generate(
