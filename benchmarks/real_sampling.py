@@ -17,7 +17,12 @@ in its own subprocess (its own imports and allocator), sides alternate, `--repea
 - `--vllm`: `grpo sample --set sampling.backend=vllm` (engine start not counted: the CLI times the
   sampling call).
 Prints tokens/s per side and round and the paired ratios (grpo / transformers, same round).
-Timings on a shared machine drift: read the paired ratios.
+Timings on a shared machine drift: read the paired ratios. Then, per side, estimates against this
+machine's floor (benchmarks/floor.py, measured after the sides at `--threads`): useful GFLOP/s
+(2 x N x tokens / s, N the config's matmul weights) over the matmul floor of the side's dtype, and
+weight GB/s (decode steps x N x bytes per weight / s, a decode step being one token of the longest
+completion per batch of `sampling.batch_size` sequences) over a memory copy's GB/s. The floor is
+the CPU's: for a side on a GPU (the vLLM one is left out) it says nothing.
 """
 
 from __future__ import annotations
@@ -71,13 +76,17 @@ def generate_worker(args: argparse.Namespace) -> None:
         out = model.generate(**enc, **kwargs)
         seconds = time.perf_counter() - start
     tokens = 0
-    for row in out[:, enc["input_ids"].shape[1] :].tolist():
+    completions = out[:, enc["input_ids"].shape[1] :]
+    for row in completions.tolist():
         ends = [i for i, t in enumerate(row) if t in eos]
         tokens += ends[0] + 1 if ends else len(row)
-    print(json.dumps({"seconds": seconds, "tokens": tokens}))
+    # generate decodes the batch until its last sequence stops: one step per column.
+    print(json.dumps({"seconds": seconds, "tokens": tokens, "decode_steps": completions.shape[1]}))
 
 
 def run_cli(args: argparse.Namespace, sets: list[str], seed: int) -> dict[str, float]:
+    from grpo_cli.config import SamplingConfig
+
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable, "-m", "grpo_cli", "sample", "--model", args.model_dir, "--n", str(args.n),
@@ -94,7 +103,9 @@ def run_cli(args: argparse.Namespace, sets: list[str], seed: int) -> dict[str, f
         assert m, proc.stdout + proc.stderr
         rows = [json.loads(line) for line in (Path(tmp) / "s.jsonl").read_text().splitlines()]
         tokens = sum(r["completion_tokens"] for r in rows)
-        return {"seconds": float(m.group(1)), "tokens": tokens}
+        batches = -(-len(rows) // SamplingConfig().batch_size)  # `grpo sample`'s default
+        steps = batches * max((r["completion_tokens"] for r in rows), default=0)
+        return {"seconds": float(m.group(1)), "tokens": tokens, "decode_steps": steps}
 
 
 def run_generate(args: argparse.Namespace, seed: int, dtype: str) -> dict[str, float]:
@@ -108,6 +119,48 @@ def run_generate(args: argparse.Namespace, seed: int, dtype: str) -> dict[str, f
     if proc.returncode != 0:
         raise SystemExit(f"generate worker failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def side_dtype(sets: list[str] | str, model_dir: str) -> str:
+    """The dtype a side computes and stores its sampling weights in: `model.dtype` resolved as
+    `grpo sample` resolves it (auto: by this CPU and the model's shape), or the generate side's."""
+    if isinstance(sets, str):
+        return sets
+    from grpo_cli.models.loading import matmul_shape
+    from grpo_cli.models.precision import resolve
+
+    name = next((s.split("=", 1)[1] for s in sets if s.startswith("model.dtype=")), "auto")
+    return str(resolve(name, "cpu", *matmul_shape(Path(model_dir)))).removeprefix("torch.")
+
+
+def print_floor(args: argparse.Namespace, sides: dict[str, list[str] | str], results: dict[str, list[dict]]) -> None:
+    """Each side's GFLOP/s and weight GB/s over rounds, against the floor measured here, now."""
+    import floor
+    import torch
+
+    torch.set_num_threads(args.threads)
+    matmuls = floor.model_matmuls(args.model_dir)
+    params = sum(m.inner * m.out * m.count for m in matmuls)
+    dtypes = {name: side_dtype(sets, args.model_dir) for name, sets in sides.items()}
+    floors = {d: floor.model_floor(args.model_dir, getattr(torch, d)) for d in sorted(set(dtypes.values()))}
+    gbps = floor.memory_gbps()
+    print(
+        f"floor (estimates): {args.threads} threads, matmuls at this model's shapes ({floor.ROWS} rows) "
+        + ", ".join(f"{d} {f:.1f} GFLOP/s" for d, f in floors.items())
+        + f"; memory copy {gbps:.1f} GB/s; N = {params / 1e6:.2f}M matmul weights (config.json)"
+    )
+    print(f"{'side':<44}{'dtype':>10}{'GFLOP/s':>10}{'/ floor':>9}{'weight GB/s':>13}{'/ bandwidth':>13}")
+    for name, res in results.items():
+        if "sampling.backend=vllm" in sides[name]:  # on a GPU: this CPU floor says nothing of it
+            continue
+        seconds = sum(r["seconds"] for r in res)
+        rate = floor.gflops(floor.forward_flops(params, sum(r["tokens"] for r in res)), seconds)
+        weight_bytes = params * getattr(torch, dtypes[name]).itemsize
+        bandwidth = floor.decode_gbps(sum(r["decode_steps"] for r in res), weight_bytes, seconds)
+        print(
+            f"{name:<44}{dtypes[name]:>10}{rate:>10.2f}{floor.fraction(rate, floors[dtypes[name]]):>9.3f}"
+            f"{bandwidth:>13.2f}{floor.fraction(bandwidth, gbps):>13.3f}"
+        )
 
 
 def main() -> None:
@@ -147,12 +200,14 @@ def main() -> None:
         flush=True,
     )
     rates: dict[str, list[float]] = {name: [] for name in sides}
+    results: dict[str, list[dict]] = {name: [] for name in sides}
     for r in range(args.repeats):
         for name, sets in sides.items():
             res = (
                 run_generate(args, args.seed + r, sets) if isinstance(sets, str) else run_cli(args, sets, args.seed + r)
             )
             rates[name].append(res["tokens"] / res["seconds"])
+            results[name].append(res)
             print(f"round {r}  {name:<44} {res['tokens']:>6} tokens {res['seconds']:>8.1f} s "
                   f"{rates[name][-1]:>8.1f} tokens/s", flush=True)  # fmt: skip
     base_name = f"transformers generate {args.generate_dtypes.split(',')[0]}"
@@ -163,6 +218,7 @@ def main() -> None:
             f"{name:<44} tokens/s mean {statistics.mean(rates[name]):8.1f}; vs {base_name} "
             f"(paired, per round): {', '.join(f'{x:.2f}x' for x in ratios)}"
         )
+    print_floor(args, sides, results)
 
 
 if __name__ == "__main__":

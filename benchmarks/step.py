@@ -42,6 +42,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("sampling", "scoring", "logprobs", "fwd_bwd", "optimizer", "other", "step")
+COUNTS = ("fwd_bwd_tokens", "logprob_tokens", "decode_steps")
+"""Per step: real tokens through forward+backward and through the no-grad log-prob passes
+(prompt + completion, each pass and epoch counted), and decode steps of sampling."""
 LARGE_SHAPE = {
     "hidden_size": 512,
     "intermediate_size": 1536,
@@ -110,6 +113,24 @@ class Timers:
                 self.add(name, start)
 
         setattr(obj, attr, timed)
+
+    def count(self, name: str, n: float) -> None:
+        self.now[name] = self.now.get(name, 0.0) + n
+
+    def count_tokens(self, obj: Any, attr: str, mask_arg: int) -> None:
+        """Add the real tokens (attention-mask ones; positional argument `mask_arg`) of every call of
+        obj.attr to `fwd_bwd_tokens` under autograd, else to `logprob_tokens` (reference, old policy)."""
+        inner = getattr(obj, attr)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            import torch
+
+            mask = kwargs.get("attention_mask", args[mask_arg] if len(args) > mask_arg else None)
+            if mask is not None:
+                self.count("fwd_bwd_tokens" if torch.is_grad_enabled() else "logprob_tokens", float(mask.sum()))
+            return inner(*args, **kwargs)
+
+        setattr(obj, attr, counted)
 
     def take(self) -> dict[str, float]:
         out, self.now = self.now, {}
@@ -204,6 +225,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
     import torch
+    from floor import matmul_weight_stats
 
     from grpo_cli.config import load_config
     from grpo_cli.pipeline.data import write_jsonl
@@ -251,7 +273,21 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         session.policy.sampler.stop_ids = []  # every completion runs to max_new_tokens (see the module doc)
 
     timers = Timers()
-    timers.wrap(session.policy.sampler, "generate", "sampling")
+    sampler = session.policy.sampler
+    inner_generate = sampler.generate
+
+    def counting_generate(*a: Any, **k: Any) -> Any:
+        out = inner_generate(*a, **k)
+        # One decode step per token of the longest completion, per batch of `batch_size` sequences.
+        lengths = [len(c.token_ids) for group in out for c in group]
+        timers.count("decode_steps", -(-len(lengths) // sampler.batch_size) * max(lengths, default=0))
+        return out
+
+    sampler.generate = counting_generate
+    timers.wrap(sampler, "generate", "sampling")
+    timers.count_tokens(session, "path", 1)
+    if session.ref_path is not None:
+        timers.count_tokens(session, "ref_path", 1)
     timers.wrap(session, "update", "update")
     if session.ref_path is not None:  # the reference pass
         timers.wrap(session, "ref_path", "logprobs")
@@ -270,12 +306,27 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             session.update(batch)
             timers.add("step", start)
             rows.append(phase_row(timers.take(), "update", batch.stats["sampled_tokens"]))
+    # The module sampling reads: a float32 policy's compute-dtype copy (precision.SamplingCopy), or itself.
+    sampling_model = getattr(getattr(sampler, "copy", None), "copy", None) or session.policy.model
     return {
         "rows": rows[1:],
         "peak_rss_mb": peak_rss_mb(),
         "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"],
         "threads": torch.get_num_threads(),
+        "params": matmul_weight_stats(session.policy.model)[0],
+        "sampling_weight_bytes": matmul_weight_stats(sampling_model)[1],
+        "compute_dtype": str(our_compute_dtype(session.policy.model)).removeprefix("torch."),
     }
+
+
+def our_compute_dtype(model: Any) -> Any:
+    """The policy's compute dtype; an older source tree (--before) without grpo_cli.models.precision
+    computes in its weights' dtype."""
+    try:
+        from grpo_cli.models.precision import compute_dtype
+    except ImportError:
+        return next(model.parameters()).dtype
+    return compute_dtype(model)
 
 
 def ablate(names: list[str]) -> None:
@@ -312,6 +363,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
     from datasets import Dataset
+    from floor import matmul_weight_stats
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -388,6 +440,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         timers.wrap(trainer, "_generate", "sampling")
         timers.wrap(trainer, "_calculate_rewards", "scoring")
         timers.wrap(trainer, "_get_per_token_logps_and_entropies", "logprobs", when=lambda: not torch.is_grad_enabled())
+        timers.count_tokens(trainer, "_get_per_token_logps_and_entropies", 2)  # (model, input_ids, attention_mask)
         timers.wrap(trainer, "_prepare_inputs", "prepare")
         timers.wrap(trainer, "training_step", "training_step")
         timers.wrap(trainer, "_clip_grad_norm", "optimizer")
@@ -398,6 +451,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         def counting_generate(prompts: list) -> Any:
             out = inner_generate(prompts)
             generated["tokens"] += sum(len(c) for c in out[1])
+            timers.count("decode_steps", max((len(c) for c in out[1]), default=0))  # one `generate` call
             return out
 
         trainer._generate = counting_generate
@@ -430,18 +484,22 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         trainer.train()
     # Fold TRL's mu optimizer steps per sampled batch into one of our steps.
     merged = [{k: sum(r[k] for r in rows[i : i + args.mu]) for k in rows[0]} for i in range(0, len(rows), args.mu)]
+    params, weight_bytes = matmul_weight_stats(model)
     return {
         "rows": merged[1:],
         "peak_rss_mb": peak_rss_mb(),
         "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"],
         "threads": torch.get_num_threads(),
+        "params": params,
+        "sampling_weight_bytes": weight_bytes,  # autocast or not, TRL's weights stay float32
+        "compute_dtype": "bfloat16" if args.trl_bf16 else "float32",
     }
 
 
 def phase_row(ph: dict[str, float], update: str, tokens: float) -> dict[str, float]:
     """One step's phases, wall and CPU; forward+backward = the update minus its log-prob passes
     (reference, old policy) and the optimizer."""
-    row = {"tokens": tokens}
+    row = {"tokens": tokens, **{k: ph.get(k, 0.0) for k in COUNTS}}
     for suffix in ("", "_cpu"):
         for key in ("sampling", "scoring", "logprobs", "optimizer", "step"):
             row[key + suffix] = ph.get(key + suffix, 0.0)
@@ -491,19 +549,21 @@ def run_side(side: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(result.read_text())
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rows = [r for run in runs for r in run["rows"]]
-    out = {k: statistics.median(r[k] for r in rows) for k in (*PHASES, *(p + "_cpu" for p in PHASES), "tokens")}
+    keys = (*PHASES, *(p + "_cpu" for p in PHASES), "tokens", *COUNTS)
+    out = {k: statistics.median(r[k] for r in rows) for k in keys}
     out["tokens_per_s"] = statistics.median(r["tokens"] / r["step"] for r in rows)
     out["tokens_per_cpu_s"] = statistics.median(r["tokens"] / r["step_cpu"] for r in rows)
     out["sampling_share_cpu"] = out["sampling_cpu"] / out["step_cpu"]
     out["peak_rss_mb"] = statistics.median(run["peak_rss_mb"] for run in runs)
     out["step_mem_mb"] = statistics.median(run["step_mem_mb"] for run in runs)
     out["sampling_share"] = out["sampling"] / out["step"]
+    out.update({k: runs[0][k] for k in ("params", "sampling_weight_bytes", "compute_dtype")})
     return out
 
 
-def print_table(model: str, sides: dict[str, dict[str, float]]) -> None:
+def print_table(model: str, sides: dict[str, dict[str, Any]]) -> None:
     names = list(sides)
     print(f"\n== {model}: medians per step ({', '.join(names)})")
     ratios = [(a, b) for a, b in (("ours", "trl"), ("ours", "before")) if a in names and b in names]
@@ -528,6 +588,60 @@ def print_table(model: str, sides: dict[str, dict[str, float]]) -> None:
         line = f"{label:<22}" + "".join(f"{v:>12.3f}" if v < 100 else f"{v:>12.0f}" for v in vals)
         line += "".join(f"{sides[a][key] / sides[b][key]:>12.2f}" if sides[b][key] else f"{'-':>12}" for a, b in ratios)
         print(line)
+
+
+def print_floor(model: str, sides: dict[str, dict[str, Any]], threads: int, measured: dict[str, float]) -> None:
+    """Each phase's useful GFLOP/s against this machine's matmul floor at the model's shapes, in the
+    side's compute dtype, measured here (after the workers, at their thread count); sampling's weight
+    bytes per second against a copy's bandwidth (`memory_gbps` measured once, kept in `measured`)."""
+    import floor
+    import torch
+
+    torch.set_num_threads(threads)
+    dtypes = sorted({side["compute_dtype"] for side in sides.values()})
+    floors = {d: floor.model_floor(model_dir(model), getattr(torch, d)) for d in dtypes}
+    if "gbps" not in measured:
+        measured["gbps"] = floor.memory_gbps()
+    gbps = measured["gbps"]
+    print(
+        f"-- floor (estimates): matmuls at this model's shapes, {floor.ROWS} rows, {threads} threads, wall: "
+        + ", ".join(f"{d} {f:.1f} GFLOP/s" for d, f in sorted(floors.items()))
+        + f"; memory copy {gbps:.1f} GB/s"
+    )
+    print(
+        "   useful FLOPs: fwd+bwd 6 x N x tokens trained (prompt + completion, every epoch), ref/old logp "
+        "2 x N x tokens passed, sampling 2 x N x generated tokens (prefill not counted); N = matmul weights "
+        "(the LM head counted, the embedding lookup not). Shared prompt prefixes do less work: a fraction "
+        "can pass 1. Sampling bandwidth: decode steps x weight bytes / wall s."
+    )
+    names = list(sides)
+    print(f"{'':<22}" + "".join(f"{n:>12}" for n in names))
+    print(f"{'compute dtype':<22}" + "".join(f"{sides[n]['compute_dtype']:>12}" for n in names))
+    print(f"{'N matmul weights (M)':<22}" + "".join(f"{sides[n]['params'] / 1e6:>12.2f}" for n in names))
+    for key, label in (
+        ("fwd_bwd_tokens", "fwd+bwd tokens"),
+        ("logprob_tokens", "ref/old logp tokens"),
+        ("decode_steps", "decode steps"),
+    ):
+        print(f"{label:<22}" + "".join(f"{sides[n][key]:>12.0f}" for n in names))
+    figures: dict[str, list[float]] = {}
+    for name in names:
+        s, n_params = sides[name], sides[name]["params"]
+        peak = floors[s["compute_dtype"]]
+        phases = (
+            ("fwd+bwd", floor.train_flops(n_params, s["fwd_bwd_tokens"]), s["fwd_bwd"]),
+            ("ref/old logp", floor.forward_flops(n_params, s["logprob_tokens"]), s["logprobs"]),
+            ("sampling", floor.forward_flops(n_params, s["tokens"]), s["sampling"]),
+        )
+        for label, flops, seconds in phases:
+            rate = floor.gflops(flops, seconds)
+            figures.setdefault(f"{label} GFLOP/s", []).append(rate)
+            figures.setdefault(f"{label} / floor", []).append(floor.fraction(rate, peak))
+        bandwidth = floor.decode_gbps(s["decode_steps"], s["sampling_weight_bytes"], s["sampling"])
+        figures.setdefault("sampling weight GB/s", []).append(bandwidth)
+        figures.setdefault("sampling / bandwidth", []).append(floor.fraction(bandwidth, gbps))
+    for label, values in figures.items():  # rates to 0.1 GFLOP/s or GB/s, fractions to 0.001
+        print(f"{label:<22}" + "".join(f"{v:>12.3f}" if "/ " in label else f"{v:>12.1f}" for v in values))
 
 
 def print_paired(runs: dict[str, list[dict[str, Any]]]) -> None:
@@ -594,6 +708,7 @@ def main() -> None:
 
     sides = ["ours"] + (["before"] if args.before else []) + (["trl"] if args.vs_trl else [])
     summaries = {}
+    measured: dict[str, float] = {}  # memory bandwidth: measured once
     for model in args.models.split(","):
         runs: dict[str, list] = {s: [] for s in sides}
         for r in range(args.repeats):
@@ -608,6 +723,7 @@ def main() -> None:
         summaries[model] = {s: summarize(runs[s]) for s in sides}
         print_table(model, summaries[model])
         print_paired(runs)
+        print_floor(model, summaries[model], args.threads, measured)
     print(
         f"\nsettings: G={args.n} batch={args.batch_size} micro-batch={args.micro_batch} "
         f"max_new_tokens={args.max_new_tokens} "

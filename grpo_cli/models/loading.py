@@ -185,6 +185,11 @@ def matmul_shape(model_dir: Path) -> tuple[int, int]:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):
         return 0, 0
+    return config_matmul_shape(config)
+
+
+def config_matmul_shape(config: dict[str, Any]) -> tuple[int, int]:
+    """`matmul_shape` of a parsed config.json (a multimodal one's `text_config` read)."""
     config = config.get("text_config", config)
     hidden = int(config.get("hidden_size") or config.get("n_embd") or 0)
     return hidden, int(config.get("intermediate_size") or config.get("n_inner") or 4 * hidden)
