@@ -306,16 +306,18 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             session.update(batch)
             timers.add("step", start)
             rows.append(phase_row(timers.take(), "update", batch.stats["sampled_tokens"]))
-    # The module sampling reads: a float32 policy's compute-dtype copy (precision.SamplingCopy), or itself.
-    sampling_model = getattr(getattr(sampler, "copy", None), "copy", None) or session.policy.model
+    params, weight_bytes = matmul_weight_stats(session.policy.model)
+    compute = our_compute_dtype(session.policy.model)
+    if weight_bytes > params * compute.itemsize:  # a float32 policy samples a compute-dtype copy (SamplingCopy)
+        weight_bytes = params * compute.itemsize
     return {
         "rows": rows[1:],
         "peak_rss_mb": peak_rss_mb(),
         "step_mem_mb": peak_rss_mb() - BASELINE["rss_mb"],
         "threads": torch.get_num_threads(),
-        "params": matmul_weight_stats(session.policy.model)[0],
-        "sampling_weight_bytes": matmul_weight_stats(sampling_model)[1],
-        "compute_dtype": str(our_compute_dtype(session.policy.model)).removeprefix("torch."),
+        "params": params,
+        "sampling_weight_bytes": weight_bytes,
+        "compute_dtype": str(compute).removeprefix("torch."),
     }
 
 
