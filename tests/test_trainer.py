@@ -209,6 +209,12 @@ def test_unified_paradigm_algorithms_train_on_their_own_data(random_model_dir, p
     for step in (1, 2):
         records = _rollouts(run, step)
         assert records and all(r["advantage"] == float(r["reward"] >= 0.1) for r in records)
+    paid = [r for step in (1, 2) for r in _rollouts(run, step) if r["reward"] > 0]
+    if paid:  # what the reward paid for, a random 20 of it, for a reader to check for cheats
+        rewarded = [json.loads(line) for line in (run / "rewarded-samples.jsonl").read_text().splitlines()]
+        assert len(rewarded) == min(20, len(paid)) and all(r in paid for r in rewarded)
+    else:
+        assert not (run / "rewarded-samples.jsonl").exists()
     # Step 2 samples with step 2's seed. RFT's sampler is the initial model, so its samples are those
     # of a run whose policy never moves (lr 0); online RFT's come from the policy trained at step 1.
     frozen = tmp_path / "frozen"

@@ -66,9 +66,11 @@ class Recorder:
             self.report.log(f"step {step}/{t.run.steps}  {step_status(row)}")
 
     def finish(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-        """eval.json, the after-evaluation to the trackers, and the training curves."""
+        """eval.json, the after-evaluation to the trackers, a random few of the rewarded samples
+        (`rollouts.write_rewarded`) and the training curves."""
         if not self.main:
             return
+        rollouts.write_rewarded(self.run_dir, self.cfg.seed)
         if before is not None and after is not None:
             text = json.dumps({"before": before, "after": after}, indent=2)
             (self.run_dir / "eval.json").write_text(text, encoding="utf-8")

@@ -4,16 +4,23 @@ The records are the scored-record format of `grpo score` (the problem's fields, 
 `group`, `index`, `finish_reason`, `completion_tokens`, `reward`, `rewards` per verifier, `info`)
 plus `step` and `advantage` (the completion's advantage, its token mean under process advantages;
 null for a group dynamic sampling dropped), so `grpo score` and `grpo eval --samples` read them back.
+
+When the run ends, `rewarded-samples.jsonl` holds `REWARDED_COUNT` of the rollouts' samples that
+earned a positive reward, drawn at random (seeded): what the reward paid for, to read for cheats.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
-from grpo_cli.pipeline.data import write_jsonl
+from grpo_cli.pipeline.data import read_jsonl, write_jsonl
 from grpo_cli.records import Rollout, ScoredSample
 
 FOLDER = "rollouts"
+REWARDED = "rewarded-samples.jsonl"
+REWARDED_COUNT = 20
 
 
 def due(step: int, total: int, save_every: int, every: int) -> bool:
@@ -34,4 +41,24 @@ def write(run_dir: Path, step: int, records: list[ScoredSample], group_size: int
         {**r, "step": step, "group": i // group_size, "advantage": r.get("advantage")} for i, r in enumerate(records)
     ]
     write_jsonl(path, rows)
+    return path
+
+
+def rewarded_sample(rows: list[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` of the `rows` whose reward is positive, drawn at random with `seed` (all of them
+    where there are fewer), in the order they came."""
+    paid = [r for r in rows if isinstance(r.get("reward"), int | float) and r["reward"] > 0]
+    picked = sorted(random.Random(seed).sample(range(len(paid)), min(count, len(paid))))
+    return [paid[i] for i in picked]
+
+
+def write_rewarded(run_dir: Path, seed: int, count: int = REWARDED_COUNT) -> Path | None:
+    """`rewarded_sample` of every rollout file of the run to `run_dir/REWARDED`; None (and no file)
+    where nothing was rewarded or nothing sampled (an SFT run)."""
+    files = sorted((Path(run_dir) / FOLDER).glob("step-*.jsonl"))
+    picked = rewarded_sample([row for f in files for row in read_jsonl(f)], count, seed)
+    if not picked:
+        return None
+    path = Path(run_dir) / REWARDED
+    write_jsonl(path, picked)
     return path
