@@ -22,7 +22,8 @@ machine's floor (benchmarks/floor.py, measured after the sides at `--threads`): 
 (2 x N x tokens / s, N the config's matmul weights) over the matmul floor of the side's dtype, and
 weight GB/s (decode steps x N x bytes per weight / s, a decode step being one token of the longest
 completion per batch of `sampling.batch_size` sequences) over a memory copy's GB/s. The floor is
-the CPU's: for a side on a GPU (the vLLM one is left out) it says nothing.
+the CPU's, for our kernels at our dtype: the vLLM side (its own kernels and dtype, and on a lent GPU
+not this CPU at all) is left out.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def print_floor(args: argparse.Namespace, sides: dict[str, list[str] | str], res
     )
     print(f"{'side':<44}{'dtype':>10}{'GFLOP/s':>10}{'/ floor':>9}{'weight GB/s':>13}{'/ bandwidth':>13}")
     for name, res in results.items():
-        if "sampling.backend=vllm" in sides[name]:  # on a GPU: this CPU floor says nothing of it
+        if "sampling.backend=vllm" in sides[name]:  # vLLM's own kernels and dtype: not this floor's
             continue
         seconds = sum(r["seconds"] for r in res)
         rate = floor.gflops(floor.forward_flops(params, sum(r["tokens"] for r in res)), seconds)
