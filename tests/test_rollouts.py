@@ -21,6 +21,17 @@ def test_rewarded_sample_takes_only_positive_rewards_in_their_order():
     assert rollouts.rewarded_sample(_rows([0, -1, None]), 20, seed=0) == []
 
 
+def test_rewarded_sample_reads_each_text_once_per_prompt():
+    rows = [
+        {"prompt": "p1", "completion": "same", "reward": 1.0},
+        {"prompt": "p1", "completion": "same", "reward": 1.0},  # a converged group repeats itself
+        {"prompt": "p2", "completion": "same", "reward": 1.0},  # the same text for another prompt: new
+        {"prompt": "p1", "completion": "other", "reward": 1.0},
+    ]
+    drawn = rollouts.rewarded_sample(rows, 20, seed=0)
+    assert [(r["prompt"], r["completion"]) for r in drawn] == [("p1", "same"), ("p2", "same"), ("p1", "other")]
+
+
 def test_rewarded_sample_draws_across_the_whole_run():
     rows = _rows([1.0] * 1000)
     picks = {tuple(r["completion"] for r in rollouts.rewarded_sample(rows, 20, seed=s)) for s in range(3)}

@@ -46,8 +46,15 @@ def write(run_dir: Path, step: int, records: list[ScoredSample], group_size: int
 
 def rewarded_sample(rows: list[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
     """`count` of the `rows` whose reward is positive, drawn at random with `seed` (all of them
-    where there are fewer), in the order they came."""
-    paid = [r for r in rows if isinstance(r.get("reward"), int | float) and r["reward"] > 0]
+    where there are fewer), in the order they came. A completion repeated for the same prompt (a
+    converged group writes the same text G times) counts once: each one drawn is a new text to read."""
+    seen: set[tuple[Any, Any]] = set()
+    paid = []
+    for r in rows:
+        key = (r.get("prompt"), r.get("completion"))
+        if isinstance(r.get("reward"), int | float) and r["reward"] > 0 and key not in seen:
+            seen.add(key)
+            paid.append(r)
     picked = sorted(random.Random(seed).sample(range(len(paid)), min(count, len(paid))))
     return [paid[i] for i in picked]
 
