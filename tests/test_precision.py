@@ -113,6 +113,25 @@ def test_a_float32_model_samples_from_a_bf16_cast_of_its_current_weights_freed_a
     assert sampler.generate(["1 + 2 = "], params)[0][0].token_ids != first[0][0].token_ids
 
 
+def test_the_sampling_copy_is_the_model_a_frozen_load_makes():
+    """The copy casts parameters only: RoPE's inv_freq stays float32, as in the bf16 model `grpo sample`
+    and `grpo eval` load from the same weights, so both sample the same tokens with the same log-probs."""
+    model = load_model(tiny_model_dir(), BF16, trainable=True)
+    frozen = load_model(tiny_model_dir(), BF16, trainable=False)
+    assert [b.dtype for b in frozen.buffers()] == [torch.float32]  # the tiny model's one buffer: inv_freq
+    params = SamplingParams(n=2, max_new_tokens=12, seed=5)
+    prompts = ["12 + 30 - 7 * 2 = ", "4 * 9 + 1 = "]
+    with precision.SamplingCopy().weights(model) as copy:
+        assert [b.dtype for b in copy.buffers()] == [torch.float32]
+        assert all(p.dtype == torch.bfloat16 for p in copy.parameters())
+        ids = torch.tensor([[5, 17, 30, 41, 7, 9, 12, 40] * 8])  # 64 positions: rotary angles grow with them
+        assert torch.equal(copy(ids).logits, frozen(ids).logits)
+    mine = _sampler(model).generate(prompts, params)  # through the sampler's own copy
+    theirs = _sampler(frozen).generate(prompts, params)
+    assert [[c.token_ids for c in g] for g in mine] == [[c.token_ids for c in g] for g in theirs]
+    assert [[c.logprobs for c in g] for g in mine] == [[c.logprobs for c in g] for g in theirs]
+
+
 def test_lora_stores_its_frozen_base_in_bf16_and_trains_float32_adapters():
     pytest.importorskip("peft")
     model = load_model(tiny_model_dir(), BF16, trainable=True)

@@ -138,7 +138,10 @@ class SamplingCopy:
             return
         dtype = compute_dtype(model)
         if self.copy is None:
-            self.copy = copy.deepcopy(model).to(dtype).requires_grad_(False)
+            # Parameters only: buffers keep their dtype, as in a frozen model `load_model` stores in the
+            # compute dtype. RoPE's float32 `inv_freq` cast to bf16 would shift every rotary angle by up
+            # to 0.4% of itself: samples from another model than the one trained (and evaluated apart).
+            self.copy = copy.deepcopy(model).requires_grad_(False)
             mark(self.copy, dtype)
         mine = list(self.copy.parameters())
         with torch.no_grad():
