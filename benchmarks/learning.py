@@ -126,7 +126,7 @@ def read_grpo(out: Path) -> list[tuple[float, float]]:
 # -------------------------------------------------------------------------------------------- TRL side
 
 
-def rendered_problems(model: Path, limit: int | None = None) -> list[dict[str, Any]]:
+def rendered_problems(model: Path) -> list[dict[str, Any]]:
     """arith:train as grpo's smollm2 preset renders it: prompt text, answer, worked solution."""
     from transformers import AutoTokenizer
 
@@ -134,7 +134,7 @@ def rendered_problems(model: Path, limit: int | None = None) -> list[dict[str, A
     from grpo_cli.pipeline.sample import problems_from, render_prompts
 
     cfg = load_config("smollm2")
-    problems = problems_from(cfg.data.train, cfg.data)[:limit]
+    problems = problems_from(cfg.data.train, cfg.data)
     prompts = render_prompts(problems, AutoTokenizer.from_pretrained(str(model)), cfg.data)
     return [
         {"prompt": text, "answer": p["answer"], "id": p["id"], "solution": p[cfg.data.solution_field]}
