@@ -341,6 +341,9 @@ class RunConfig:
     """Samples per held-out problem for the before/after evaluation (0: skip it)."""
     eval_limit: int = 0
     """Held-out problems used for the before/after evaluation (0: all)."""
+    eval_after: bool = True
+    """Run the held-out evaluation when training ends (false: a staged run's middle stage skips it, a
+    minute of a real model's budget; the next stage then has no before)."""
     eval_every: int = 0
     """Also run the held-out evaluation every N steps (eval_n samples per problem), logged and written to
     metrics.jsonl as `eval_accuracy` (0: only before and after)."""

@@ -252,7 +252,7 @@ def test_flat_train_table_maps_every_old_field_to_one_grouped_field():
         for group in dataclasses.fields(C.TrainConfig)
         if group.name not in ("reward_model", "lora")
         for leaf in dataclasses.fields(typing.get_type_hints(C.TrainConfig)[group.name])
-    }
+    } - {"run.eval_after"}  # newer than the flat table: no old name to keep
     assert sorted(table.values()) == sorted(grouped)  # onto every grouped field, none twice
 
 

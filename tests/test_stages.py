@@ -176,3 +176,15 @@ def test_two_stages_train_chained_and_resume_skips_finished(tmp_path):
     assert (run / "2-grpo" / "checkpoints" / "step-000002").is_dir()
     names = [s["name"] for s in json.loads((run / "stages.json").read_text(encoding="utf-8"))["stages"]]
     assert names == ["sft", "grpo"]
+
+
+def test_a_middle_stage_may_skip_its_after_evaluation(tmp_path):
+    no_after = TWO_STAGES.replace("train.run.steps: 2,", "train.run.steps: 1, train.run.eval_after: false,")
+    preset = _preset(tmp_path, no_after)
+    proc = grpo("train", "--preset", preset, "--set", "stages.grpo.train.steps=1", cwd=tmp_path)
+    record = json.loads((tmp_path / "run" / "stages.json").read_text(encoding="utf-8"))
+    sft, grpo_stage = record["stages"]
+    assert sft["before"] is not None and sft["after"] is None and grpo_stage["before"] is None
+    assert record["accuracy_before"] == sft["before"]["accuracy"]
+    assert record["accuracy_after"] == grpo_stage["after"]["accuracy"]
+    assert (proc.stdout + proc.stderr).count("eval (after)") == 1  # the last stage only

@@ -199,9 +199,11 @@ class Session:
         return ranks.broadcast(result)
 
     def periodic_eval(self, step: int) -> dict[str, float]:
-        """`eval_accuracy` every `train.run.eval_every` steps (not at the last: the after-evaluation is that one)."""
+        """`eval_accuracy` every `train.run.eval_every` steps (not at the last when the after-evaluation
+        is that one)."""
         t = self.cfg.train
-        if not (t.run.eval_every and self.eval_problems and step % t.run.eval_every == 0 and step < t.run.steps):
+        last = step >= t.run.steps and t.run.eval_after
+        if not (t.run.eval_every and self.eval_problems and step % t.run.eval_every == 0 and not last):
             return {}
         result = self.evaluate(f"step {step}", Reporter())  # no bar inside the bar
         return {"eval_accuracy": float(result["accuracy"])}

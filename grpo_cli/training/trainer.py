@@ -69,7 +69,8 @@ def _train(session: Session) -> TrainResult:
             advance(1, status=step_status(row))
             if session.checkpoint_due(step + 1):
                 session.save(step + 1)
-    after = session.evaluate("after") if session.eval_problems is not None else None
+    evaluated = session.eval_problems is not None and session.cfg.train.run.eval_after
+    after = session.evaluate("after") if evaluated else None
     session.recorder.finish(session.before, after)
     session.close()
     return TrainResult(session.run_dir, session.before, after, session.checkpoint, steps - session.start_step)
