@@ -192,12 +192,13 @@ def trl_worker(args: argparse.Namespace) -> None:
     import tempfile
 
     import torch
+    import trl_side
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
     from grpo_cli.config import load_config
-    from grpo_cli.pipeline.scoring import opened_verifiers, score
+    from grpo_cli.pipeline.scoring import opened_verifiers
 
     setting = TRL_SETTINGS[args.worker]
     torch.manual_seed(args.seed)
@@ -242,15 +243,7 @@ def trl_worker(args: argparse.Namespace) -> None:
         model = sft.model
     specs = load_config("smollm2").verifiers
     with opened_verifiers(specs) as verifiers:
-
-        def math_reward(
-            prompts: list[str], completions: list[str], answer: list[str], id: list[Any], **_: Any
-        ) -> list[float]:
-            records = [
-                {"id": i, "prompt": p, "answer": a, "completion": c}
-                for i, p, a, c in zip(id, prompts, answer, completions)
-            ]
-            return [r["reward"] for r in score(records, verifiers)[0]]
+        math_reward = trl_side.math_reward(verifiers)
 
         tokenizer.padding_side = "left"
         grpo = GRPOTrainer(

@@ -364,13 +364,14 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
     import torch
+    import trl_side
     from datasets import Dataset
     from floor import matmul_weight_stats
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from grpo_cli.config import load_config
-    from grpo_cli.pipeline.scoring import opened_verifiers, score
+    from grpo_cli.pipeline.scoring import opened_verifiers
 
     torch.set_num_threads(args.threads)
     steps = args.steps + 1
@@ -383,15 +384,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     timers = Timers()
 
     with opened_verifiers(specs) as verifiers:
-
-        def math_reward(
-            prompts: list[str], completions: list[str], answer: list[str], id: list[Any], **_: Any
-        ) -> list[float]:
-            records = [
-                {"id": i, "prompt": p, "answer": a, "completion": c}
-                for i, p, a, c in zip(id, prompts, answer, completions)
-            ]
-            return [r["reward"] for r in score(records, verifiers)[0]]
+        math_reward = trl_side.math_reward(verifiers)
 
         tokenizer = AutoTokenizer.from_pretrained(str(args.model_dir))
         tokenizer.padding_side = "left"

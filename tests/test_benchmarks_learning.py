@@ -3,20 +3,10 @@ at a mark, the table, and the TRL side's training clock. Nothing is trained or t
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from benchmark_script import load
 
 learning = load("learning")
 
@@ -113,3 +103,21 @@ def test_clock_callback_saves_every_interval_and_stops_at_the_budget(tmp_path, m
     callback.on_train_end()
     assert saved == ["min-002.00", "min-004.00"]
     assert control.should_training_stop and clock.minutes() == pytest.approx(5.0)
+
+
+def test_trl_reward_function_pays_through_our_verifier_and_not_a_restatement():
+    from grpo_cli.config import load_config
+    from grpo_cli.pipeline.scoring import opened_verifiers
+
+    trl_side = load("trl_side")
+    prompt = "What is 3 + 4 * 2?"
+    with opened_verifiers(load_config("smollm2").verifiers) as verifiers:
+        reward = trl_side.math_reward(verifiers)
+        paid = reward(
+            prompts=[prompt] * 3,
+            completions=["4 * 2 = 8\n3 + 8 = 11\n#### 11", "#### 14", f"{prompt} 3 + 4 * 2 = N"],
+            answer=["11"] * 3,
+            id=["a", "a", "a"],
+        )
+    assert paid == [1.0, 0.0, 0.0]
+    assert reward.__name__ == "math_reward"  # TRL's logged reward column
