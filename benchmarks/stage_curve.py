@@ -2,13 +2,16 @@
 and, optionally, of an SFT-alone run of the same data; the per-step NLL (SFT) and mean reward (GRPO)
 beside it.
 
-    python benchmarks/stage_curve.py RUN OUT.png [SFT_ALONE_RUN]
+    python benchmarks/stage_curve.py RUN OUT.png [--alone SFT_ALONE_RUN] [--stage-eval sft=RESULTS.json]
+
+A stage that skipped its after-evaluation (`train.run.eval_after: false`) gets its point from a
+`grpo eval --out` results.json of its checkpoint when one is given, else none.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -17,11 +20,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 
-def main(run: Path, out: Path, alone: Path | None) -> None:
+def eval_accuracy(results: Path) -> float:
+    """The accuracy of a `grpo eval --out` results.json that evaluated one model."""
+    document = json.loads(results.read_text())
+    (only,) = document["results"].values()
+    return float(only["accuracy"])
+
+
+def main(run: Path, out: Path, alone: Path | None, stage_evals: dict[str, Path]) -> None:
     summary = json.loads((run / "stages.json").read_text())
     fig, (acc, steps) = plt.subplots(1, 2, figsize=(10, 3.6))
     start = 0.0
-    points = [(0.0, summary["accuracy_before"] * 100)]
+    points = [(0.0, summary["accuracy_before"] * 100, "start")]
     for stage in summary["stages"]:
         rows = [json.loads(line) for line in (Path(stage["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
         key = "nll" if stage["name"] == "sft" else "reward_mean"
@@ -32,9 +42,13 @@ def main(run: Path, out: Path, alone: Path | None) -> None:
             ys.append(row.get(key))
         steps.plot(xs, ys, lw=0.8, label=f"{stage['name']}: {'NLL' if key == 'nll' else 'mean reward'} per step")
         start += stage["wall_time_s"]
-        points.append((start / 60, stage["accuracy_after"] * 100))
+        after = stage["accuracy_after"]
+        if after is None and stage["name"] in stage_evals:
+            after = eval_accuracy(stage_evals[stage["name"]])
+        if after is not None:
+            points.append((start / 60, after * 100, f"after {stage['name'].upper()}"))
     acc.plot([p[0] for p in points], [p[1] for p in points], "o-", label="smollm2 preset: SFT then GRPO")
-    for (x, y), label in zip(points, ["start", "after SFT", "after GRPO"]):
+    for x, y, label in points:
         acc.annotate(f"{label}\n{y:.1f}%", (x, y), textcoords="offset points", xytext=(4, -24), fontsize=8)
     if alone is not None:
         other = json.loads((alone / "stages.json").read_text())
@@ -55,4 +69,13 @@ def main(run: Path, out: Path, alone: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="the staged run's folder (its stages.json)")
+    p.add_argument("out", type=Path, help="the PNG to write")
+    p.add_argument("--alone", type=Path, help="an SFT-alone run's folder, drawn beside it")
+    p.add_argument(
+        "--stage-eval", action="append", default=[], metavar="STAGE=RESULTS", help="a stage's grpo eval results.json"
+    )
+    args = p.parse_args()
+    evals = dict(item.split("=", 1) for item in args.stage_eval)
+    main(args.run, args.out, args.alone, {k: Path(v) for k, v in evals.items()})
