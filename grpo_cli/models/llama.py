@@ -453,7 +453,10 @@ class CausalLM(nn.Module):
             return logprob_head(self, input_ids, attention_mask, target_mask, temperature, entropy)
         out = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, past_key_values=past_key_values)
         hidden = out.last_hidden_state
-        out.logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        # The kept positions as their own tensor: a strided slice makes the head's matmul expand its
+        # weight per row instead of running one mm (a prefill of 64 prompts on SmolLM2: a 3.4 GB copy
+        # and 3.7 of its 5.5 s).
+        out.logits = self.lm_head(hidden[:, -logits_to_keep:].contiguous() if logits_to_keep else hidden)
         return out
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
