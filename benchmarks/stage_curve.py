@@ -54,7 +54,7 @@ def main(run: Path, out: Path, alone: Path | None, stage_evals: dict[str, Path])
         other = json.loads((alone / "stages.json").read_text())
         x, y = other["wall_time_s"] / 60, other["accuracy_after"] * 100
         acc.plot([0, x], [other["accuracy_before"] * 100, y], "s--", label="SFT alone (evaluated at start and end)")
-        acc.annotate(f"SFT alone\n{y:.1f}%", (x, y), textcoords="offset points", xytext=(-60, -30), fontsize=8)
+        acc.annotate(f"SFT alone\n{y:.1f}%", (x, y), textcoords="offset points", xytext=(-30, 8), fontsize=8)
     acc.legend(fontsize=8, loc="lower right")
     acc.set_xlabel("wall time (min), 2 CPU cores")
     acc.set_ylabel("held-out accuracy (%), 200 x 4 at T=0.7")
