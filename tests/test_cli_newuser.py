@@ -308,6 +308,17 @@ def test_piped_output_gets_a_line_every_n_steps_and_periodic_eval(tmp_path, rand
     assert 0.0 <= rows[1]["eval_accuracy"] <= 1.0
 
 
+def test_without_the_after_evaluation_the_last_step_takes_its_periodic_one(tmp_path, random_model_dir):
+    proc = grpo(
+        "train", "--model", str(random_model_dir), "--out", "run", "--steps", "2", *TINY_RUN,
+        "--set", "train.run.eval_every=2", "--set", "train.run.eval_n=1", "--set", "train.run.eval_limit=2",
+        "--set", "train.run.eval_after=false", cwd=tmp_path,
+    )  # fmt: skip
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert ["eval_accuracy" in r for r in rows] == [False, True]
+    assert "eval (after)" not in proc.stdout + proc.stderr
+
+
 def test_terminal_progress_bar_shows_reward_and_step_time(tmp_path, random_model_dir):
     import re
 
